@@ -1,0 +1,35 @@
+"""`vrnn-sample CKPT`: sample text with the PyTorch model (the reference path for vrnn-run)."""
+
+from __future__ import annotations
+
+import click
+import torch
+
+from vrnn.export.torch_cell import TorchCell
+from vrnn.models.checkpoint import load_checkpoint
+from vrnn.runtime.cli import emit_samples, sampling_options
+from vrnn.runtime.errors import OneLineCommand, cli_errors
+from vrnn.runtime.generator import Sampler
+
+
+def torch_sampler(checkpoint: str, threads: int = 1) -> Sampler:
+    """A Sampler over the PyTorch model of a checkpoint (same API as vrnn.runtime.Generator)."""
+    torch.set_num_threads(threads)
+    return Sampler(TorchCell(load_checkpoint(checkpoint)))
+
+
+@click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("checkpoint", type=click.Path(dir_okay=True))
+@sampling_options
+@cli_errors
+def main(checkpoint: str, out: str | None, threads: int, **settings: object) -> None:
+    """Sample text from CHECKPOINT with PyTorch.
+
+    Same options and, for the same --seed, the same text as vrnn-run on the cell
+    exported from this checkpoint.
+    """
+    emit_samples(lambda n: torch_sampler(checkpoint, n), out, threads, **settings)
+
+
+if __name__ == "__main__":
+    main()

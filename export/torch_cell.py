@@ -1,0 +1,46 @@
+"""The PyTorch model behind the same numpy step interface as the ONNX cell.
+
+`vrnn-sample` and the parity tests drive it with the runtime's own generation
+loop, so the two paths share every line except the step itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from vrnn.models.checkpoint import model_from_checkpoint
+from vrnn.runtime import schema
+from vrnn.runtime.errors import VrnnError
+
+
+class TorchCell:
+    """`VRNN.step` with numpy inputs and outputs (CPU, float32, no autograd)."""
+
+    def __init__(self, payload: dict[str, Any]) -> None:
+        self.model, self.vocab = model_from_checkpoint(payload)
+        self.config: schema.ModelConfig = self.model.config
+        self.start_char: str = payload["start_char"]
+        if self.start_char not in self.vocab:
+            raise VrnnError(f"checkpoint start character {self.start_char!r} is not in its vocabulary")
+        self.calls = 0
+
+    def initial_state(self, batch: int) -> dict[str, np.ndarray]:
+        """Zero state, as the ONNX cell's."""
+        return {k: np.zeros(s, np.float32) for k, s in self.config.initial_state_shapes(batch).items()}
+
+    @torch.inference_mode()
+    def step(
+        self, prev_char: np.ndarray, state: dict[str, np.ndarray], eps: np.ndarray
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """One `VRNN.step`: the same contract as OnnxCell.step."""
+        self.calls += 1
+        logits, h, phi_z = self.model.step(
+            torch.from_numpy(np.ascontiguousarray(prev_char, np.int64)),
+            torch.from_numpy(state[schema.INPUT_H]),
+            torch.from_numpy(state[schema.INPUT_PHI_Z]),
+            torch.from_numpy(np.ascontiguousarray(eps, np.float32)),
+        )
+        return logits.numpy(), {schema.INPUT_H: h.numpy(), schema.INPUT_PHI_Z: phi_z.numpy()}

@@ -1,0 +1,173 @@
+"""The Variational RNN (Chung et al. 2015) for characters, in one file.
+
+Notation, per time step t (x_t a character, z_t a latent vector, h the GRU state):
+
+    phi_x(x)  = ELU(Linear(Embedding(x)))                      [E]
+    phi_z(z)  = ELU(Linear(z))                                 [E]
+    prior     p(z_t | h_{t-1})              = N(mu_p, sigma_p)    Linear(h) -> [2Z]
+    encoder   q(z_t | phi_x(x_t), h_{t-1})  = N(mu_q, sigma_q)    Linear([phi_x, h]) -> [2Z]
+    decoder   p(x_t | z_t, h_{t-1})         = softmax(Linear([phi_z(z_t), h_{t-1}]))  [V]
+    recurrence h_t = GRU([phi_x(x_t), phi_z(z_t)], h_{t-1})
+
+Standard deviations are softplus(.) + SIGMA_FLOOR, so they can neither reach zero
+nor overflow.  With several GRU layers, prior, encoder and decoder read the top one.
+
+The time convention is "rotated" so that generation needs one cell call per
+character: a text x_0 x_1 ... x_T is modelled *given* its first character x_0
+(the start character "\\n" for unprimed generation).  The state starts at zeros,
+with phi_z of the (non-existent) z_0 taken as zeros, and the generation step
+consumes the previous character:
+
+    step(x_{t-1}, h_{t-2}, phi_z(z_{t-1}), eps_t):
+        h_{t-1} = GRU([phi_x(x_{t-1}), phi_z(z_{t-1})], h_{t-2})
+        z_t     = mu_p(h_{t-1}) + sigma_p(h_{t-1}) * eps_t
+        logits  = decoder(phi_z(z_t), h_{t-1})
+        return logits, h_{t-1}, phi_z(z_t)
+
+Training (`forward`) evaluates exactly this recurrence with z_t drawn from the
+encoder instead of the prior, and is tested against `step` for that reason.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vrnn.runtime.schema import SIGMA_FLOOR, ModelConfig
+
+__all__ = ["VRNN", "ElboTerms", "ModelConfig", "gaussian_kl"]
+
+
+def gaussian_kl(mu_q: Tensor, sigma_q: Tensor, mu_p: Tensor, sigma_p: Tensor) -> Tensor:
+    """KL(N(mu_q, sigma_q^2) || N(mu_p, sigma_p^2)) per dimension, in closed form (nats)."""
+    ratio = (sigma_q / sigma_p) ** 2
+    return 0.5 * (ratio + ((mu_q - mu_p) / sigma_p) ** 2 - 1.0 - torch.log(ratio))
+
+
+def gaussian_params(raw: Tensor) -> tuple[Tensor, Tensor]:
+    """Split a Linear output [..., 2Z] into a mean and a floored softplus standard deviation."""
+    mu, pre_sigma = raw.chunk(2, dim=-1)
+    return mu, F.softplus(pre_sigma) + SIGMA_FLOOR
+
+
+def gru_update(gi: Tensor, gh: Tensor, h: Tensor) -> Tensor:
+    """One GRU update from precomputed input (gi) and hidden (gh) projections, torch's gate order r, z, n."""
+    i_r, i_u, i_n = gi.chunk(3, dim=-1)
+    h_r, h_u, h_n = gh.chunk(3, dim=-1)
+    r = torch.sigmoid(i_r + h_r)
+    u = torch.sigmoid(i_u + h_u)
+    n = torch.tanh(i_n + r * h_n)
+    return n + u * (h - n)  # = (1 - u) * n + u * h
+
+
+@dataclass
+class ElboTerms:
+    """Per-character terms of the negative ELBO for a batch of windows (nats)."""
+
+    nll: Tensor  # [B, T] cross-entropy of each target character
+    kl: Tensor  # [B, T, Z] KL(q || p) of each latent dimension
+    mu_q: Tensor  # [B, T, Z] posterior means (for active-unit statistics)
+
+
+class VRNN(nn.Module):
+    """A character VRNN; `forward` computes the ELBO terms, `step` is the generation cell."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        V, E, H, Z, L = config.vocab_size, config.embed_size, config.hidden_size, config.latent_size, config.layers
+        self.embedding = nn.Embedding(V, E)
+        self.phi_x_proj = nn.Linear(E, E)
+        self.phi_z_proj = nn.Linear(Z, E)
+        self.prior = nn.Linear(H, 2 * Z)
+        self.encoder = nn.Linear(E + H, 2 * Z)  # input [phi_x(x_t), h_{t-1}]
+        self.decoder = nn.Linear(E + H, V)  # input [phi_z(z_t), h_{t-1}]
+        self.rnn = nn.ModuleList(nn.GRUCell(2 * E if i == 0 else H, H) for i in range(L))
+        # Start both Gaussians near N(0, 1): softplus(b) + floor = 1.
+        unit = math.log(math.expm1(1.0 - SIGMA_FLOOR))
+        for layer in (self.prior, self.encoder):
+            nn.init.constant_(layer.bias[Z:], unit)
+
+    # --- small pieces ------------------------------------------------------
+    def phi_x(self, chars: Tensor) -> Tensor:
+        """Character features: [...] int64 -> [..., E]."""
+        return F.elu(self.phi_x_proj(self.embedding(chars)))
+
+    def phi_z(self, z: Tensor) -> Tensor:
+        """Latent features: [..., Z] -> [..., E]."""
+        return F.elu(self.phi_z_proj(z))
+
+    def initial_state(self, batch: int, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+        """Zero state before any character: h [L, B, H] and phi_z [B, E]."""
+        c = self.config
+        return (
+            torch.zeros(c.layers, batch, c.hidden_size, device=device),
+            torch.zeros(batch, c.embed_size, device=device),
+        )
+
+    # --- generation: the exported cell ------------------------------------
+    def step(self, prev_char: Tensor, h: Tensor, phi_z: Tensor, eps: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """One generation step (see module docstring): (prev_char [B], h [L,B,H], phi_z [B,E], eps [B,Z])
+        -> (logits [B,V], h [L,B,H], phi_z [B,E]).  Pure: all randomness comes in as `eps`."""
+        x = torch.cat([self.phi_x(prev_char), phi_z], dim=-1)  # [B, 2E]
+        layers = []
+        for cell, h_layer in zip(self.rnn, h, strict=True):
+            x = cell(x, h_layer)  # [B, H]
+            layers.append(x)
+        h_top = x
+        mu_p, sigma_p = gaussian_params(self.prior(h_top))
+        phi_z = self.phi_z(mu_p + sigma_p * eps)  # [B, E]
+        logits = self.decoder(torch.cat([phi_z, h_top], dim=-1))  # [B, V]
+        return logits, torch.stack(layers), phi_z
+
+    # --- training -----------------------------------------------------------
+    def forward(self, tokens: Tensor, eps: Tensor) -> ElboTerms:
+        """ELBO terms for windows `tokens` [B, T+1], predicting tokens[:, 1:] given tokens[:, 0].
+
+        `eps` [T, B, Z] is the standard normal noise of the reparameterised posterior
+        samples.  Everything that does not depend on the recurrence (phi_x, the input
+        projections, prior, decoder, losses) is computed for the whole window at once;
+        the Python loop carries only encoder sampling, phi_z and the GRU update.
+        """
+        c = self.config
+        B, T = tokens.shape[0], tokens.shape[1] - 1
+        E = c.embed_size
+        fx = self.phi_x(tokens)  # [B, T+1, E]
+        first = self.rnn[0]
+        w_ih_x, w_ih_z = first.weight_ih[:, :E], first.weight_ih[:, E:]  # layer-0 input = [phi_x, phi_z]
+        gi_x = F.linear(fx, w_ih_x, first.bias_ih)  # [B, T+1, 3H]
+        w_enc_x, w_enc_h = self.encoder.weight[:, :E], self.encoder.weight[:, E:]
+        enc_x = F.linear(fx[:, 1:], w_enc_x, self.encoder.bias)  # [B, T, 2Z]
+
+        h, phi_z = self.initial_state(B, tokens.device)
+        h = list(h)  # per layer [B, H]
+        tops, phi_zs, mus, sigmas = [], [], [], []
+        for t in range(T):
+            # consume x_t (t = 0 is the context) with phi_z of z_t: h_{t} in the docstring's terms
+            x = gi_x[:, t] + F.linear(phi_z, w_ih_z)
+            for i, cell in enumerate(self.rnn):
+                if i > 0:
+                    x = F.linear(h[i - 1], cell.weight_ih, cell.bias_ih)
+                h[i] = gru_update(x, F.linear(h[i], cell.weight_hh, cell.bias_hh), h[i])
+            h_top = h[-1]
+            mu_q, sigma_q = gaussian_params(enc_x[:, t] + F.linear(h_top, w_enc_h))
+            phi_z = self.phi_z(mu_q + sigma_q * eps[t])
+            tops.append(h_top)
+            phi_zs.append(phi_z)
+            mus.append(mu_q)
+            sigmas.append(sigma_q)
+
+        h_prev = torch.stack(tops, dim=1)  # [B, T, H]: the state each prediction conditions on
+        mu_q, sigma_q = torch.stack(mus, dim=1), torch.stack(sigmas, dim=1)  # [B, T, Z]
+        mu_p, sigma_p = gaussian_params(self.prior(h_prev))
+        logits = self.decoder(torch.cat([torch.stack(phi_zs, dim=1), h_prev], dim=-1))  # [B, T, V]
+        nll = F.cross_entropy(logits.reshape(B * T, -1), tokens[:, 1:].reshape(-1), reduction="none").view(B, T)
+        return ElboTerms(nll=nll, kl=gaussian_kl(mu_q, sigma_q, mu_p, sigma_p), mu_q=mu_q)
+
+    def num_parameters(self) -> int:
+        """Trainable parameter count."""
+        return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,13 @@
+"""vrnn.runtime: sample text from an exported vrnn cell with onnxruntime and numpy.
+
+This package never imports torch (nor vrnn.models, vrnn.training, vrnn.export):
+it is the part that services and programs without PyTorch embed.
+"""
+
+from vrnn.runtime.errors import UsageError, VrnnError
+from vrnn.runtime.generator import Generator, Sampler
+from vrnn.runtime.sampling import SamplingOptions
+from vrnn.runtime.schema import ModelConfig
+from vrnn.runtime.vocab import Vocabulary
+
+__all__ = ["Generator", "ModelConfig", "Sampler", "SamplingOptions", "UsageError", "Vocabulary", "VrnnError"]

@@ -1,0 +1,159 @@
+"""Load and validate an exported vrnn cell, and run one step of it with onnxruntime."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from vrnn.runtime import schema
+from vrnn.runtime.errors import VrnnError
+from vrnn.runtime.onnx_meta import read_metadata
+from vrnn.runtime.vocab import Vocabulary
+
+MAX_CELL_BYTES = 2 * 1024**3  # protobuf's own limit for one file
+
+_EXPECTED_TYPES = {
+    schema.INPUT_PREV_CHAR: "tensor(int64)",
+    schema.INPUT_H: "tensor(float)",
+    schema.INPUT_PHI_Z: "tensor(float)",
+    schema.INPUT_EPS: "tensor(float)",
+    schema.OUTPUT_LOGITS: "tensor(float)",
+    schema.OUTPUT_H: "tensor(float)",
+    schema.OUTPUT_PHI_Z: "tensor(float)",
+}
+
+
+@dataclass(frozen=True)
+class CellInfo:
+    """What a cell's metadata says about it: enough to drive it."""
+
+    config: schema.ModelConfig
+    vocab: Vocabulary
+    start_char: str
+    source: dict[str, Any]
+    metadata: dict[str, str]
+
+
+def read_file(path: str | os.PathLike[str], what: str) -> bytes:
+    """Read a whole input file, refusing missing paths and directories with one line."""
+    path = Path(path)
+    if not path.exists():
+        raise VrnnError(f"{what} not found: {path}")
+    if path.is_dir():
+        raise VrnnError(f"{what} is a directory, not a file: {path}")
+    if path.stat().st_size > MAX_CELL_BYTES:
+        raise VrnnError(f"{what} is too large to be a vrnn cell: {path}")
+    try:
+        return path.read_bytes()
+    except PermissionError:
+        raise VrnnError(f"{what} cannot be read (permission denied): {path}") from None
+
+
+def parse_cell_metadata(meta: dict[str, str], name: str) -> CellInfo:
+    """Check that metadata describes a vrnn cell this runtime understands, and decode it."""
+    if meta.get(schema.META_FORMAT) != schema.CELL_FORMAT:
+        raise VrnnError(f"{name} is an ONNX model but not a vrnn cell (no '{schema.META_FORMAT}' metadata)")
+    missing = [k for k in schema.REQUIRED_META_KEYS if k not in meta]
+    if missing:
+        raise VrnnError(f"{name} lacks metadata: {', '.join(missing)}")
+    try:
+        version = int(meta[schema.META_SCHEMA_VERSION])
+    except ValueError:
+        raise VrnnError(f"{name} has an unreadable schema version") from None
+    if version > schema.CELL_SCHEMA_VERSION:
+        raise VrnnError(
+            f"{name} has cell schema version {version}; "
+            f"this vrnn reads up to {schema.CELL_SCHEMA_VERSION}: upgrade vrnn"
+        )
+    if version < 1:
+        raise VrnnError(f"{name} has an invalid schema version {version}")
+    try:
+        vocab = Vocabulary(json.loads(meta[schema.META_VOCAB]))
+        config = schema.ModelConfig.from_dict(json.loads(meta[schema.META_CONFIG]))
+        source = json.loads(meta.get(schema.META_SOURCE, "{}"))
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise VrnnError(f"{name} has malformed metadata: {exc}") from None
+    start_char = meta[schema.META_START_CHAR]
+    if len(vocab) != config.vocab_size:
+        raise VrnnError(f"{name}: vocabulary has {len(vocab)} characters but the config says {config.vocab_size}")
+    if start_char not in vocab:
+        raise VrnnError(f"{name}: start character {start_char!r} is not in the vocabulary")
+    return CellInfo(config, vocab, start_char, source if isinstance(source, dict) else {}, dict(meta))
+
+
+def session_options(threads: int = 1) -> ort.SessionOptions:
+    """Session settings for small-batch generation: per-node overhead dominates, so one thread."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only: warnings would interleave with generated text
+    return options
+
+
+class OnnxCell:
+    """A validated vrnn cell in an onnxruntime session; `step` is one run() call."""
+
+    def __init__(self, path: str | os.PathLike[str], threads: int = 1, providers: list[str] | None = None) -> None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise VrnnError(f"--threads must be a positive integer, got {threads!r}")
+        name = str(path)
+        data = read_file(path, "ONNX cell")
+        self.info = parse_cell_metadata(read_metadata(data, name), name)
+        try:
+            self.session = ort.InferenceSession(
+                data, sess_options=session_options(threads), providers=providers or ["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise VrnnError(f"{name} could not be loaded by onnxruntime: {str(exc).splitlines()[0]}") from None
+        self._check_signature(name)
+        self.calls = 0  # run() calls so far: one per character, tests count them
+
+    def _check_signature(self, name: str) -> None:
+        found = {v.name: v.type for v in [*self.session.get_inputs(), *self.session.get_outputs()]}
+        inputs = [v.name for v in self.session.get_inputs()]
+        outputs = [v.name for v in self.session.get_outputs()]
+        if inputs != list(schema.INPUT_NAMES) or outputs != list(schema.OUTPUT_NAMES):
+            raise VrnnError(f"{name}: cell has inputs {inputs} and outputs {outputs}, expected the vrnn cell interface")
+        wrong = [n for n, t in _EXPECTED_TYPES.items() if found[n] != t]
+        if wrong:
+            raise VrnnError(f"{name}: unexpected types for {', '.join(wrong)}")
+
+    @property
+    def config(self) -> schema.ModelConfig:
+        return self.info.config
+
+    @property
+    def vocab(self) -> Vocabulary:
+        return self.info.vocab
+
+    @property
+    def start_char(self) -> str:
+        return self.info.start_char
+
+    def initial_state(self, batch: int) -> dict[str, np.ndarray]:
+        """The state before any character: zeros, as the metadata's interface says."""
+        return {k: np.zeros(s, np.float32) for k, s in self.config.initial_state_shapes(batch).items()}
+
+    def step(
+        self, prev_char: np.ndarray, state: dict[str, np.ndarray], eps: np.ndarray
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Run the cell once: logits for the character after `prev_char`, and the next state."""
+        self.calls += 1
+        logits, h, phi_z = self.session.run(
+            None,
+            {
+                schema.INPUT_PREV_CHAR: prev_char,
+                schema.INPUT_H: state[schema.INPUT_H],
+                schema.INPUT_PHI_Z: state[schema.INPUT_PHI_Z],
+                schema.INPUT_EPS: eps,
+            },
+        )
+        return logits, {schema.INPUT_H: h, schema.INPUT_PHI_Z: phi_z}

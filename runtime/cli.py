@@ -1,0 +1,111 @@
+"""`vrnn-run`: sample text from an exported cell with onnxruntime only.
+
+The option set and output handling are shared with `vrnn-sample` (the PyTorch
+path), which imports `sampling_options` and `emit_samples` from here.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import IO
+
+import click
+
+from vrnn.runtime.atomic import atomic_write, check_writable_destination
+from vrnn.runtime.errors import OneLineCommand, UsageError, cli_errors
+from vrnn.runtime.generator import Generator, Sampler
+from vrnn.runtime.sampling import SamplingOptions
+
+
+def sampling_options(func: Callable) -> Callable:
+    """The options common to vrnn-run and vrnn-sample."""
+    options = [
+        click.option(
+            "--length", "-n", type=int, default=500, show_default=True, help="Characters to generate (after the prime)."
+        ),
+        click.option("--prime", default="", help="Text to start from; it is printed, then continued."),
+        click.option(
+            "--temperature", "-t", type=float, default=1.0, show_default=True, help="Divide logits by T (> 0)."
+        ),
+        click.option("--top-k", type=int, default=None, help="Sample only from the K most likely characters."),
+        click.option(
+            "--top-p", type=float, default=None, help="Sample only from the smallest set with probability >= P."
+        ),
+        click.option("--greedy", is_flag=True, help="Always take the most likely character."),
+        click.option("--seed", type=int, default=None, help="Seed for numpy's default_rng; same seed, same text."),
+        click.option(
+            "--num-samples", type=int, default=1, show_default=True, help="Independent samples, run as one batch."
+        ),
+        click.option(
+            "--threads", type=int, default=1, show_default=True, help="Intra-op threads (1 is fastest at small batch)."
+        ),
+        click.option(
+            "-o",
+            "--out",
+            type=click.Path(dir_okay=False),
+            default=None,
+            help="Write to FILE (atomically) instead of stdout.",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _write_samples(sink: IO[str], sampler: Sampler, settings: dict, interactive: bool) -> None:
+    num_samples = settings.pop("num_samples")
+    prime = settings["prime"]
+    if num_samples == 1:
+        sink.write(prime)
+        for char in sampler.stream(**settings):
+            sink.write(char)
+            if interactive or char == "\n":
+                sink.flush()
+        sink.write("\n")
+        return
+    texts = sampler.generate(num_samples=num_samples, **settings)
+    for i, text in enumerate(texts, 1):
+        sink.write(f"--- sample {i}/{num_samples} ---\n{text}\n")
+
+
+def emit_samples(sampler_factory: Callable[[int], Sampler], out: str | None, threads: int, **settings: object) -> None:
+    """Validate the options, build the sampler and write the samples to stdout or `out`."""
+    if isinstance(threads, int) and threads < 1:
+        raise UsageError(f"--threads must be at least 1, got {threads}")
+    if out is not None:
+        check_writable_destination(out)
+    sampler = sampler_factory(threads)
+    # Validate every option before the first character goes out (or a file is created).
+    options = SamplingOptions(settings["temperature"], settings["top_k"], settings["top_p"], settings["greedy"])
+    sampler.check(settings["length"], settings["prime"], options, settings["num_samples"])
+    if out is not None:
+        with atomic_write(out, "w") as handle:
+            _write_samples(handle, sampler, dict(settings), interactive=False)
+        return
+    sys.stdout.flush()
+    try:
+        # UTF-8 whatever the locale says.
+        with open(sys.stdout.fileno(), "w", encoding="utf-8", closefd=False) as stdout:
+            _write_samples(stdout, sampler, dict(settings), interactive=sys.stdout.isatty())
+    except BrokenPipeError:  # `vrnn-run ... | head` is fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+@click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("cell", type=click.Path(dir_okay=True))
+@sampling_options
+@cli_errors
+def main(cell: str, out: str | None, threads: int, **settings: object) -> None:
+    """Sample text from CELL, a vrnn cell exported by vrnn-export (onnxruntime only).
+
+    Text streams to stdout as it is generated. The same --seed and options give
+    the same text every time, and the same text as vrnn-sample on the checkpoint
+    the cell came from.
+    """
+    emit_samples(lambda n: Generator(cell, threads=n), out, threads, **settings)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""The Python API for sampling text: `Generator(path).generate(500)`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Protocol
+
+import numpy as np
+
+from vrnn.runtime import schema
+from vrnn.runtime.cell import OnnxCell
+from vrnn.runtime.errors import UsageError
+from vrnn.runtime.generation import NoiseSource, SeededNoise, StepFn, check_length, generate_ids
+from vrnn.runtime.sampling import SamplingOptions
+from vrnn.runtime.vocab import Vocabulary
+
+
+class Cell(Protocol):
+    """A backend that can run one generation step: the ONNX cell, or the PyTorch model."""
+
+    @property
+    def config(self) -> schema.ModelConfig: ...
+
+    @property
+    def vocab(self) -> Vocabulary: ...
+
+    @property
+    def start_char(self) -> str: ...
+
+    def initial_state(self, batch: int) -> dict[str, np.ndarray]: ...
+
+    step: StepFn
+
+
+class Sampler:
+    """Turns a cell (any backend) into text: priming, noise, sampling options, decoding."""
+
+    def __init__(self, cell: Cell) -> None:
+        self.cell = cell
+
+    @property
+    def vocab(self) -> Vocabulary:
+        return self.cell.vocab
+
+    def check(self, length: int, prime: str, options: SamplingOptions, num_samples: int = 1) -> np.ndarray:
+        """Validate a request before any work; return the context ids (start character + prime)."""
+        check_length(length, num_samples)
+        options.validate(len(self.vocab))
+        if not isinstance(prime, str):
+            raise UsageError("--prime must be a string")
+        return np.concatenate([self.vocab.encode(self.cell.start_char), self.vocab.encode(prime, what="--prime")])
+
+    def _ids(
+        self,
+        length: int,
+        prime: str,
+        options: SamplingOptions,
+        seed: int | None,
+        num_samples: int,
+        noise: NoiseSource | None,
+    ) -> Iterator[np.ndarray]:
+        context = self.check(length, prime, options, num_samples)
+        if noise is None:
+            noise = SeededNoise(seed, num_samples, self.cell.config.latent_size)
+        return generate_ids(self.cell.step, self.cell.initial_state(num_samples), context, length, noise, options)
+
+    def stream(
+        self,
+        length: int,
+        prime: str = "",
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        greedy: bool = False,
+        seed: int | None = None,
+    ) -> Iterator[str]:
+        """Yield the characters of one sample as they are generated (the prime is not repeated)."""
+        chars = self.vocab.chars
+        options = SamplingOptions(temperature, top_k, top_p, greedy)
+        for ids in self._ids(length, prime, options, seed, 1, None):
+            yield chars[ids[0]]
+
+    def generate(
+        self,
+        length: int,
+        prime: str = "",
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        greedy: bool = False,
+        seed: int | None = None,
+        num_samples: int = 1,
+        *,
+        noise: NoiseSource | None = None,
+    ) -> str | list[str]:
+        """Return `prime` followed by `length` generated characters; a list of such texts if num_samples > 1.
+
+        The same seed (and options) gives the same text on every run and on both
+        backends.  `noise` replaces the seeded noise (see vrnn.runtime.generation).
+        """
+        options = SamplingOptions(temperature, top_k, top_p, greedy)
+        rows = list(self._ids(length, prime, options, seed, num_samples, noise))
+        columns = np.stack(rows, axis=1)  # [num_samples, length]
+        texts = [prime + self.vocab.decode(row) for row in columns]
+        return texts[0] if num_samples == 1 else texts
+
+
+class Generator(Sampler):
+    """Samples text from an exported vrnn cell with onnxruntime (no PyTorch needed).
+
+    >>> Generator("cell.onnx").generate(200, prime="ROMEO:", temperature=0.8, seed=1)
+    """
+
+    def __init__(self, path: str | os.PathLike[str], threads: int = 1, providers: list[str] | None = None) -> None:
+        self.onnx_cell = OnnxCell(path, threads=threads, providers=providers)
+        super().__init__(self.onnx_cell)
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """The cell's raw metadata_props."""
+        return self.onnx_cell.info.metadata

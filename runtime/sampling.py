@@ -1,0 +1,107 @@
+"""Choosing the next character from the cell's logits, in numpy.
+
+Sampling lives outside the ONNX graph so that temperature, top-k, top-p and
+greedy decoding are plain code shared by the ONNX runtime and the PyTorch path:
+given the same logits and the same uniform numbers both pick the same character.
+Sampling is by inverse CDF: one uniform number in [0, 1) per character.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from vrnn.runtime.errors import UsageError
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """How the next character is chosen from the distribution the cell predicts."""
+
+    temperature: float = 1.0  # logits are divided by it; < 1 sharpens, > 1 flattens
+    top_k: int | None = None  # keep only the k most likely characters
+    top_p: float | None = None  # keep the smallest set whose probability reaches p (nucleus)
+    greedy: bool = False  # always take the most likely character (ignores the others)
+
+    def validate(self, vocab_size: int) -> SamplingOptions:
+        """Refuse values that cannot work, with a message naming the option."""
+        t = self.temperature
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
+            raise UsageError(f"--temperature must be a finite number > 0, got {t!r}")
+        k = self.top_k
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= vocab_size):
+            raise UsageError(f"--top-k must be an integer from 1 to the vocabulary size {vocab_size}, got {k!r}")
+        if self.top_p is not None:
+            p = self.top_p
+            if isinstance(p, bool) or not isinstance(p, (int, float)) or not (0.0 < p <= 1.0):
+                raise UsageError(f"--top-p must be in (0, 1], got {p!r}")
+        if self.greedy and (self.top_k is not None or self.top_p is not None or t != 1.0):
+            raise UsageError("--greedy cannot be combined with --temperature, --top-k or --top-p")
+        return self
+
+
+def _filtered_probabilities(logits: np.ndarray, options: SamplingOptions) -> tuple[np.ndarray, np.ndarray | None]:
+    """Probabilities in float64 after temperature and filtering.
+
+    Returns (probs, order): with top-k/top-p the columns of `probs` are sorted by
+    descending logit and `order` maps them back to token ids; otherwise `order` is None.
+    """
+    scaled = logits.astype(np.float64) / options.temperature
+    order = None
+    if options.top_k is not None or options.top_p is not None:
+        order = np.argsort(-scaled, axis=1, kind="stable")
+        scaled = np.take_along_axis(scaled, order, axis=1)
+        if options.top_k is not None:
+            scaled[:, options.top_k :] = -np.inf
+    probs = np.exp(scaled - scaled.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    if options.top_p is not None:
+        before = np.cumsum(probs, axis=1) - probs  # mass strictly above each candidate
+        probs = np.where(before < options.top_p, probs, 0.0)
+    return probs, order
+
+
+def _cdf(probs: np.ndarray) -> np.ndarray:
+    cdf = np.cumsum(probs, axis=1)
+    return cdf / cdf[:, -1:]
+
+
+def choose(logits: np.ndarray, uniform: np.ndarray, options: SamplingOptions) -> np.ndarray:
+    """Pick one token id per row of `logits` [B, V] using `uniform` [B] numbers in [0, 1)."""
+    if options.greedy:
+        return logits.argmax(axis=1).astype(np.int64)
+    probs, order = _filtered_probabilities(logits, options)
+    cdf = _cdf(probs)
+    picked = (cdf <= uniform[:, None]).sum(axis=1)
+    # Never pick past the last candidate with non-zero mass (u close to 1, rounding).
+    picked = np.minimum(picked, (probs > 0).shape[1] - 1 - np.argmax((probs > 0)[:, ::-1], axis=1))
+    if order is not None:
+        picked = np.take_along_axis(order, picked[:, None], axis=1)[:, 0]
+    return picked.astype(np.int64)
+
+
+def decision_margin(logits: np.ndarray, uniform: np.ndarray, options: SamplingOptions) -> np.ndarray:
+    """How close each row's choice is to flipping: the smallest distance of any decision boundary.
+
+    The boundaries are the uniform number against the CDF, the k-th against the
+    (k+1)-th scaled logit (top-k), the cumulative mass against p (top-p), and the
+    top-two logit gap (greedy).  Two logit vectors that differ by rounding can only
+    lead to different choices when this margin is about as small as that rounding:
+    parity tests use it to tell a real divergence from a float near-tie.
+    """
+    scaled = logits.astype(np.float64) / options.temperature
+    ranked = -np.sort(-scaled, axis=1)
+    if options.greedy:
+        return ranked[:, 0] - ranked[:, 1]
+    probs, _ = _filtered_probabilities(logits, options)
+    margins = [np.abs(_cdf(probs) - uniform[:, None]).min(axis=1)]
+    if options.top_k is not None and options.top_k < scaled.shape[1]:
+        margins.append(ranked[:, options.top_k - 1] - ranked[:, options.top_k])
+    if options.top_p is not None:
+        unfiltered, _ = _filtered_probabilities(logits, SamplingOptions(options.temperature, options.top_k))
+        ranked_probs = -np.sort(-unfiltered, axis=1)
+        before = np.cumsum(ranked_probs, axis=1) - ranked_probs
+        margins.append(np.abs(before - options.top_p).min(axis=1))
+    return np.min(margins, axis=0)

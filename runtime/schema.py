@@ -1,0 +1,104 @@
+"""The contract shared by the PyTorch side and the torch-free runtime.
+
+Everything both sides must agree on lives here: model sizes, format names and
+versions, the ONNX cell's input/output names and its metadata keys. This module
+imports only the standard library so that the runtime stays torch-free and the
+torch side can import it without pulling anything heavy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from vrnn.runtime.errors import VrnnError
+
+# --- Checkpoints (written by vrnn.training, read by vrnn.export) -------------
+CHECKPOINT_FORMAT = "vrnn-checkpoint"
+CHECKPOINT_VERSION = 1
+
+# --- The exported generation cell -------------------------------------------
+CELL_FORMAT = "vrnn-cell"
+CELL_SCHEMA_VERSION = 1
+
+# Inputs, in order.  The cell is rotated so that it consumes the *previous*
+# character: one InferenceSession.run per generated character, and the choice
+# of the next character happens outside the graph.
+INPUT_PREV_CHAR = "prev_char"  # int64 [B]: the character before the one to predict
+INPUT_H = "h"  # float32 [L, B, H]: GRU state after consuming all characters before prev_char
+INPUT_PHI_Z = "phi_z"  # float32 [B, E]: phi_z(z) of the latent drawn at the previous step
+INPUT_EPS = "eps"  # float32 [B, Z]: standard normal noise for this step's latent
+INPUT_NAMES = (INPUT_PREV_CHAR, INPUT_H, INPUT_PHI_Z, INPUT_EPS)
+
+OUTPUT_LOGITS = "logits"  # float32 [B, V]: unnormalised log-probabilities of the next character
+OUTPUT_H = "h_out"  # float32 [L, B, H]: feed back as `h`
+OUTPUT_PHI_Z = "phi_z_out"  # float32 [B, E]: feed back as `phi_z`
+OUTPUT_NAMES = (OUTPUT_LOGITS, OUTPUT_H, OUTPUT_PHI_Z)
+
+# (input, output) pairs that carry the recurrent state from one call to the next.
+STATE_PAIRS = ((INPUT_H, OUTPUT_H), (INPUT_PHI_Z, OUTPUT_PHI_Z))
+
+# The character that serves as context before any text (and before a prime).
+DEFAULT_START_CHAR = "\n"
+
+# metadata_props keys of the ONNX cell.  Values are strings; structured values are JSON.
+META_FORMAT = "vrnn.format"
+META_SCHEMA_VERSION = "vrnn.schema_version"
+META_VOCAB = "vrnn.vocab"  # JSON array of one-character strings, index = token id
+META_START_CHAR = "vrnn.start_char"  # the context character for unprimed text
+META_CONFIG = "vrnn.config"  # JSON object: ModelConfig fields
+META_INTERFACE = "vrnn.interface"  # JSON object: inputs, outputs, state pairs, initial state
+META_SOURCE = "vrnn.source"  # JSON object: checkpoint sha256, training step, validation score
+REQUIRED_META_KEYS = (
+    META_FORMAT,
+    META_SCHEMA_VERSION,
+    META_VOCAB,
+    META_START_CHAR,
+    META_CONFIG,
+    META_INTERFACE,
+)
+
+# Standard deviations are softplus(x) + SIGMA_FLOOR: never zero, never overflowing.
+SIGMA_FLOOR = 1e-3
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Sizes of a VRNN: the contract between trainer, exporter and runtime."""
+
+    vocab_size: int
+    embed_size: int = 64  # width of phi_x(x) and of phi_z(z)
+    hidden_size: int = 64  # GRU state width per layer
+    latent_size: int = 64  # dimensions of z
+    layers: int = 1  # stacked GRU layers; prior, encoder and decoder read the top one
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise VrnnError(f"model config: {field.name} must be a positive integer, got {value!r}")
+
+    def to_dict(self) -> dict[str, int]:
+        """Plain-dict form, as stored in checkpoints and ONNX metadata."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ModelConfig:
+        """Rebuild a config from `to_dict` output, refusing unknown or missing fields."""
+        if not isinstance(data, dict):
+            raise VrnnError("model config: expected a mapping")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise VrnnError(f"model config: unknown fields {sorted(unknown)}")
+        if "vocab_size" not in data:
+            raise VrnnError("model config: vocab_size is missing")
+        return cls(**data)
+
+    def initial_state_shapes(self, batch: int) -> dict[str, tuple[int, ...]]:
+        """Shapes of the zero-initialised state inputs of the cell for a batch."""
+        return {
+            INPUT_H: (self.layers, batch, self.hidden_size),
+            INPUT_PHI_Z: (batch, self.embed_size),
+        }

@@ -1,0 +1,71 @@
+"""The character vocabulary: the sorted set of a corpus's characters."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from vrnn.runtime.errors import VrnnError
+
+MAX_SHOWN = 10  # unknown characters named in an error message
+
+
+def describe_chars(chars: Iterable[str]) -> str:
+    """Render characters for an error message, escaping invisible ones (e.g. '\\t')."""
+    shown = sorted(set(chars))
+    text = ", ".join(repr(c) for c in shown[:MAX_SHOWN])
+    return text + (f" and {len(shown) - MAX_SHOWN} more" if len(shown) > MAX_SHOWN else "")
+
+
+class Vocabulary:
+    """Maps characters to token ids (their index in sorted order) and back."""
+
+    def __init__(self, chars: Sequence[str]) -> None:
+        chars = list(chars)
+        if not chars:
+            raise VrnnError("vocabulary is empty")
+        if any(not isinstance(c, str) or len(c) != 1 for c in chars):
+            raise VrnnError("vocabulary entries must be single characters")
+        if len(set(chars)) != len(chars):
+            raise VrnnError("vocabulary has duplicate characters")
+        self.chars: tuple[str, ...] = tuple(chars)
+        self._index = {c: i for i, c in enumerate(self.chars)}
+
+    @classmethod
+    def from_text(cls, text: str) -> Vocabulary:
+        """The vocabulary of a corpus: its distinct characters in code-point order."""
+        return cls(sorted(set(text)))
+
+    def __len__(self) -> int:
+        return len(self.chars)
+
+    def __contains__(self, char: object) -> bool:
+        return char in self._index
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Vocabulary) and self.chars == other.chars
+
+    def __hash__(self) -> int:
+        return hash(self.chars)
+
+    def unknown(self, text: str) -> set[str]:
+        """Characters of `text` that the vocabulary lacks."""
+        return set(text) - self._index.keys()
+
+    def encode(self, text: str, what: str = "text") -> np.ndarray:
+        """Token ids of `text` as int64; refuses characters outside the vocabulary."""
+        missing = self.unknown(text)
+        if missing:
+            raise VrnnError(f"{what} has characters outside the model's vocabulary: {describe_chars(missing)}")
+        lookup = self._index
+        return np.fromiter((lookup[c] for c in text), dtype=np.int64, count=len(text))
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """The text of a sequence of token ids."""
+        chars = self.chars
+        return "".join(chars[int(i)] for i in ids)
+
+    def start_char(self, preferred: str) -> str:
+        """The context character for unprimed text: `preferred` if known, else the first character."""
+        return preferred if preferred in self._index else self.chars[0]

@@ -1,0 +1,1 @@
+"""vrnn.training: fit a VRNN to text (`vrnn-train`, `python -m vrnn.training`)."""

@@ -1,0 +1,162 @@
+"""`vrnn-train` (also `python -m vrnn.training`): fit a VRNN to a UTF-8 text file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+import torch
+
+from vrnn.models.checkpoint import load_checkpoint
+from vrnn.runtime.atomic import check_writable_destination
+from vrnn.runtime.errors import OneLineCommand, UsageError, VrnnError, cli_errors
+from vrnn.runtime.schema import ModelConfig
+from vrnn.runtime.vocab import Vocabulary, describe_chars
+from vrnn.training.config import PRESETS, TrainConfig
+from vrnn.training.data import Corpus, read_corpus
+from vrnn.training.trainer import OutputPaths, Trainer, resolve_device
+
+MODEL_OPTIONS = ("embed_size", "hidden_size", "latent_size", "layers")
+TRAIN_OPTIONS = ("steps", "batch_size", "seq_len", "lr", "clip", "kl_anneal_steps", "free_bits", "eval_every", "seed")
+# Options that may change when a run is resumed; the rest would make it a different run.
+RESUMABLE_OPTIONS = ("steps", "eval_every")
+
+
+def _log(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def build_configs(preset: str, vocab_size: int, overrides: dict[str, Any]) -> tuple[ModelConfig, TrainConfig]:
+    """Start from a preset and apply the options given on the command line."""
+    model_sizes, train_settings = PRESETS[preset]
+    model = {**model_sizes, **{k: overrides[k] for k in MODEL_OPTIONS if overrides.get(k) is not None}}
+    train = {**train_settings, **{k: overrides[k] for k in TRAIN_OPTIONS if overrides.get(k) is not None}}
+    if overrides.get("warmup_steps") is not None:
+        train["warmup_steps"] = overrides["warmup_steps"]
+    if overrides.get("lr_schedule") is not None:
+        train["lr_schedule"] = overrides["lr_schedule"]
+    try:
+        config = ModelConfig(vocab_size=vocab_size, **model)
+    except VrnnError as exc:
+        raise UsageError(str(exc)) from None
+    return config, TrainConfig(**train).validate()
+
+
+@click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.argument("corpus")
+@click.option(
+    "-o", "--out", type=click.Path(dir_okay=False), required=True, help="Checkpoint to write (and to --resume from)."
+)
+@click.option(
+    "--preset",
+    type=click.Choice(sorted(PRESETS)),
+    default="default",
+    show_default=True,
+    help="Model sizes and settings to start from; the options below override it.",
+)
+@click.option("--steps", type=int, help="Optimizer steps in total.  [default: preset's]")
+@click.option("--batch-size", type=int, help="Windows per step.")
+@click.option(
+    "--seq-len", type=int, help="Predicted characters per window (each window also has one context character)."
+)
+@click.option("--embed-size", type=int, help="Width of phi_x(x) and phi_z(z).")
+@click.option("--hidden-size", type=int, help="GRU state width.")
+@click.option("--latent-size", type=int, help="Dimensions of the latent z.")
+@click.option("--layers", type=int, help="Stacked GRU layers.")
+@click.option("--lr", type=float, help="Adam learning rate (peak, with the cosine schedule).")
+@click.option(
+    "--lr-schedule", type=click.Choice(["constant", "cosine"]), help="Constant, or linear warm-up then cosine decay."
+)
+@click.option("--warmup-steps", type=int, help="Linear warm-up steps of the cosine schedule.")
+@click.option("--clip", type=float, help="Clip the gradient norm to this before each step (0: off).")
+@click.option("--kl-anneal-steps", type=int, help="Raise the KL weight linearly from 0 to 1 over these steps (0: off).")
+@click.option("--free-bits", type=float, help="Nats per latent dimension of KL left unpenalised (0: off).")
+@click.option("--eval-every", type=int, help="Validate, checkpoint and plot every N steps.")
+@click.option("--seed", type=int, help="Seed of initialisation, window sampling and latent noise.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--threads", type=int, default=None, help="Torch CPU threads.  [default: all cores]")
+@click.option("--resume", is_flag=True, help="Continue the run saved at --out (up to --steps).")
+@click.option("--force", is_flag=True, help="Overwrite an existing --out instead of refusing.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar; one log line per validation.")
+@cli_errors
+def main(
+    corpus: str,
+    out: str,
+    preset: str,
+    device: str,
+    threads: int | None,
+    resume: bool,
+    force: bool,
+    quiet: bool,
+    **options: Any,
+) -> None:
+    """Train a VRNN on CORPUS, a UTF-8 text file (or 'tinyshakespeare', downloaded once and checked).
+
+    The vocabulary is the corpus's sorted set of characters; the last 10% of the
+    text is the validation split and training windows are drawn at random from the
+    first 90%.  Every --eval-every steps the validation score is computed: the
+    negative ELBO (cross-entropy + KL, one posterior sample, noise seeded so the
+    score is deterministic) over the whole validation split cut into consecutive
+    --seq-len windows with the state reset per window, in nats/char and bits/char.
+
+    Writes OUT (the resumable checkpoint), OUT.best.pt (weights with the best
+    validation score), OUT.metrics.jsonl and OUT.png (loss curves) beside it.
+    """
+    if threads is not None:
+        if threads < 1:
+            raise UsageError(f"--threads must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
+    paths = OutputPaths(check_writable_destination(out))
+    text, sha = read_corpus(corpus)
+    name = Path(corpus).name
+    torch_device = resolve_device(device)
+
+    if resume:
+        payload = load_checkpoint(paths.checkpoint)
+        changed = [
+            k for k in (*MODEL_OPTIONS, *TRAIN_OPTIONS) if options.get(k) is not None and k not in RESUMABLE_OPTIONS
+        ]
+        if changed:
+            flags = ", ".join("--" + k.replace("_", "-") for k in changed)
+            raise UsageError(f"{flags} cannot change when resuming (they are fixed by the checkpoint)")
+        vocab = Vocabulary(payload["vocab"])
+        found = Vocabulary.from_text(text)
+        if found != vocab:
+            extra, missing = set(found.chars) - set(vocab.chars), set(vocab.chars) - set(found.chars)
+            detail = f"new characters {describe_chars(extra)}" if extra else f"lacks {describe_chars(missing)}"
+            raise VrnnError(
+                f"{corpus} does not have the checkpoint's vocabulary ({detail}): resume with the same corpus"
+            )
+        model_config = ModelConfig.from_dict(payload["model_config"])
+        train_config = TrainConfig.from_dict(payload.get("train_config", {}))
+        for key in RESUMABLE_OPTIONS:
+            if options.get(key) is not None:
+                setattr(train_config, key, options[key])
+        train_config.validate()
+    else:
+        if paths.checkpoint.exists() and not force:
+            raise UsageError(f"{out} exists: pass --resume to continue it or --force to overwrite it")
+        vocab = Vocabulary.from_text(text)
+        model_config, train_config = build_configs(preset, len(vocab), options)
+        payload = None
+        if force:
+            for stale in (paths.metrics,):
+                if stale.exists():
+                    os.unlink(stale)
+
+    data = Corpus.from_text(text, name, sha, vocab)
+    data.check_window(train_config.seq_len)
+    trainer = Trainer(data, model_config, train_config, paths, torch_device, _log, resume=payload)
+    if not quiet:
+        _log(
+            f"vrnn: {trainer.model.num_parameters():,} parameters, vocabulary {len(vocab)}, "
+            f"{len(data.train):,} training / {len(data.val):,} validation characters, device {torch_device}"
+        )
+    trainer.run(quiet=quiet)
+    _log(f"saved {paths.checkpoint} (best: {paths.best}, metrics: {paths.metrics})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""Training settings and the named presets."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from vrnn.runtime.errors import UsageError
+
+
+@dataclass
+class TrainConfig:
+    """Everything about a run except the model's sizes (which are a ModelConfig)."""
+
+    steps: int = 5000  # optimizer steps in total (a resumed run continues up to this)
+    batch_size: int = 32
+    seq_len: int = 128  # predicted characters per window (plus one context character)
+    lr: float = 2e-3
+    lr_schedule: str = "cosine"  # "constant" or "cosine" (linear warm-up, cosine decay to lr * min_lr_ratio)
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1
+    clip: float = 1.0  # gradient-norm clipping before each step; 0 disables
+    kl_anneal_steps: int = 1000  # KL weight rises linearly from 0 to 1 over these steps; 0 disables
+    free_bits: float = 0.0  # nats per latent dimension below which KL is not penalised; 0 disables
+    eval_every: int = 250
+    eval_chars: int = 0  # validation characters scored at each evaluation; 0 = the whole split
+    seed: int = 1337
+
+    def validate(self) -> TrainConfig:
+        """Refuse values that cannot train, naming the option."""
+        positive = {
+            "steps": self.steps,
+            "batch_size": self.batch_size,
+            "seq_len": self.seq_len,
+            "eval_every": self.eval_every,
+        }
+        for name, value in positive.items():
+            if value < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        if not self.lr > 0:
+            raise UsageError(f"--lr must be > 0, got {self.lr}")
+        for name in ("clip", "free_bits", "kl_anneal_steps", "warmup_steps", "eval_chars"):
+            if getattr(self, name) < 0:
+                raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise UsageError(f"--lr-schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+# name -> (model sizes, training settings).  "writeup" reproduces the original blog
+# post: 64 units everywhere, one GRU layer, batch 64, sequence 300, Adam 1e-3, 2000 steps,
+# no schedule, no KL annealing.
+PRESETS: dict[str, tuple[dict[str, int], dict[str, Any]]] = {
+    "default": (
+        {"embed_size": 64, "hidden_size": 512, "latent_size": 32, "layers": 1},
+        {},
+    ),
+    "writeup": (
+        {"embed_size": 64, "hidden_size": 64, "latent_size": 64, "layers": 1},
+        {
+            "steps": 2000,
+            "batch_size": 64,
+            "seq_len": 300,
+            "lr": 1e-3,
+            "lr_schedule": "constant",
+            "warmup_steps": 0,
+            "clip": 0.0,
+            "kl_anneal_steps": 0,
+            "free_bits": 0.0,
+            "eval_every": 200,
+        },
+    ),
+    "tiny": (  # seconds on a laptop: smoke tests and demos
+        {"embed_size": 16, "hidden_size": 32, "latent_size": 8, "layers": 1},
+        {"steps": 200, "batch_size": 16, "seq_len": 32, "warmup_steps": 10, "kl_anneal_steps": 50, "eval_every": 50},
+    ),
+}

@@ -1,0 +1,294 @@
+"""The training loop: windows, ELBO, Adam, validation, checkpoints, metrics, plot."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import sys
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+import torch
+
+from vrnn.models.checkpoint import save_checkpoint
+from vrnn.models.vrnn import VRNN
+from vrnn.runtime.errors import EXIT_INTERRUPTED, VrnnError
+from vrnn.runtime.schema import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, DEFAULT_START_CHAR, ModelConfig
+from vrnn.training.config import TrainConfig
+from vrnn.training.data import Corpus, sample_windows
+from vrnn.training.objective import Evaluation, evaluate, kl_weight, training_loss
+from vrnn.training.plot import draw_curves, matplotlib_available
+
+
+class Interrupted(VrnnError):
+    """Ctrl-C: the checkpoint was saved; exit 130."""
+
+    exit_code = EXIT_INTERRUPTED
+
+
+@dataclass
+class OutputPaths:
+    """The files a run writes, all derived from -o: ckpt.pt, ckpt.best.pt, ckpt.metrics.jsonl, ckpt.png."""
+
+    checkpoint: Path
+    best: Path = field(init=False)
+    metrics: Path = field(init=False)
+    plot: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        stem = self.checkpoint.with_suffix("")
+        self.best = stem.with_name(stem.name + ".best.pt")
+        self.metrics = stem.with_name(stem.name + ".metrics.jsonl")
+        self.plot = stem.with_name(stem.name + ".png")
+
+
+def learning_rate(step: int, tc: TrainConfig) -> float:
+    """Learning rate for the optimizer step with index `step` (0-based)."""
+    if tc.lr_schedule == "constant":
+        return tc.lr
+    if step < tc.warmup_steps:
+        return tc.lr * (step + 1) / tc.warmup_steps
+    progress = (step - tc.warmup_steps) / max(1, tc.steps - tc.warmup_steps)
+    cosine = 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return tc.lr * (tc.min_lr_ratio + (1.0 - tc.min_lr_ratio) * cosine)
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' means CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise VrnnError("--device cuda was requested but no CUDA device is available")
+    return torch.device(name)
+
+
+@contextmanager
+def deferred_sigint() -> Any:
+    """Turn Ctrl-C into a flag checked between steps, so a checkpoint is never taken mid-update."""
+    flag = {"set": False}
+
+    def handler(signum: int, frame: object) -> None:
+        flag["set"] = True
+
+    try:
+        previous = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread: leave Ctrl-C alone
+        yield flag
+        return
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class Trainer:
+    """Owns the model, optimizer, generators and history of one run (fresh or resumed)."""
+
+    def __init__(
+        self,
+        corpus: Corpus,
+        model_config: ModelConfig,
+        train_config: TrainConfig,
+        paths: OutputPaths,
+        device: torch.device,
+        log: Callable[[str], None],
+        resume: dict[str, Any] | None = None,
+    ) -> None:
+        self.corpus, self.config, self.tc, self.paths, self.device, self.log = (
+            corpus,
+            model_config,
+            train_config,
+            paths,
+            device,
+            log,
+        )
+        torch.manual_seed(train_config.seed)  # parameter initialisation
+        self.model = VRNN(model_config).to(device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=train_config.lr)
+        self.data_rng = torch.Generator(device="cpu").manual_seed(train_config.seed)
+        self.noise_rng = torch.Generator(device=device).manual_seed(train_config.seed + 1)
+        self.step = 0
+        self.history: list[dict[str, Any]] = []
+        self.best_elbo = math.inf
+        if resume is not None:
+            self._restore(resume)
+
+    # --- checkpoints --------------------------------------------------------
+    def _restore(self, payload: dict[str, Any]) -> None:
+        self.model.load_state_dict(payload["model"])
+        if "optimizer" not in payload or "rng" not in payload:
+            raise VrnnError("checkpoint holds weights only (no optimizer or RNG state): it cannot be resumed")
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.data_rng.set_state(payload["rng"]["data"])
+        self.noise_rng.set_state(payload["rng"]["noise"].to(self.noise_rng.get_state().device))
+        self.step = int(payload["step"])
+        metrics = payload.get("metrics", {})
+        self.best_elbo = float(metrics.get("best_val_elbo_nats", math.inf))
+        self.history = list(metrics.get("history", []))
+
+    def payload(self) -> dict[str, Any]:
+        """The checkpoint dict of the current state (see vrnn.models.checkpoint)."""
+        last = self.history[-1] if self.history else {}
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "model_config": self.config.to_dict(),
+            "vocab": list(self.corpus.vocab.chars),
+            "start_char": self.corpus.vocab.start_char(DEFAULT_START_CHAR),
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "rng": {"data": self.data_rng.get_state(), "noise": self.noise_rng.get_state().cpu()},
+            "train_config": self.tc.to_dict(),
+            "metrics": {
+                "val_elbo_nats": last.get("val_elbo_nats"),
+                "val_bpc": last.get("val_bpc"),
+                "best_val_elbo_nats": self.best_elbo if math.isfinite(self.best_elbo) else None,
+                "history": self.history,
+            },
+            "corpus": {"name": self.corpus.name, "sha256": self.corpus.sha256},
+        }
+
+    def save(self) -> None:
+        """Write the resumable checkpoint (-o) atomically."""
+        save_checkpoint(self.paths.checkpoint, self.payload())
+
+    # --- validation -----------------------------------------------------------
+    def validate(self) -> Evaluation:
+        """Negative ELBO on the validation split (or its first eval_chars characters)."""
+        ids = self.corpus.val
+        if self.tc.eval_chars:
+            ids = ids[: self.tc.eval_chars + 1]
+        return evaluate(self.model, ids, self.tc.seq_len, self.tc.batch_size, seed=0, device=self.device)
+
+    def _record(self, train_stats: dict[str, float], elapsed: float, chars_per_s: float) -> dict[str, Any]:
+        result = self.validate()
+        row = {
+            "step": self.step,
+            **train_stats,
+            "val_nll": result.nll,
+            "val_kl": result.kl,
+            "val_elbo_nats": result.elbo,
+            "val_bpc": result.bpc,
+            "lr": learning_rate(max(self.step - 1, 0), self.tc),
+            "kl_weight": kl_weight(self.step, self.tc.kl_anneal_steps),
+            "chars_per_s": chars_per_s,
+            "elapsed_s": elapsed,
+        }
+        self.history.append(row)
+        with open(self.paths.metrics, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(row) + "\n")
+        self.save()
+        if result.elbo < self.best_elbo:
+            self.best_elbo = result.elbo
+            best = self.payload()
+            best.pop("optimizer")  # the best file is for export and sampling, not for resuming
+            best.pop("rng")
+            save_checkpoint(self.paths.best, best)
+        if matplotlib_available():
+            draw_curves(self.history, self.paths.plot, f"vrnn on {self.corpus.name}")
+        return row
+
+    # --- the loop -------------------------------------------------------------
+    def train_step(self) -> tuple[float, float, float]:
+        """One optimizer step on a random batch; returns (loss, nll, kl) per character."""
+        tc, z = self.tc, self.config.latent_size
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(self.step, tc)
+        tokens = sample_windows(self.corpus.train, tc.batch_size, tc.seq_len, self.data_rng).to(self.device)
+        eps = torch.randn((tc.seq_len, tc.batch_size, z), generator=self.noise_rng, device=self.device)
+        terms = self.model(tokens, eps)
+        loss, nll, kl = training_loss(terms, kl_weight(self.step, tc.kl_anneal_steps), tc.free_bits)
+        if not torch.isfinite(loss):
+            raise VrnnError(
+                f"non-finite loss at step {self.step + 1}: training stopped; "
+                f"the last good checkpoint ({self.paths.checkpoint}) is kept"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.clip if tc.clip > 0 else math.inf)
+        if not torch.isfinite(norm):
+            raise VrnnError(
+                f"non-finite gradient at step {self.step + 1}: training stopped; "
+                f"the last good checkpoint ({self.paths.checkpoint}) is kept"
+            )
+        self.optimizer.step()
+        self.step += 1
+        return loss.item(), nll.item(), kl.item()
+
+    def run(self, quiet: bool) -> dict[str, Any] | None:
+        """Train up to tc.steps, validating and checkpointing every eval_every steps."""
+        tc = self.tc
+        if self.step >= tc.steps:
+            self.log(f"checkpoint is already at step {self.step} of {tc.steps}: nothing to do (raise --steps)")
+            return self.history[-1] if self.history else None
+        if not matplotlib_available():
+            self.log("matplotlib is not installed: no loss plot will be drawn (pip install 'vrnn[plot]')")
+        chars_per_step = tc.batch_size * tc.seq_len
+        sums = {"train_loss": 0.0, "train_nll": 0.0, "train_kl": 0.0}
+        count, window_start, run_start = 0, time.perf_counter(), time.perf_counter()
+        status = {"text": ""}
+        bar = click.progressbar(
+            length=tc.steps,
+            label="training",
+            show_eta=True,
+            show_percent=False,
+            show_pos=True,
+            item_show_func=lambda _: status["text"],
+            file=sys.stderr,
+        )
+        if quiet:
+            bar = _NullBar()
+        row = None
+        with deferred_sigint() as interrupt, bar:
+            bar.update(self.step)
+            while self.step < tc.steps:
+                loss, nll, kl = self.train_step()
+                for key, value in zip(sums, (loss, nll, kl), strict=True):
+                    sums[key] += value
+                count += 1
+                elapsed = time.perf_counter() - window_start
+                speed = count * chars_per_step / max(elapsed, 1e-9)
+                status["text"] = f"loss {loss:.3f} kl {kl:.3f} {speed:,.0f} chars/s"
+                bar.update(1)
+                if self.step % tc.eval_every == 0 or self.step == tc.steps:
+                    stats = {k: v / count for k, v in sums.items()}
+                    row = self._record(stats, time.perf_counter() - run_start, speed)
+                    message = (
+                        f"step {self.step}/{tc.steps}: train loss {stats['train_loss']:.4f} "
+                        f"(nll {stats['train_nll']:.4f}, kl {stats['train_kl']:.4f}) | val -ELBO "
+                        f"{row['val_elbo_nats']:.4f} nats/char = {row['val_bpc']:.4f} bits/char "
+                        f"(kl {row['val_kl']:.4f}) | {speed:,.0f} chars/s"
+                    )
+                    if quiet:
+                        self.log(message)
+                    sums = dict.fromkeys(sums, 0.0)
+                    count, window_start = 0, time.perf_counter()
+                if interrupt["set"]:
+                    self.save()
+                    raise Interrupted(
+                        f"interrupted at step {self.step}: checkpoint saved to {self.paths.checkpoint}; "
+                        f"continue with: vrnn-train ... -o {self.paths.checkpoint} --resume"
+                    )
+        if not quiet:
+            self.log(message)
+        return row
+
+
+class _NullBar:
+    """Stands in for the progress bar under --quiet."""
+
+    def __enter__(self) -> _NullBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, n: int) -> None:
+        return None
