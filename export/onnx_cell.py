@@ -109,7 +109,7 @@ def build_cell(
                     const(f"gru{i}_B", b.astype(f32)),
                     "",
                     h_in,
-                ],  # fmt: skip
+                ],
                 ["", h_out],
                 hidden_size=H,
                 linear_before_reset=1,
@@ -129,17 +129,17 @@ def build_cell(
         helper.make_node("Squeeze", [layer_outputs[-1], "axis0"], ["h_top"]),
         helper.make_node(
             "Gemm", ["h_top", const("top_W", w_top.astype(f32)), const("top_B", b_top.astype(f32))], ["top"]
-        ),  # fmt: skip
+        ),
         helper.make_node(
             "Split",
             ["top", const("top_split", np.array([Z, Z, V], np.int64))],
             ["prior_mu", "prior_pre_sigma", "logits_h"],
             axis=1,
-        ),  # fmt: skip
+        ),
         helper.make_node("Softplus", ["prior_pre_sigma"], ["prior_softplus"]),
         helper.make_node(
             "Add", ["prior_softplus", const("sigma_floor", np.array(schema.SIGMA_FLOOR, f32))], ["prior_sigma"]
-        ),  # fmt: skip
+        ),
         helper.make_node("Mul", ["prior_sigma", schema.INPUT_EPS], ["z_noise"]),
         helper.make_node("Add", ["prior_mu", "z_noise"], ["z"]),
         helper.make_node(
@@ -150,13 +150,13 @@ def build_cell(
                 const("phi_z_B", _np(model.phi_z_proj.bias).astype(f32)),
             ],
             ["phi_z_pre"],
-        ),  # fmt: skip
+        ),
         helper.make_node("Elu", ["phi_z_pre"], [schema.OUTPUT_PHI_Z]),
         helper.make_node(
             "Gemm",
             [schema.OUTPUT_PHI_Z, const("dec_z_W", w_dec[:, :E].T.astype(f32)), "logits_h"],
             [schema.OUTPUT_LOGITS],
-        ),  # fmt: skip
+        ),
     ]
 
     batch = "batch"

@@ -13,7 +13,7 @@ from vrnn.runtime.cell import OnnxCell
 from vrnn.runtime.errors import UsageError
 from vrnn.runtime.generation import NoiseSource, SeededNoise, StepFn, check_length, generate_ids
 from vrnn.runtime.sampling import SamplingOptions
-from vrnn.runtime.vocab import Vocabulary
+from vrnn.runtime.vocab import Vocabulary, describe_chars
 
 
 class Cell(Protocol):
@@ -49,7 +49,10 @@ class Sampler:
         options.validate(len(self.vocab))
         if not isinstance(prime, str):
             raise UsageError("--prime must be a string")
-        return np.concatenate([self.vocab.encode(self.cell.start_char), self.vocab.encode(prime, what="--prime")])
+        missing = self.vocab.unknown(prime)
+        if missing:
+            raise UsageError(f"--prime has characters outside the model's vocabulary: {describe_chars(missing)}")
+        return np.concatenate([self.vocab.encode(self.cell.start_char), self.vocab.encode(prime)])
 
     def _ids(
         self,

@@ -1,0 +1,56 @@
+"""Shared fixtures: a small corpus, a briefly trained checkpoint and its exported cell."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+# A few hundred characters with structure worth learning (speaker lines, repeated words).
+TINY_TEXT = (
+    "ROMEO:\nBut soft, what light through yonder window breaks?\n"
+    "It is the east, and Juliet is the sun.\n\n"
+    "JULIET:\nO Romeo, Romeo, wherefore art thou Romeo?\n"
+    "Deny thy father and refuse thy name.\n\n"
+) * 3
+
+
+def bin_path(name: str) -> str:
+    """The console script `name` of the environment running the tests."""
+    return str(Path(sys.executable).with_name(name))
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "tiny.txt"
+    path.write_text(TINY_TEXT, encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shakespeare() -> Path:
+    """Tiny Shakespeare, given by .ci/run through $VRNN_TEST_CORPUS (tests needing it skip otherwise)."""
+    path = os.environ.get("VRNN_TEST_CORPUS")
+    if not path or not Path(path).is_file():
+        pytest.skip("set VRNN_TEST_CORPUS to tinyshakespeare.txt to run real-data tests")
+    return Path(path)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: Path) -> dict[str, Path]:
+    """A tiny model trained for a few hundred steps (2-layer GRU, so export covers stacking) and its cell."""
+    from vrnn.export.cli import export_cell
+    from vrnn.training.cli import main as train_main
+
+    out = tmp_path_factory.mktemp("trained")
+    ckpt = out / "ckpt.pt"
+    args = [str(tiny_corpus), "-o", str(ckpt), "--preset", "tiny", "--steps", "300", "--seq-len", "24",
+            "--layers", "2", "--eval-every", "100", "--quiet", "--threads", "1"]  # fmt: skip
+    train_main(args, standalone_mode=False)
+    cell = out / "cell.onnx"
+    export_cell(str(ckpt), str(cell))
+    return {"checkpoint": ckpt, "cell": cell, "dir": out}

@@ -1,0 +1,80 @@
+"""vrnn-export: a valid, small, self-describing ONNX cell that matches the PyTorch step."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import onnx
+import pytest
+from conftest import bin_path
+
+from vrnn.export.torch_cell import TorchCell
+from vrnn.export.verify import TOLERANCE, max_differences
+from vrnn.models.checkpoint import file_sha256, load_checkpoint
+from vrnn.runtime import schema
+
+
+def test_cell_passes_the_full_onnx_checker(trained: dict[str, Path]) -> None:
+    model = onnx.load(str(trained["cell"]))
+    onnx.checker.check_model(model, full_check=True)
+    assert [i.name for i in model.graph.input] == list(schema.INPUT_NAMES)
+    assert [o.name for o in model.graph.output] == list(schema.OUTPUT_NAMES)
+    # One file: every weight is inside it.
+    assert all(not t.external_data for t in model.graph.initializer)
+    # Small graph: onnxruntime's per-node overhead dominates at batch 1.  14 nodes for one GRU layer;
+    # each further layer adds a GRU node, and stacking adds a Split and a Concat of the state.
+    layers = json.loads({p.key: p.value for p in model.metadata_props}[schema.META_CONFIG])["layers"]
+    assert layers == 2
+    assert len(model.graph.node) == 14 + (layers - 1) + 2, [n.op_type for n in model.graph.node]
+    # Pure function: no random operators.
+    random_ops = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
+    assert not {n.op_type for n in model.graph.node} & random_ops
+    # Dynamic batch dimension on every input and output.
+    for value in [*model.graph.input, *model.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        assert any(d.dim_param == "batch" for d in dims), value.name
+
+
+def test_metadata_describes_the_cell(trained: dict[str, Path]) -> None:
+    meta = {p.key: p.value for p in onnx.load(str(trained["cell"])).metadata_props}
+    ckpt = load_checkpoint(trained["checkpoint"])
+    assert meta[schema.META_FORMAT] == schema.CELL_FORMAT
+    assert int(meta[schema.META_SCHEMA_VERSION]) == schema.CELL_SCHEMA_VERSION
+    assert json.loads(meta[schema.META_VOCAB]) == ckpt["vocab"]
+    assert meta[schema.META_START_CHAR] == "\n"
+    assert json.loads(meta[schema.META_CONFIG]) == ckpt["model_config"]
+    interface = json.loads(meta[schema.META_INTERFACE])
+    assert [i["name"] for i in interface["inputs"]] == list(schema.INPUT_NAMES)
+    assert [o["name"] for o in interface["outputs"]] == list(schema.OUTPUT_NAMES)
+    assert all(s["initial"] == "zeros" for s in interface["state"])
+    source = json.loads(meta[schema.META_SOURCE])
+    assert source["checkpoint_sha256"] == file_sha256(trained["checkpoint"])
+    assert source["step"] == 300
+    assert source["val_bpc"] == pytest.approx(ckpt["metrics"]["val_bpc"])
+
+
+def test_one_step_parity_at_batch_1_and_7(trained: dict[str, Path]) -> None:
+    """Parity test 1: every output of the ONNX cell within TOLERANCE (1e-5 absolute) of VRNN.step."""
+    cell = TorchCell(load_checkpoint(trained["checkpoint"]))
+    report = max_differences(trained["cell"].read_bytes(), cell, batches=(1, 7), seed=3)
+    for batch, diffs in report.items():
+        for name, value in diffs.items():
+            assert value <= TOLERANCE, (batch, name, value)
+
+
+def test_export_cli_reports_parity_and_writes_atomically(trained: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "cell.onnx"
+    result = subprocess.run([bin_path("vrnn-export"), str(trained["checkpoint"]), str(out)],
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "batch 1" in result.stderr and "batch 7" in result.stderr and "logits" in result.stderr
+    assert out.is_file() and not list(tmp_path.glob(".*.tmp"))
+    bad = subprocess.run([bin_path("vrnn-export"), str(trained["checkpoint"]), str(tmp_path / "x.onnx"),
+                          "--opset", "3"], capture_output=True, text=True)  # fmt: skip
+    assert bad.returncode == 2 and "--opset" in bad.stderr and not (tmp_path / "x.onnx").exists()
+    notckpt = subprocess.run([bin_path("vrnn-export"), str(out), str(tmp_path / "y.onnx")],
+                             capture_output=True, text=True)  # fmt: skip
+    assert notckpt.returncode == 1 and "checkpoint" in notckpt.stderr and "Traceback" not in notckpt.stderr
+    assert not (tmp_path / "y.onnx").exists()

@@ -1,0 +1,169 @@
+"""The torch-free runtime: no torch import, model validation, option refusals, the one-way imports."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import onnx
+import pytest
+from conftest import REPO, bin_path
+from onnx import TensorProto, helper
+
+from vrnn.runtime import Generator, VrnnError, schema
+
+
+def test_runtime_never_imports_torch(trained: dict[str, Path]) -> None:
+    """In a fresh interpreter: import the runtime, sample through the API and through vrnn-run's main."""
+    code = f"""
+import sys
+import vrnn.runtime
+from vrnn.runtime import Generator
+Generator({str(trained["cell"])!r}).generate(50, seed=1)
+from vrnn.runtime.cli import main
+try:
+    main([{str(trained["cell"])!r}, "--length", "20", "--seed", "3"])
+except SystemExit as exc:
+    assert exc.code == 0, exc.code
+banned = ("torch", "onnx", "vrnn.models", "vrnn.training", "vrnn.export")
+bad = sorted(m for m in sys.modules if m.startswith(banned) and m.split(".")[0] != "onnxruntime")
+assert not bad, bad
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize(
+    ("package", "forbidden"),
+    [
+        ("runtime", ("torch", "onnx", "vrnn.models", "vrnn.training", "vrnn.export")),
+        ("models", ("vrnn.training", "vrnn.export")),
+        ("training", ("vrnn.export",)),
+        ("export", ("vrnn.training",)),
+    ],
+)
+def test_imports_point_one_way(package: str, forbidden: tuple[str, ...]) -> None:
+    for source in (REPO / package).glob("*.py"):
+        for name in imported_modules(source):
+            assert not any(name == f or name.startswith(f + ".") for f in forbidden), f"{source.name} imports {name}"
+            assert name.split(".")[0] not in ("runtime", "models", "training", "export"), f"bare import {name}"
+
+
+def cell_with_metadata(source: Path, target: Path, **changes: str | None) -> Path:
+    model = onnx.load(str(source))
+    meta = {p.key: p.value for p in model.metadata_props}
+    for key, value in changes.items():
+        if value is None:
+            meta.pop(key, None)
+        else:
+            meta[key] = value
+    del model.metadata_props[:]
+    helper.set_model_props(model, meta)
+    onnx.save(model, str(target))
+    return target
+
+
+def identity_model(target: Path) -> Path:
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "identity",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    onnx.save(helper.make_model(graph), str(target))
+    return target
+
+
+def bad_cells(trained: dict[str, Path], tmp: Path) -> dict[str, tuple[Path, str]]:
+    cell = trained["cell"]
+    data = cell.read_bytes()
+    (tmp / "truncated.onnx").write_bytes(data[: len(data) // 2])
+    (tmp / "text.onnx").write_text("this is not an onnx file\n")
+    (tmp / "empty.onnx").write_bytes(b"")
+    (tmp / "dir.onnx").mkdir()
+    return {
+        "truncated": (tmp / "truncated.onnx", "truncated"),
+        "text": (tmp / "text.onnx", "not an ONNX file"),
+        "empty": (tmp / "empty.onnx", "not an ONNX file"),
+        "directory": (tmp / "dir.onnx", "directory"),
+        "missing": (tmp / "missing.onnx", "not found"),
+        "other model": (identity_model(tmp / "identity.onnx"), "not a vrnn cell"),
+        "no metadata": (cell_with_metadata(cell, tmp / "nometa.onnx", **{schema.META_VOCAB: None}), "lacks metadata"),
+        "newer schema": (
+            cell_with_metadata(cell, tmp / "newer.onnx", **{schema.META_SCHEMA_VERSION: "99"}),
+            "schema version 99",
+        ),
+        "bad config": (
+            cell_with_metadata(cell, tmp / "badcfg.onnx", **{schema.META_CONFIG: json.dumps({"vocab_size": 3})}),
+            "vocabulary has",
+        ),
+    }
+
+
+def test_bad_cells_are_refused_by_api_and_cli(trained: dict[str, Path], tmp_path: Path) -> None:
+    for label, (path, message) in bad_cells(trained, tmp_path).items():
+        with pytest.raises(VrnnError, match=message):
+            Generator(path)
+        result = subprocess.run([bin_path("vrnn-run"), str(path), "-n", "5"], capture_output=True, text=True)
+        assert result.returncode == 1, label
+        assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, (label, result.stderr)
+        assert result.stdout == "", label
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--length", "0"], "--length"),
+        (["--length", "-5"], "--length"),
+        (["--length", "100000000000"], "--length"),
+        (["--temperature", "0"], "--temperature"),
+        (["--temperature", "nan"], "--temperature"),
+        (["--temperature", "inf"], "--temperature"),
+        (["--top-p", "0"], "--top-p"),
+        (["--top-p", "1.5"], "--top-p"),
+        (["--top-k", "0"], "--top-k"),
+        (["--top-k", "1000"], "--top-k"),
+        (["--num-samples", "0"], "--num-samples"),
+        (["--greedy", "--temperature", "0.5"], "--greedy"),
+        (["--prime", "ROMEO: \u00e9\u4e2d"], "--prime"),
+        (["--threads", "0"], "--threads"),
+        (["--length", "ten"], "--length"),
+    ],
+)
+def test_bad_options_exit_2_with_one_line(trained: dict[str, Path], tmp_path: Path, flags: list[str], message: str):
+    out = tmp_path / "out.txt"
+    result = subprocess.run([bin_path("vrnn-run"), str(trained["cell"]), *flags, "-o", str(out)],
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr and not out.exists()
+
+
+def test_output_file_and_samples(trained: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "sample.txt"
+    result = subprocess.run([bin_path("vrnn-run"), str(trained["cell"]), "-n", "200", "--seed", "1", "-o", str(out),
+                             "--num-samples", "3", "--prime", "ROMEO:"], capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    text = out.read_text(encoding="utf-8")
+    assert text.count("--- sample ") == 3 and text.count("ROMEO:") >= 3
+    assert result.stdout == ""
+    stream = subprocess.run([bin_path("vrnn-run"), str(trained["cell"]), "-n", "200", "--seed", "1", "--prime",
+                             "ROMEO:"], capture_output=True, text=True)  # fmt: skip
+    assert stream.stdout.startswith("ROMEO:") and len(stream.stdout) == len("ROMEO:") + 200 + 1
+    missing_dir = subprocess.run([bin_path("vrnn-run"), str(trained["cell"]), "-o", str(tmp_path / "no" / "x.txt")],
+                                 capture_output=True, text=True)  # fmt: skip
+    assert missing_dir.returncode == 1 and "does not exist" in missing_dir.stderr

@@ -1,0 +1,72 @@
+"""The numpy sampling code shared by both paths."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vrnn.runtime.errors import UsageError
+from vrnn.runtime.generation import SeededNoise
+from vrnn.runtime.sampling import SamplingOptions, choose, decision_margin
+
+LOGITS = np.log(np.array([[0.1, 0.2, 0.3, 0.4], [0.7, 0.1, 0.1, 0.1]], dtype=np.float32))
+
+
+def frequencies(options: SamplingOptions, n: int = 40_000, row: int = 0) -> np.ndarray:
+    u = np.random.default_rng(0).random(n)
+    picks = choose(np.repeat(LOGITS[row : row + 1], n, axis=0), u, options)
+    return np.bincount(picks, minlength=4) / n
+
+
+def test_sampling_follows_the_distribution() -> None:
+    np.testing.assert_allclose(frequencies(SamplingOptions()), [0.1, 0.2, 0.3, 0.4], atol=0.01)
+
+
+def test_temperature_sharpens_and_flattens() -> None:
+    cold, hot = frequencies(SamplingOptions(temperature=0.5)), frequencies(SamplingOptions(temperature=2.0))
+    expected_cold = np.array([0.1, 0.2, 0.3, 0.4]) ** 2 / np.sum(np.array([0.1, 0.2, 0.3, 0.4]) ** 2)
+    np.testing.assert_allclose(cold, expected_cold, atol=0.01)
+    assert hot[0] > 0.1 and hot[3] < 0.4
+
+
+def test_top_k_and_top_p_keep_the_right_candidates() -> None:
+    np.testing.assert_allclose(frequencies(SamplingOptions(top_k=2)), [0, 0, 3 / 7, 4 / 7], atol=0.01)
+    # top-p 0.5: 0.4 is not enough, 0.4 + 0.3 reaches it -> {3, 2}
+    np.testing.assert_allclose(frequencies(SamplingOptions(top_p=0.5)), [0, 0, 3 / 7, 4 / 7], atol=0.01)
+    np.testing.assert_allclose(frequencies(SamplingOptions(top_p=0.3), row=1), [1, 0, 0, 0])
+    np.testing.assert_allclose(frequencies(SamplingOptions(top_k=1)), [0, 0, 0, 1])
+
+
+def test_greedy_is_argmax_and_u_near_one_stays_in_range() -> None:
+    assert list(choose(LOGITS, np.array([0.0, 0.0]), SamplingOptions(greedy=True))) == [3, 0]
+    picks = choose(LOGITS, np.array([1 - 1e-16, 1 - 1e-16]), SamplingOptions(top_k=2))
+    assert picks[0] in (2, 3) and picks[1] in (0, 1, 2, 3)
+
+
+def test_decision_margin_measures_distance_to_the_cdf() -> None:
+    margin = decision_margin(LOGITS[:1], np.array([0.3 + 1e-4]), SamplingOptions())
+    assert margin[0] == pytest.approx(1e-4, rel=1e-2)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        SamplingOptions(temperature=0),
+        SamplingOptions(temperature=float("nan")),
+        SamplingOptions(top_k=0),
+        SamplingOptions(top_k=5),
+        SamplingOptions(top_p=0.0),
+        SamplingOptions(top_p=1.01),
+        SamplingOptions(greedy=True, top_k=2),
+    ],
+)
+def test_invalid_options_are_refused(options: SamplingOptions) -> None:
+    with pytest.raises(UsageError):
+        options.validate(4)
+
+
+def test_seeded_noise_does_not_depend_on_chunking() -> None:
+    whole = SeededNoise(3, 2, 5)
+    parts = SeededNoise(3, 2, 5)
+    np.testing.assert_array_equal(whole.eps(10), np.concatenate([parts.eps(3), parts.eps(7)]))
+    np.testing.assert_array_equal(whole.uniform(10), np.concatenate([parts.uniform(4), parts.uniform(6)]))
