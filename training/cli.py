@@ -115,12 +115,16 @@ def main(
 
     if resume:
         payload = load_checkpoint(paths.checkpoint)
+        saved = {**payload.get("train_config", {}), **payload["model_config"]}
+        # Repeating the original command with --resume is fine; changing the run is not.
         changed = [
-            k for k in (*MODEL_OPTIONS, *TRAIN_OPTIONS) if options.get(k) is not None and k not in RESUMABLE_OPTIONS
+            k
+            for k in (*MODEL_OPTIONS, *TRAIN_OPTIONS)
+            if options.get(k) is not None and k not in RESUMABLE_OPTIONS and options[k] != saved.get(k)
         ]
         if changed:
             flags = ", ".join("--" + k.replace("_", "-") for k in changed)
-            raise UsageError(f"{flags} cannot change when resuming (they are fixed by the checkpoint)")
+            raise UsageError(f"{flags} cannot change when resuming (the checkpoint fixes them)")
         vocab = Vocabulary(payload["vocab"])
         found = Vocabulary.from_text(text)
         if found != vocab:
