@@ -106,3 +106,26 @@ def test_resume_with_a_different_corpus_is_refused(tmp_path: Path, trained: dict
                             capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 1 and "vocabulary" in result.stderr, result.stderr
     assert ckpt.read_bytes() == before
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
+    tmp_path: Path, tiny_corpus: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from vrnn.training import trainer
+    from vrnn.training.cli import main as train_main
+
+    real_loss = trainer.training_loss
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        loss, nll, kl = real_loss(*args, **kwargs)
+        calls["n"] += 1
+        return (loss * float("nan"), nll, kl) if calls["n"] == 7 else (loss, nll, kl)
+
+    monkeypatch.setattr(trainer, "training_loss", poisoned)
+    ckpt = tmp_path / "ckpt.pt"
+    with pytest.raises(SystemExit) as exit_info:
+        train_main([str(tiny_corpus), "-o", str(ckpt), *TRAIN_ARGS], standalone_mode=False)
+    assert exit_info.value.code == 1
+    assert "non-finite loss at step 7" in capsys.readouterr().err
+    assert load_checkpoint(ckpt)["step"] == 6  # saved at step 6, untouched by the failed step 7
