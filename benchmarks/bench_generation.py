@@ -1,0 +1,200 @@
+"""Generation benchmarks: the onnxruntime path against the PyTorch path on the same cell.
+
+    python benchmarks/bench_generation.py [--json out.json] [--reps 5]
+
+Builds a model of the `default` preset (random weights: speed does not depend on
+training), exports its cell, then measures, each as the median of --reps runs
+side by side in one process:
+  1. per character at batch 1: Generator loop vs the PyTorch step loop (one thread
+     each), and the floor: InferenceSession.run on a one-node Identity graph;
+  2. batch 256: characters/s of both paths, and the FLOP rate of the runtime as a
+     fraction of numpy's matmul rate on the cell's matrix shapes;
+  3. cold start: whole process `vrnn-run cell --length 500` vs `vrnn-sample ckpt`;
+  4. peak RSS of those two processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from onnx import TensorProto, helper
+
+from vrnn.export.cli import export_cell
+from vrnn.export.sample_cli import torch_sampler
+from vrnn.models.checkpoint import save_checkpoint
+from vrnn.models.vrnn import VRNN
+from vrnn.runtime import Generator
+from vrnn.runtime.cell import session_options
+from vrnn.runtime.schema import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, ModelConfig
+from vrnn.training.config import PRESETS
+
+VOCAB = [chr(i) for i in range(32, 97)]  # 65 characters, like Tiny Shakespeare
+
+
+def median_time(fn, reps: int) -> float:
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def make_model(workdir: Path) -> tuple[Path, Path, ModelConfig]:
+    sizes, _ = PRESETS["default"]
+    config = ModelConfig(vocab_size=len(VOCAB), **sizes)
+    torch.manual_seed(0)
+    model = VRNN(config)
+    ckpt = workdir / "bench.pt"
+    save_checkpoint(ckpt, {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+                           "model_config": config.to_dict(), "vocab": VOCAB, "start_char": VOCAB[0],
+                           "model": model.state_dict(), "step": 0})  # fmt: skip
+    cell = workdir / "bench.onnx"
+    export_cell(str(ckpt), str(cell))
+    return ckpt, cell, config
+
+
+def identity_floor(reps: int, calls: int) -> float:
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "identity",
+                              [helper.make_tensor_value_info("x", TensorProto.INT64, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.INT64, [1])])  # fmt: skip
+    session = ort.InferenceSession(helper.make_model(graph).SerializeToString(), session_options(1))
+    feed = {"x": np.zeros(1, np.int64)}
+
+    def loop() -> None:
+        for _ in range(calls):
+            session.run(None, feed)
+
+    return median_time(loop, reps) / calls
+
+
+def cell_flops(config: ModelConfig, batch: int) -> int:
+    """Multiply-adds x 2 of the cell's matrix products."""
+    E, H, Z, V, L = config.embed_size, config.hidden_size, config.latent_size, config.vocab_size, config.layers
+    macs = 3 * H * 2 * E + 3 * H * H + (L - 1) * 6 * H * H + H * (2 * Z + V) + Z * E + E * V
+    return 2 * batch * macs
+
+
+def numpy_matmul_rate(config: ModelConfig, batch: int, reps: int) -> float:
+    """FLOP/s numpy reaches on the cell's matrix shapes (the same products, nothing else)."""
+    E, H, Z, V = config.embed_size, config.hidden_size, config.latent_size, config.vocab_size
+    rng = np.random.default_rng(0)
+    shapes = [(2 * E, 3 * H), (H, 3 * H), (H, 2 * Z + V), (Z, E), (E, V)]
+    mats = [(rng.standard_normal((batch, k), np.float32), rng.standard_normal((k, n), np.float32)) for k, n in shapes]
+    flops = sum(2 * batch * k * n for k, n in shapes)
+    calls = 200
+
+    def loop() -> None:
+        for _ in range(calls):
+            for a, b in mats:
+                a @ b
+
+    return flops * calls / median_time(loop, reps)
+
+
+# Runs a command and reports its own peak RSS and wall time.  A small process in
+# between is needed: Linux carries a process's peak RSS across exec, so a child
+# spawned straight from this (large) benchmark process would report ours.
+_MEASURE = """
+import os, sys, time
+out = os.open(os.devnull, os.O_WRONLY)
+start = time.perf_counter()
+pid = os.posix_spawn(sys.argv[1], sys.argv[1:], os.environ, file_actions=[(os.POSIX_SPAWN_DUP2, out, 1)])
+_, status, usage = os.wait4(pid, 0)
+print(usage.ru_maxrss, os.waitstatus_to_exitcode(status), time.perf_counter() - start)
+"""
+
+
+def process_stats(cmd: list[str], reps: int) -> tuple[float, float]:
+    """Median wall time (s) and peak RSS (MiB) of a whole process."""
+    times, rss = [], []
+    for _ in range(reps):
+        report = subprocess.run([sys.executable, "-c", _MEASURE, *cmd], capture_output=True, text=True, check=True)
+        maxrss_kb, code, seconds = report.stdout.split()
+        if int(code) != 0:
+            raise SystemExit(f"benchmark command failed: {' '.join(cmd)}")
+        times.append(float(seconds))
+        rss.append(int(maxrss_kb) / 1024)
+    return statistics.median(times), statistics.median(rss)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--chars", type=int, default=2000, help="characters per batch-1 repetition")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    results: dict[str, object] = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}, "
+        f"onnxruntime {ort.__version__}, torch {torch.__version__}",
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt, cell, config = make_model(Path(tmp))
+        results["model"] = config.to_dict()
+        results["cell_nodes"] = len(onnx.load(str(cell)).graph.node)
+        onnx_gen, torch_gen = Generator(cell), torch_sampler(str(ckpt), threads=1)
+
+        n = args.chars
+        rt = median_time(lambda: onnx_gen.generate(n, seed=1), args.reps) / n
+        pt = median_time(lambda: torch_gen.generate(n, seed=1), args.reps) / n
+        floor = identity_floor(args.reps, n)
+        results["batch1_us_per_char"] = {"runtime": rt * 1e6, "torch": pt * 1e6, "identity_floor": floor * 1e6}
+
+        b, steps = 256, 200
+        rt256 = median_time(lambda: onnx_gen.generate(steps, seed=1, num_samples=b), args.reps)
+        pt256 = median_time(lambda: torch_gen.generate(steps, seed=1, num_samples=b), args.reps)
+        flops = cell_flops(config, b) * steps
+        results["batch256"] = {
+            "runtime_chars_per_s": b * steps / rt256,
+            "torch_chars_per_s": b * steps / pt256,
+            "runtime_gflops": flops / rt256 / 1e9,
+            "numpy_matmul_gflops": numpy_matmul_rate(config, b, args.reps) / 1e9,
+        }
+
+        bin_dir = Path(sys.executable).parent
+        run_t, run_rss = process_stats(
+            [str(bin_dir / "vrnn-run"), str(cell), "--length", "500", "--seed", "1"], args.reps
+        )
+        smp_t, smp_rss = process_stats([str(bin_dir / "vrnn-sample"), str(ckpt), "--length", "500", "--seed", "1"],
+                                       args.reps)  # fmt: skip
+        results["cold_start_s"] = {"vrnn-run": run_t, "vrnn-sample": smp_t}
+        results["peak_rss_mib"] = {"vrnn-run": run_rss, "vrnn-sample": smp_rss}
+
+    b1, b256 = results["batch1_us_per_char"], results["batch256"]
+    rows = [
+        ("batch 1, us/char", f"{b1['runtime']:.1f}", f"{b1['torch']:.1f}",
+         f"runtime {b1['torch'] / b1['runtime']:.2f}x faster (target >= 5x); "
+         f"{b1['runtime'] / b1['identity_floor']:.2f}x the identity floor "
+         f"{b1['identity_floor']:.1f} us (target <= 2x)"),
+        ("batch 256, chars/s", f"{b256['runtime_chars_per_s']:,.0f}", f"{b256['torch_chars_per_s']:,.0f}",
+         f"{b256['runtime_chars_per_s'] / b256['torch_chars_per_s']:.2f}x (target >= 1.5x); runtime "
+         f"{b256['runtime_gflops']:.1f} GFLOP/s = {b256['runtime_gflops'] / b256['numpy_matmul_gflops']:.0%} of "
+         f"numpy matmul {b256['numpy_matmul_gflops']:.1f} (target >= 50%)"),
+        ("cold start, s", f"{run_t:.2f}", f"{smp_t:.2f}", f"{smp_t / run_t:.2f}x (target >= 5x)"),
+        ("peak RSS, MiB", f"{run_rss:.0f}", f"{smp_rss:.0f}", f"{run_rss / smp_rss:.2f} of torch's (target <= 0.25)"),
+    ]  # fmt: skip
+    print(f"{results['date']} | {results['machine']} | cell of {results['cell_nodes']} nodes, {results['model']}")
+    print(f"{'measure':<20} {'onnxruntime':>12} {'pytorch':>12}  result")
+    for name, a, c, verdict in rows:
+        print(f"{name:<20} {a:>12} {c:>12}  {verdict}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
