@@ -130,3 +130,14 @@ def test_missing_corpus_and_bad_options_are_refused(tmp_path: Path, tiny_corpus:
     assert bad.returncode == 2 and "--steps" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
     nodir = run_train(str(tiny_corpus), "-o", str(tmp_path / "no" / "c.pt"))
     assert nodir.returncode == 1 and "does not exist" in nodir.stderr
+
+
+def test_kl_annealing_ends_by_half_of_the_run() -> None:
+    from vrnn.training.config import TrainConfig
+    from vrnn.training.objective import kl_weight
+
+    short = TrainConfig(steps=500, kl_anneal_steps=1000)
+    assert short.effective_kl_anneal_steps == 250
+    assert kl_weight(250, short.effective_kl_anneal_steps) == 1.0
+    assert TrainConfig(steps=5000, kl_anneal_steps=1000).effective_kl_anneal_steps == 1000
+    assert kl_weight(10, TrainConfig(steps=50, kl_anneal_steps=0).effective_kl_anneal_steps) == 1.0

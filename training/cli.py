@@ -71,7 +71,11 @@ def build_configs(preset: str, vocab_size: int, overrides: dict[str, Any]) -> tu
 )
 @click.option("--warmup-steps", type=int, help="Linear warm-up steps of the cosine schedule.")
 @click.option("--clip", type=float, help="Clip the gradient norm to this before each step (0: off).")
-@click.option("--kl-anneal-steps", type=int, help="Raise the KL weight linearly from 0 to 1 over these steps (0: off).")
+@click.option(
+    "--kl-anneal-steps",
+    type=int,
+    help="Raise the KL weight linearly from 0 to 1 over these steps, at most half of --steps (0: off).",
+)
 @click.option("--free-bits", type=float, help="Nats per latent dimension of KL left unpenalised (0: off).")
 @click.option("--eval-every", type=int, help="Validate, checkpoint and plot every N steps.")
 @click.option("--seed", type=int, help="Seed of initialisation, window sampling and latent noise.")

@@ -21,7 +21,7 @@ class TrainConfig:
     warmup_steps: int = 100
     min_lr_ratio: float = 0.1
     clip: float = 1.0  # gradient-norm clipping before each step; 0 disables
-    kl_anneal_steps: int = 1000  # KL weight rises linearly from 0 to 1 over these steps; 0 disables
+    kl_anneal_steps: int = 1000  # KL weight rises linearly from 0 to 1 over these steps (at most steps // 2)
     free_bits: float = 0.0  # nats per latent dimension below which KL is not penalised; 0 disables
     eval_every: int = 250
     eval_chars: int = 0  # validation characters scored at each evaluation; 0 = the whole split
@@ -46,6 +46,12 @@ class TrainConfig:
         if self.lr_schedule not in ("constant", "cosine"):
             raise UsageError(f"--lr-schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
         return self
+
+    @property
+    def effective_kl_anneal_steps(self) -> int:
+        """Annealing never outlasts half the run: with beta < 1 at the end, the encoder would
+        still be copying characters into z cheaply and the validation -ELBO would be poor."""
+        return min(self.kl_anneal_steps, self.steps // 2)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -177,7 +177,7 @@ class Trainer:
             "val_elbo_nats": result.elbo,
             "val_bpc": result.bpc,
             "lr": learning_rate(max(self.step - 1, 0), self.tc),
-            "kl_weight": kl_weight(self.step, self.tc.kl_anneal_steps),
+            "kl_weight": kl_weight(self.step, self.tc.effective_kl_anneal_steps),
             "chars_per_s": chars_per_s,
             "elapsed_s": elapsed,
         }
@@ -204,7 +204,7 @@ class Trainer:
         tokens = sample_windows(self.corpus.train, tc.batch_size, tc.seq_len, self.data_rng).to(self.device)
         eps = torch.randn((tc.seq_len, tc.batch_size, z), generator=self.noise_rng, device=self.device)
         terms = self.model(tokens, eps)
-        loss, nll, kl = training_loss(terms, kl_weight(self.step, tc.kl_anneal_steps), tc.free_bits)
+        loss, nll, kl = training_loss(terms, kl_weight(self.step, tc.effective_kl_anneal_steps), tc.free_bits)
         if not torch.isfinite(loss):
             raise VrnnError(
                 f"non-finite loss at step {self.step + 1}: training stopped; "
