@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -65,13 +67,31 @@ def test_checkpoint_round_trip_restores_the_model(trained: dict[str, Path]) -> N
         assert torch.equal(tensor, payload["model"][name])
 
 
-def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path: Path, tiny_corpus: Path) -> None:
-    common = ["--preset", "tiny", "--seq-len", "16", "--eval-every", "5", "--seed", "7"]
+def test_resume_is_bit_identical_to_an_uninterrupted_run(
+    tmp_path: Path, tiny_corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 20-step run interrupted (Ctrl-C) after step 7 and resumed ends with the same weights as one that was not."""
+    from vrnn.training.trainer import Trainer
+
+    common = ["--preset", "tiny", "--seq-len", "16", "--eval-every", "5", "--seed", "7", "--steps", "20"]
     straight, split = tmp_path / "straight.pt", tmp_path / "split.pt"
-    train_inprocess(str(tiny_corpus), "-o", str(straight), "--steps", "20", *common)
-    train_inprocess(str(tiny_corpus), "-o", str(split), "--steps", "10", *common)
-    assert load_checkpoint(split)["step"] == 10
-    train_inprocess(str(tiny_corpus), "-o", str(split), "--resume", "--steps", "20")
+    train_inprocess(str(tiny_corpus), "-o", str(straight), *common)
+
+    real_step = Trainer.train_step
+
+    def interrupt_after_7(self: Trainer):
+        result = real_step(self)
+        if self.step == 7:
+            os.kill(os.getpid(), signal.SIGINT)  # handled between steps: save, exit 130
+        return result
+
+    monkeypatch.setattr(Trainer, "train_step", interrupt_after_7)
+    with pytest.raises(SystemExit) as exit_info:
+        train_inprocess(str(tiny_corpus), "-o", str(split), *common)
+    assert exit_info.value.code == 130
+    assert load_checkpoint(split)["step"] == 7
+    monkeypatch.setattr(Trainer, "train_step", real_step)
+    train_inprocess(str(tiny_corpus), "-o", str(split), "--resume", *common)
     a, b = load_checkpoint(straight), load_checkpoint(split)
     assert b["step"] == 20
     for name in a["model"]:
