@@ -10,10 +10,10 @@ import numpy as np
 
 from vrnn.runtime import schema
 from vrnn.runtime.cell import OnnxCell
-from vrnn.runtime.errors import UsageError
+from vrnn.runtime.errors import UsageError, VrnnError
 from vrnn.runtime.generation import NoiseSource, SeededNoise, StepFn, check_length, generate_ids
 from vrnn.runtime.sampling import SamplingOptions
-from vrnn.runtime.vocab import Vocabulary, describe_chars
+from vrnn.runtime.vocab import Vocabulary
 
 
 class Cell(Protocol):
@@ -49,10 +49,11 @@ class Sampler:
         options.validate(len(self.vocab))
         if not isinstance(prime, str):
             raise UsageError("--prime must be a string")
-        missing = self.vocab.unknown(prime)
-        if missing:
-            raise UsageError(f"--prime has characters outside the model's vocabulary: {describe_chars(missing)}")
-        return np.concatenate([self.vocab.encode(self.cell.start_char), self.vocab.encode(prime)])
+        try:
+            prime_ids = self.vocab.encode(prime, what="--prime")
+        except VrnnError as exc:  # an unusable option value: a usage error (exit 2)
+            raise UsageError(str(exc)) from None
+        return np.concatenate([self.vocab.encode(self.cell.start_char), prime_ids])
 
     def _ids(
         self,
