@@ -125,11 +125,15 @@ class VRNN(nn.Module):
         return logits, torch.stack(layers), phi_z
 
     # --- training -----------------------------------------------------------
-    def forward(self, tokens: Tensor, eps: Tensor) -> ElboTerms:
+    def forward(self, tokens: Tensor, eps: Tensor, decoder_mask: Tensor | None = None) -> ElboTerms:
         """ELBO terms for windows `tokens` [B, T+1], predicting tokens[:, 1:] given tokens[:, 0].
 
         `eps` [T, B, Z] is the standard normal noise of the reparameterised posterior
-        samples.  Everything that does not depend on the recurrence (phi_x, the input
+        samples.  `decoder_mask` [B, T, H], if given, multiplies the state the decoder
+        reads (inverted dropout drawn by the trainer from its own generator, so a
+        resumed run stays bit-identical); prior, encoder and recurrence never see it.
+
+        Everything that does not depend on the recurrence (phi_x, the input
         projections, prior, decoder, losses) is computed for the whole window at once;
         the Python loop carries only encoder sampling, phi_z and the GRU update.
         """
@@ -164,7 +168,8 @@ class VRNN(nn.Module):
         h_prev = torch.stack(tops, dim=1)  # [B, T, H]: the state each prediction conditions on
         mu_q, sigma_q = torch.stack(mus, dim=1), torch.stack(sigmas, dim=1)  # [B, T, Z]
         mu_p, sigma_p = gaussian_params(self.prior(h_prev))
-        logits = self.decoder(torch.cat([torch.stack(phi_zs, dim=1), h_prev], dim=-1))  # [B, T, V]
+        h_dec = h_prev if decoder_mask is None else h_prev * decoder_mask
+        logits = self.decoder(torch.cat([torch.stack(phi_zs, dim=1), h_dec], dim=-1))  # [B, T, V]
         nll = F.cross_entropy(logits.reshape(B * T, -1), tokens[:, 1:].reshape(-1), reduction="none").view(B, T)
         return ElboTerms(nll=nll, kl=gaussian_kl(mu_q, sigma_q, mu_p, sigma_p), mu_q=mu_q)
 

@@ -19,7 +19,18 @@ from vrnn.training.data import Corpus, read_corpus
 from vrnn.training.trainer import OutputPaths, Trainer, resolve_device
 
 MODEL_OPTIONS = ("embed_size", "hidden_size", "latent_size", "layers")
-TRAIN_OPTIONS = ("steps", "batch_size", "seq_len", "lr", "clip", "kl_anneal_steps", "free_bits", "eval_every", "seed")
+TRAIN_OPTIONS = (
+    "steps",
+    "batch_size",
+    "seq_len",
+    "lr",
+    "clip",
+    "kl_anneal_steps",
+    "free_bits",
+    "dropout",
+    "eval_every",
+    "seed",
+)
 # Options that may change when a run is resumed; the rest would make it a different run.
 RESUMABLE_OPTIONS = ("steps", "eval_every")
 
@@ -77,6 +88,7 @@ def build_configs(preset: str, vocab_size: int, overrides: dict[str, Any]) -> tu
     help="Raise the KL weight linearly from 0 to 1 over these steps, at most half of --steps (0: off).",
 )
 @click.option("--free-bits", type=float, help="Nats per latent dimension of KL left unpenalised (0: off).")
+@click.option("--dropout", type=float, help="Dropout on the GRU state the decoder reads, in [0, 1) (training only).")
 @click.option("--eval-every", type=int, help="Validate, checkpoint and plot every N steps.")
 @click.option("--seed", type=int, help="Seed of initialisation, window sampling and latent noise.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)

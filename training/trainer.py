@@ -203,7 +203,12 @@ class Trainer:
             group["lr"] = learning_rate(self.step, tc)
         tokens = sample_windows(self.corpus.train, tc.batch_size, tc.seq_len, self.data_rng).to(self.device)
         eps = torch.randn((tc.seq_len, tc.batch_size, z), generator=self.noise_rng, device=self.device)
-        terms = self.model(tokens, eps)
+        mask = None
+        if tc.dropout > 0:
+            keep = 1.0 - tc.dropout
+            shape = (tc.batch_size, tc.seq_len, self.config.hidden_size)
+            mask = (torch.rand(shape, generator=self.noise_rng, device=self.device) < keep).float() / keep
+        terms = self.model(tokens, eps, mask)
         loss, nll, kl = training_loss(terms, kl_weight(self.step, tc.effective_kl_anneal_steps), tc.free_bits)
         if not torch.isfinite(loss):
             raise VrnnError(
