@@ -48,6 +48,14 @@ def gaussian_kl(mu_q: Tensor, sigma_q: Tensor, mu_p: Tensor, sigma_p: Tensor) ->
     return 0.5 * (ratio + ((mu_q - mu_p) / sigma_p) ** 2 - 1.0 - torch.log(ratio))
 
 
+def log_density_ratio(eps: Tensor, mu_q: Tensor, sigma_q: Tensor, mu_p: Tensor, sigma_p: Tensor) -> Tensor:
+    """log p(z) - log q(z) summed over the last dimension, for z = mu_q + sigma_q * eps (the 2*pi terms cancel)."""
+    z = mu_q + sigma_q * eps
+    log_q = -0.5 * eps**2 - torch.log(sigma_q)
+    log_p = -0.5 * ((z - mu_p) / sigma_p) ** 2 - torch.log(sigma_p)
+    return (log_p - log_q).sum(dim=-1)
+
+
 def gaussian_params(raw: Tensor) -> tuple[Tensor, Tensor]:
     """Split a Linear output [..., 2Z] into a mean and a floored softplus standard deviation."""
     mu, pre_sigma = raw.chunk(2, dim=-1)
@@ -71,6 +79,7 @@ class ElboTerms:
     nll: Tensor  # [B, T] cross-entropy of each target character
     kl: Tensor  # [B, T, Z] KL(q || p) of each latent dimension
     mu_q: Tensor  # [B, T, Z] posterior means (for active-unit statistics)
+    log_ratio: Tensor  # [B, T] log p(z_t | h) - log q(z_t | x_t, h) at the sampled z_t (importance weights)
 
 
 class VRNN(nn.Module):
@@ -171,7 +180,12 @@ class VRNN(nn.Module):
         h_dec = h_prev if decoder_mask is None else h_prev * decoder_mask
         logits = self.decoder(torch.cat([torch.stack(phi_zs, dim=1), h_dec], dim=-1))  # [B, T, V]
         nll = F.cross_entropy(logits.reshape(B * T, -1), tokens[:, 1:].reshape(-1), reduction="none").view(B, T)
-        return ElboTerms(nll=nll, kl=gaussian_kl(mu_q, sigma_q, mu_p, sigma_p), mu_q=mu_q)
+        return ElboTerms(
+            nll=nll,
+            kl=gaussian_kl(mu_q, sigma_q, mu_p, sigma_p),
+            mu_q=mu_q,
+            log_ratio=log_density_ratio(eps.transpose(0, 1), mu_q, sigma_q, mu_p, sigma_p),
+        )
 
     def num_parameters(self) -> int:
         """Trainable parameter count."""

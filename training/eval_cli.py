@@ -1,0 +1,144 @@
+"""`vrnn-eval TEXT`: score a text with a checkpoint (ELBO, IWAE-K, KL/char, active units)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import click
+import torch
+
+from vrnn.models.checkpoint import load_checkpoint, model_from_checkpoint
+from vrnn.runtime.atomic import check_writable_destination
+from vrnn.runtime.bundled import BUNDLED_CHECKPOINT, bundled_file
+from vrnn.runtime.errors import OneLineCommand, UsageError, VrnnError, cli_errors
+from vrnn.runtime.schema import DEFAULT_START_CHAR
+from vrnn.runtime.vocab import describe_chars
+from vrnn.training.config import TrainConfig
+from vrnn.training.data import VALIDATION_FRACTION, read_corpus
+from vrnn.training.evaluation import score_text
+from vrnn.training.plot import draw_passage, matplotlib_available
+
+MAX_IWAE_SAMPLES = 4096
+
+
+@click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.argument("text")
+@click.option(
+    "--checkpoint", "-c", type=click.Path(dir_okay=True), default=None, help="Checkpoint.  [default: the bundled model]"
+)
+@click.option(
+    "--split",
+    type=click.Choice(["all", "train", "val"]),
+    default="all",
+    show_default=True,
+    help="Score the whole text, or its first 90% / last 10% (vrnn-train's split).",
+)
+@click.option("--window", "-w", type=int, default=None, help="Predicted characters per window.  [default: training's]")
+@click.option("--iwae-samples", "-k", type=int, default=1, show_default=True, help="Latent trajectories per window.")
+@click.option("--batch-size", type=int, default=64, show_default=True, help="Trajectories per forward pass.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the encoder noise.")
+@click.option("--skip-unknown", is_flag=True, help="Drop characters outside the vocabulary instead of refusing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Draw per-character NLL and KL to a PNG.")
+@click.option("--plot-chars", type=int, default=120, show_default=True, help="Characters of the passage in --plot.")
+@click.option("--threads", type=int, default=None, help="Torch CPU threads.  [default: all cores]")
+@cli_errors
+def main(
+    text: str,
+    checkpoint: str | None,
+    split: str,
+    window: int | None,
+    iwae_samples: int,
+    batch_size: int,
+    seed: int,
+    skip_unknown: bool,
+    as_json: bool,
+    plot: str | None,
+    plot_chars: int,
+    threads: int | None,
+) -> None:
+    """Score TEXT (a UTF-8 file, or 'tinyshakespeare') with a trained VRNN.
+
+    Reports the negative ELBO and the importance-weighted bound IWAE-K (K latent
+    trajectories per window from the encoder), in nats and bits per character, the
+    KL per character and the number of active latent units (posterior-mean variance
+    across the text > 0.01).
+
+    The text is cut into consecutive windows of --window predicted characters; each
+    window starts from the zero state with the character before it as context, so
+    every character is scored once (the first from the model's start character, or
+    for --split val from the last training character).
+    """
+    for name, value, low in (("--iwae-samples", iwae_samples, 1), ("--batch-size", batch_size, 1)):
+        if value < low:
+            raise UsageError(f"{name} must be at least {low}, got {value}")
+    if iwae_samples > MAX_IWAE_SAMPLES:
+        raise UsageError(f"--iwae-samples must be at most {MAX_IWAE_SAMPLES}, got {iwae_samples}")
+    if window is not None and window < 1:
+        raise UsageError(f"--window must be at least 1, got {window}")
+    if plot_chars < 1:
+        raise UsageError(f"--plot-chars must be at least 1, got {plot_chars}")
+    if threads is not None:
+        if threads < 1:
+            raise UsageError(f"--threads must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
+    if plot is not None:
+        if not matplotlib_available():
+            raise VrnnError("--plot needs matplotlib: pip install 'vrnn[plot]'")
+        check_writable_destination(plot)
+
+    ckpt_path = Path(checkpoint) if checkpoint is not None else bundled_file(BUNDLED_CHECKPOINT, "--checkpoint")
+    payload = load_checkpoint(ckpt_path)
+    model, vocab = model_from_checkpoint(payload)
+    if window is None:
+        window = TrainConfig.from_dict(payload.get("train_config", {})).seq_len
+    content, _ = read_corpus(text)
+
+    unknown = vocab.unknown(content)
+    dropped = 0
+    if unknown:
+        if not skip_unknown:
+            raise VrnnError(
+                f"{text} has characters outside the model's vocabulary: {describe_chars(unknown)} "
+                "(--skip-unknown drops them)"
+            )
+        kept = "".join(c for c in content if c not in unknown)
+        dropped = len(content) - len(kept)
+        content = kept
+    split_at = int(len(content) * (1 - VALIDATION_FRACTION))
+    if split == "all":
+        context, scored = payload.get("start_char", DEFAULT_START_CHAR), content
+    elif split == "train":
+        context, scored = payload.get("start_char", DEFAULT_START_CHAR), content[:split_at]
+    else:
+        context, scored = content[split_at - 1 : split_at], content[split_at:]
+    if not scored or not context:
+        raise VrnnError(f"{text} leaves nothing to score in --split {split}")
+    ids = torch.from_numpy(vocab.encode(context + scored))
+    score = score_text(model, ids, window, iwae_samples, batch_size, seed)
+
+    if plot is not None:
+        shown = min(plot_chars, score.chars)
+        draw_passage(scored[:shown], score.char_nll[:shown], score.char_kl[:shown], plot, f"{ckpt_path.name} on {text}")
+
+    result = {"text": text, "split": split, "checkpoint": str(ckpt_path), "skipped_chars": dropped, **score.summary()}
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    k = score.iwae_samples
+    lines = [
+        f"{ckpt_path.name} on {text} ({split}): {score.chars:,} characters, windows of {score.window}, "
+        f"{k} sample{'s' if k > 1 else ''} per window" + (f", {dropped} unknown characters skipped" if dropped else ""),
+        f"  -ELBO        {score.elbo:.4f} nats/char  {score.elbo_bits:.4f} bits/char",
+        f"  -IWAE-{k:<6d} {score.iwae:.4f} nats/char  {score.iwae_bits:.4f} bits/char",
+        f"  NLL term     {score.nll:.4f} nats/char",
+        f"  KL term      {score.kl:.4f} nats/char  {score.kl / math.log(2):.4f} bits/char",
+        f"  active units {score.active_units} of {score.latent_size} (posterior-mean variance > 0.01)",
+    ]
+    click.echo("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
