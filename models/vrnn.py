@@ -31,6 +31,7 @@ encoder instead of the prior, and is tested against `step` for that reason.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -91,9 +92,11 @@ class VRNN(nn.Module):
         V, E, H, Z, L = config.vocab_size, config.embed_size, config.hidden_size, config.latent_size, config.layers
         self.embedding = nn.Embedding(V, E)
         self.phi_x_proj = nn.Linear(E, E)
-        self.phi_z_proj = nn.Linear(Z, E)
-        self.prior = nn.Linear(H, 2 * Z)
-        self.encoder = nn.Linear(E + H, 2 * Z)  # input [phi_x(x_t), h_{t-1}]
+        with warnings.catch_warnings():  # Z = 0 (the no-latent baseline): phi_z is the constant ELU(bias)
+            warnings.filterwarnings("ignore", "Initializing zero-element tensors")
+            self.phi_z_proj = nn.Linear(Z, E)
+            self.prior = nn.Linear(H, 2 * Z)
+            self.encoder = nn.Linear(E + H, 2 * Z)  # input [phi_x(x_t), h_{t-1}]
         self.decoder = nn.Linear(E + H, V)  # input [phi_z(z_t), h_{t-1}]
         self.rnn = nn.ModuleList(nn.GRUCell(2 * E if i == 0 else H, H) for i in range(L))
         # Start both Gaussians near N(0, 1): softplus(b) + floor = 1.

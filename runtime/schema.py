@@ -70,14 +70,16 @@ class ModelConfig:
     vocab_size: int
     embed_size: int = 64  # width of phi_x(x) and of phi_z(z)
     hidden_size: int = 64  # GRU state width per layer
-    latent_size: int = 64  # dimensions of z
+    latent_size: int = 64  # dimensions of z; 0 removes the latent (a plain GRU language model, the baseline)
     layers: int = 1  # stacked GRU layers; prior, encoder and decoder read the top one
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise VrnnError(f"model config: {field.name} must be a positive integer, got {value!r}")
+            low = 0 if field.name == "latent_size" else 1
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                kind = "a non-negative" if low == 0 else "a positive"
+                raise VrnnError(f"model config: {field.name} must be {kind} integer, got {value!r}")
 
     def to_dict(self) -> dict[str, int]:
         """Plain-dict form, as stored in checkpoints and ONNX metadata."""

@@ -74,7 +74,7 @@ def build_configs(preset: str, vocab_size: int, overrides: dict[str, Any]) -> tu
 )
 @click.option("--embed-size", type=int, help="Width of phi_x(x) and phi_z(z).")
 @click.option("--hidden-size", type=int, help="GRU state width.")
-@click.option("--latent-size", type=int, help="Dimensions of the latent z.")
+@click.option("--latent-size", type=int, help="Dimensions of the latent z; 0 removes it (a plain GRU language model).")
 @click.option("--layers", type=int, help="Stacked GRU layers.")
 @click.option("--lr", type=float, help="Adam learning rate (peak, with the cosine schedule).")
 @click.option(

@@ -121,7 +121,7 @@ def score_text(
         elbo_sum += (nll + kl).sum(-1).mean(1).sum().item()
         nll_sum += nll.sum(-1).mean(1).sum().item()
         kl_sum += kl.sum(-1).mean(1).sum().item()
-        mu = terms.mu_q.double().reshape(-1, z_size)
+        mu = terms.mu_q.double().flatten(0, 1)  # [b*K*T, Z]
         mean_sum += mu.sum(0)
         square_sum += (mu**2).sum(0)
         positions += mu.shape[0]
