@@ -14,6 +14,7 @@ from typing import IO
 import click
 
 from vrnn.runtime.atomic import atomic_write, check_writable_destination
+from vrnn.runtime.bundled import BUNDLED_CELL, bundled_file
 from vrnn.runtime.errors import OneLineCommand, UsageError, cli_errors
 from vrnn.runtime.generator import Generator, Sampler
 from vrnn.runtime.sampling import SamplingOptions
@@ -94,17 +95,18 @@ def emit_samples(sampler_factory: Callable[[int], Sampler], out: str | None, thr
 
 
 @click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("cell", type=click.Path(dir_okay=True))
+@click.argument("cell", type=click.Path(dir_okay=True), required=False)
 @sampling_options
 @cli_errors
-def main(cell: str, out: str | None, threads: int, **settings: object) -> None:
+def main(cell: str | None, out: str | None, threads: int, **settings: object) -> None:
     """Sample text from CELL, a vrnn cell exported by vrnn-export (onnxruntime only).
 
-    Text streams to stdout as it is generated. The same --seed and options give
-    the same text every time, and the same text as vrnn-sample on the checkpoint
-    the cell came from.
+    Without CELL, samples from the bundled Tiny Shakespeare model. Text streams to
+    stdout as it is generated. The same --seed and options give the same text every
+    time, and the same text as vrnn-sample on the checkpoint the cell came from.
     """
-    emit_samples(lambda n: Generator(cell, threads=n), out, threads, **settings)
+    path = cell if cell is not None else str(bundled_file(BUNDLED_CELL, "a CELL argument"))
+    emit_samples(lambda n: Generator(path, threads=n), out, threads, **settings)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from vrnn.runtime.schema import ModelConfig
 from vrnn.runtime.vocab import Vocabulary, describe_chars
 from vrnn.training.config import PRESETS, TrainConfig
 from vrnn.training.data import Corpus, read_corpus
+from vrnn.training.distributed import Distribution, init_distribution, shutdown_distribution
 from vrnn.training.trainer import OutputPaths, Trainer, resolve_device
 
 MODEL_OPTIONS = ("embed_size", "hidden_size", "latent_size", "layers")
@@ -37,6 +38,10 @@ RESUMABLE_OPTIONS = ("steps", "eval_every")
 
 def _log(message: str) -> None:
     click.echo(message, err=True)
+
+
+def _silent(message: str) -> None:
+    """The log of processes other than rank 0 under torchrun."""
 
 
 def build_configs(preset: str, vocab_size: int, overrides: dict[str, Any]) -> tuple[ModelConfig, TrainConfig]:
@@ -68,7 +73,11 @@ def build_configs(preset: str, vocab_size: int, overrides: dict[str, Any]) -> tu
     help="Model sizes and settings to start from; the options below override it.",
 )
 @click.option("--steps", type=int, help="Optimizer steps in total.  [default: preset's]")
-@click.option("--batch-size", type=int, help="Windows per step.")
+@click.option(
+    "--batch-size",
+    type=int,
+    help="Windows per step in each process; under torchrun the global batch is this times the number of processes.",
+)
 @click.option(
     "--seq-len", type=int, help="Predicted characters per window (each window also has one context character)."
 )
@@ -126,9 +135,31 @@ def main(
         torch.set_num_threads(threads)
     paths = OutputPaths(check_writable_destination(out))
     text, sha = read_corpus(corpus)
-    name = Path(corpus).name
-    torch_device = resolve_device(device)
+    distribution, torch_device = init_distribution(resolve_device(device))
+    try:
+        _train(corpus, text, sha, paths, preset, resume, force, quiet, distribution, torch_device, options)
+    finally:
+        shutdown_distribution()
 
+
+def _train(
+    corpus: str,
+    text: str,
+    sha: str,
+    paths: OutputPaths,
+    preset: str,
+    resume: bool,
+    force: bool,
+    quiet: bool,
+    distribution: Distribution,
+    torch_device: torch.device,
+    options: dict[str, Any],
+) -> None:
+    log = _log if distribution.is_main else _silent
+    if options.get("batch_size") is not None:
+        if options["batch_size"] < 1:
+            raise UsageError(f"--batch-size must be at least 1, got {options['batch_size']}")
+        options["batch_size"] *= distribution.world_size  # checkpoints record the global batch
     if resume:
         payload = load_checkpoint(paths.checkpoint)
         saved = {**payload.get("train_config", {}), **payload["model_config"]}
@@ -157,25 +188,30 @@ def main(
         train_config.validate()
     else:
         if paths.checkpoint.exists() and not force:
-            raise UsageError(f"{out} exists: pass --resume to continue it or --force to overwrite it")
+            raise UsageError(f"{paths.checkpoint} exists: pass --resume to continue it or --force to overwrite it")
         vocab = Vocabulary.from_text(text)
+        if options.get("batch_size") is None:
+            options["batch_size"] = PRESETS[preset][1].get("batch_size", TrainConfig.batch_size)
+            options["batch_size"] *= distribution.world_size
         model_config, train_config = build_configs(preset, len(vocab), options)
         payload = None
-        if force:
+        if force and distribution.is_main:
             for stale in (paths.metrics,):
                 if stale.exists():
                     os.unlink(stale)
 
-    data = Corpus.from_text(text, name, sha, vocab)
+    data = Corpus.from_text(text, Path(corpus).name, sha, vocab)
     data.check_window(train_config.seq_len)
-    trainer = Trainer(data, model_config, train_config, paths, torch_device, _log, resume=payload)
+    trainer = Trainer(data, model_config, train_config, paths, torch_device, log, payload, distribution)
     if not quiet:
-        _log(
+        processes = f", {distribution.world_size} processes" if distribution.enabled else ""
+        log(
             f"vrnn: {trainer.model.num_parameters():,} parameters, vocabulary {len(vocab)}, "
             f"{len(data.train):,} training / {len(data.val):,} validation characters, device {torch_device}"
+            f"{processes}, global batch {train_config.batch_size}"
         )
     trainer.run(quiet=quiet)
-    _log(f"saved {paths.checkpoint} (best: {paths.best}, metrics: {paths.metrics})")
+    log(f"saved {paths.checkpoint} (best: {paths.best}, metrics: {paths.metrics})")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from vrnn.models.checkpoint import save_checkpoint
 from vrnn.models.vrnn import VRNN
@@ -22,6 +23,7 @@ from vrnn.runtime.errors import EXIT_INTERRUPTED, VrnnError
 from vrnn.runtime.schema import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, DEFAULT_START_CHAR, ModelConfig
 from vrnn.training.config import TrainConfig
 from vrnn.training.data import Corpus, sample_windows
+from vrnn.training.distributed import Distribution
 from vrnn.training.objective import Evaluation, evaluate, kl_weight, training_loss
 from vrnn.training.plot import draw_curves, matplotlib_available
 
@@ -99,6 +101,7 @@ class Trainer:
         device: torch.device,
         log: Callable[[str], None],
         resume: dict[str, Any] | None = None,
+        distribution: Distribution | None = None,
     ) -> None:
         self.corpus, self.config, self.tc, self.paths, self.device, self.log = (
             corpus,
@@ -118,6 +121,18 @@ class Trainer:
         self.best_elbo = math.inf
         if resume is not None:
             self._restore(resume)
+        self.distribution = distribution or Distribution()
+        if self.tc.batch_size % self.distribution.world_size:
+            raise VrnnError(
+                f"the global batch of {self.tc.batch_size} windows does not split evenly over "
+                f"{self.distribution.world_size} processes"
+            )
+        # What the training step calls: the model itself, or its DistributedDataParallel wrapper
+        # (which averages gradients over processes during backward).
+        self.network: torch.nn.Module = self.model
+        if self.distribution.enabled:
+            ids = [device.index] if device.type == "cuda" else None
+            self.network = DistributedDataParallel(self.model, device_ids=ids)
 
     # --- checkpoints --------------------------------------------------------
     def _restore(self, payload: dict[str, Any]) -> None:
@@ -201,16 +216,20 @@ class Trainer:
         tc, z = self.tc, self.config.latent_size
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.step, tc)
-        tokens = sample_windows(self.corpus.train, tc.batch_size, tc.seq_len, self.data_rng).to(self.device)
-        eps = torch.randn((tc.seq_len, tc.batch_size, z), generator=self.noise_rng, device=self.device)
+        # The whole global batch is drawn on every process, which keeps its slice (see distributed.py).
+        mine = self.distribution.local_slice(tc.batch_size)
+        tokens = sample_windows(self.corpus.train, tc.batch_size, tc.seq_len, self.data_rng)[mine].to(self.device)
+        eps = torch.randn((tc.seq_len, tc.batch_size, z), generator=self.noise_rng, device=self.device)[:, mine]
         mask = None
         if tc.dropout > 0:
             keep = 1.0 - tc.dropout
             shape = (tc.batch_size, tc.seq_len, self.config.hidden_size)
-            mask = (torch.rand(shape, generator=self.noise_rng, device=self.device) < keep).float() / keep
-        terms = self.model(tokens, eps, mask)
+            mask = (torch.rand(shape, generator=self.noise_rng, device=self.device)[mine] < keep).float() / keep
+        terms = self.network(tokens, eps, mask)
         loss, nll, kl = training_loss(terms, kl_weight(self.step, tc.effective_kl_anneal_steps), tc.free_bits)
-        if not torch.isfinite(loss):
+        # The global mean, identical on every process, so that all of them stop together.
+        loss_all, nll_all, kl_all = self.distribution.mean(torch.stack([loss, nll, kl]).detach()).tolist()
+        if not math.isfinite(loss_all):
             raise VrnnError(
                 f"non-finite loss at step {self.step + 1}: training stopped; "
                 f"the last good checkpoint ({self.paths.checkpoint}) is kept"
@@ -225,7 +244,7 @@ class Trainer:
             )
         self.optimizer.step()
         self.step += 1
-        return loss.item(), nll.item(), kl.item()
+        return loss_all, nll_all, kl_all
 
     def run(self, quiet: bool) -> dict[str, Any] | None:
         """Train up to tc.steps, validating and checkpointing every eval_every steps."""
@@ -233,7 +252,8 @@ class Trainer:
         if self.step >= tc.steps:
             self.log(f"checkpoint is already at step {self.step} of {tc.steps}: nothing to do (raise --steps)")
             return self.history[-1] if self.history else None
-        if not matplotlib_available():
+        main = self.distribution.is_main  # the only process that writes files and progress
+        if main and not matplotlib_available():
             self.log("matplotlib is not installed: no loss plot will be drawn (pip install 'vrnn[plot]')")
         chars_per_step = tc.batch_size * tc.seq_len
         sums = {"train_loss": 0.0, "train_nll": 0.0, "train_kl": 0.0}
@@ -248,7 +268,7 @@ class Trainer:
             item_show_func=lambda _: status["text"],
             file=sys.stderr,
         )
-        if quiet:
+        if quiet or not main:
             bar = _NullBar()
         row = None
         with deferred_sigint() as interrupt, bar:
@@ -262,7 +282,7 @@ class Trainer:
                 speed = count * chars_per_step / max(elapsed, 1e-9)
                 status["text"] = f"loss {loss:.3f} kl {kl:.3f} {speed:,.0f} chars/s"
                 bar.update(1)
-                if self.step % tc.eval_every == 0 or self.step == tc.steps:
+                if (self.step % tc.eval_every == 0 or self.step == tc.steps) and main:
                     stats = {k: v / count for k, v in sums.items()}
                     row = self._record(stats, time.perf_counter() - run_start, speed)
                     message = (
@@ -275,13 +295,14 @@ class Trainer:
                         self.log(message)
                     sums = dict.fromkeys(sums, 0.0)
                     count, window_start = 0, time.perf_counter()
-                if interrupt["set"]:
-                    self.save()
+                if self.distribution.any(interrupt["set"], self.device):
+                    if main:
+                        self.save()
                     raise Interrupted(
                         f"interrupted at step {self.step}: checkpoint saved to {self.paths.checkpoint}; "
                         f"continue with: vrnn-train ... -o {self.paths.checkpoint} --resume"
                     )
-        if not quiet:
+        if main and not quiet:
             self.log(message)
         return row
 
