@@ -44,8 +44,8 @@ def export_cell(checkpoint: str, out: str, opset: int = DEFAULT_OPSET, echo=None
 
 
 @click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("checkpoint", type=click.Path(dir_okay=True))
-@click.argument("cell", type=click.Path(dir_okay=False))
+@click.argument("checkpoint", type=click.Path(readable=False))
+@click.argument("cell", type=click.Path(readable=False))
 @click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True, help="ONNX opset of the graph.")
 @cli_errors
 def main(checkpoint: str, cell: str, opset: int) -> None:

@@ -19,7 +19,7 @@ def torch_sampler(checkpoint: str, threads: int = 1) -> Sampler:
 
 
 @click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("checkpoint", type=click.Path(dir_okay=True))
+@click.argument("checkpoint", type=click.Path(readable=False))
 @sampling_options
 @cli_errors
 def main(checkpoint: str, out: str | None, threads: int, **settings: object) -> None:

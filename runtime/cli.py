@@ -45,7 +45,7 @@ def sampling_options(func: Callable) -> Callable:
         click.option(
             "-o",
             "--out",
-            type=click.Path(dir_okay=False),
+            type=click.Path(readable=False),
             default=None,
             help="Write to FILE (atomically) instead of stdout.",
         ),
@@ -95,7 +95,7 @@ def emit_samples(sampler_factory: Callable[[int], Sampler], out: str | None, thr
 
 
 @click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("cell", type=click.Path(dir_okay=True), required=False)
+@click.argument("cell", type=click.Path(readable=False), required=False)
 @sampling_options
 @cli_errors
 def main(cell: str | None, out: str | None, threads: int, **settings: object) -> None:

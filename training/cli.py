@@ -63,7 +63,7 @@ def build_configs(preset: str, vocab_size: int, overrides: dict[str, Any]) -> tu
 @click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.argument("corpus")
 @click.option(
-    "-o", "--out", type=click.Path(dir_okay=False), required=True, help="Checkpoint to write (and to --resume from)."
+    "-o", "--out", type=click.Path(readable=False), required=True, help="Checkpoint to write (and to --resume from)."
 )
 @click.option(
     "--preset",

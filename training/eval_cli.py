@@ -26,7 +26,7 @@ MAX_IWAE_SAMPLES = 4096
 @click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.argument("text")
 @click.option(
-    "--checkpoint", "-c", type=click.Path(dir_okay=True), default=None, help="Checkpoint.  [default: the bundled model]"
+    "--checkpoint", "-c", type=click.Path(readable=False), default=None, help="Checkpoint.  [default: bundled model]"
 )
 @click.option(
     "--split",
@@ -41,7 +41,7 @@ MAX_IWAE_SAMPLES = 4096
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the encoder noise.")
 @click.option("--skip-unknown", is_flag=True, help="Drop characters outside the vocabulary instead of refusing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
-@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Draw per-character NLL and KL to a PNG.")
+@click.option("--plot", type=click.Path(readable=False), default=None, help="Draw per-character NLL and KL to a PNG.")
 @click.option("--plot-chars", type=int, default=120, show_default=True, help="Characters of the passage in --plot.")
 @click.option("--threads", type=int, default=None, help="Torch CPU threads.  [default: all cores]")
 @cli_errors
