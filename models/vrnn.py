@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vrnn.models.fused_recurrence import fused_recurrence
 from vrnn.runtime.schema import SIGMA_FLOOR, ModelConfig
 
 __all__ = ["VRNN", "ElboTerms", "ModelConfig", "gaussian_kl"]
@@ -99,6 +100,7 @@ class VRNN(nn.Module):
             self.encoder = nn.Linear(E + H, 2 * Z)  # input [phi_x(x_t), h_{t-1}]
         self.decoder = nn.Linear(E + H, V)  # input [phi_z(z_t), h_{t-1}]
         self.rnn = nn.ModuleList(nn.GRUCell(2 * E if i == 0 else H, H) for i in range(L))
+        self.use_fused_recurrence = True  # one layer: hand-written BPTT (tests switch it off for the reference)
         # Start both Gaussians near N(0, 1): softplus(b) + floor = 1.
         unit = math.log(math.expm1(1.0 - SIGMA_FLOOR))
         for layer in (self.prior, self.encoder):
@@ -147,19 +149,50 @@ class VRNN(nn.Module):
 
         Everything that does not depend on the recurrence (phi_x, the input
         projections, prior, decoder, losses) is computed for the whole window at once;
-        the Python loop carries only encoder sampling, phi_z and the GRU update.
+        only encoder sampling, phi_z and the GRU update run step by step: for one GRU
+        layer in FusedRecurrence (hand-written BPTT), otherwise in an autograd loop.
         """
-        c = self.config
         B, T = tokens.shape[0], tokens.shape[1] - 1
-        E = c.embed_size
+        E = self.config.embed_size
         fx = self.phi_x(tokens)  # [B, T+1, E]
         first = self.rnn[0]
-        w_ih_x, w_ih_z = first.weight_ih[:, :E], first.weight_ih[:, E:]  # layer-0 input = [phi_x, phi_z]
-        gi_x = F.linear(fx, w_ih_x, first.bias_ih)  # [B, T+1, 3H]
-        w_enc_x, w_enc_h = self.encoder.weight[:, :E], self.encoder.weight[:, E:]
-        enc_x = F.linear(fx[:, 1:], w_enc_x, self.encoder.bias)  # [B, T, 2Z]
+        gi_x = F.linear(fx[:, :T], first.weight_ih[:, :E], first.bias_ih)  # [B, T, 3H]; layer-0 input = [phi_x, phi_z]
+        enc_x = F.linear(fx[:, 1:], self.encoder.weight[:, :E], self.encoder.bias)  # [B, T, 2Z]; input [phi_x, h]
+        if self.use_fused_recurrence and len(self.rnn) == 1:
+            h_seq, phi_seq, mu_seq, sigma_seq = fused_recurrence(
+                gi_x.transpose(0, 1).contiguous(),
+                enc_x.transpose(0, 1).contiguous(),
+                eps,
+                first.weight_ih[:, E:],
+                first.weight_hh,
+                first.bias_hh,
+                self.encoder.weight[:, E:],
+                self.phi_z_proj.weight,
+                self.phi_z_proj.bias,
+            )  # time-major [T, B, *]
+            h_prev, phi_zs = h_seq.transpose(0, 1), phi_seq.transpose(0, 1)
+            mu_q, sigma_q = mu_seq.transpose(0, 1), sigma_seq.transpose(0, 1)
+        else:
+            h_prev, phi_zs, mu_q, sigma_q = self._recurrence_autograd(gi_x, enc_x, eps)
+        # h_prev [B, T, H]: the state each prediction conditions on; phi_zs [B, T, E]; mu_q, sigma_q [B, T, Z]
+        mu_p, sigma_p = gaussian_params(self.prior(h_prev))
+        h_dec = h_prev if decoder_mask is None else h_prev * decoder_mask
+        logits = self.decoder(torch.cat([phi_zs, h_dec], dim=-1))  # [B, T, V]
+        nll = F.cross_entropy(logits.reshape(B * T, -1), tokens[:, 1:].reshape(-1), reduction="none").view(B, T)
+        return ElboTerms(
+            nll=nll,
+            kl=gaussian_kl(mu_q, sigma_q, mu_p, sigma_p),
+            mu_q=mu_q,
+            log_ratio=log_density_ratio(eps.transpose(0, 1), mu_q, sigma_q, mu_p, sigma_p),
+        )
 
-        h, phi_z = self.initial_state(B, tokens.device)
+    def _recurrence_autograd(self, gi_x: Tensor, enc_x: Tensor, eps: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The step-by-step part of `forward` as a plain autograd loop (any number of layers; the reference
+        for FusedRecurrence).  Returns (h_top, phi_z, mu_q, sigma_q), each [B, T, *]."""
+        B, T, E = gi_x.shape[0], gi_x.shape[1], self.config.embed_size
+        first = self.rnn[0]
+        w_ih_z, w_enc_h = first.weight_ih[:, E:], self.encoder.weight[:, E:]
+        h, phi_z = (s.to(gi_x.dtype) for s in self.initial_state(B, gi_x.device))
         h = list(h)  # per layer [B, H]
         tops, phi_zs, mus, sigmas = [], [], [], []
         for t in range(T):
@@ -177,18 +210,8 @@ class VRNN(nn.Module):
             mus.append(mu_q)
             sigmas.append(sigma_q)
 
-        h_prev = torch.stack(tops, dim=1)  # [B, T, H]: the state each prediction conditions on
-        mu_q, sigma_q = torch.stack(mus, dim=1), torch.stack(sigmas, dim=1)  # [B, T, Z]
-        mu_p, sigma_p = gaussian_params(self.prior(h_prev))
-        h_dec = h_prev if decoder_mask is None else h_prev * decoder_mask
-        logits = self.decoder(torch.cat([torch.stack(phi_zs, dim=1), h_dec], dim=-1))  # [B, T, V]
-        nll = F.cross_entropy(logits.reshape(B * T, -1), tokens[:, 1:].reshape(-1), reduction="none").view(B, T)
-        return ElboTerms(
-            nll=nll,
-            kl=gaussian_kl(mu_q, sigma_q, mu_p, sigma_p),
-            mu_q=mu_q,
-            log_ratio=log_density_ratio(eps.transpose(0, 1), mu_q, sigma_q, mu_p, sigma_p),
-        )
+        stack = lambda xs: torch.stack(xs, dim=1)  # noqa: E731
+        return stack(tops), stack(phi_zs), stack(mus), stack(sigmas)
 
     def num_parameters(self) -> int:
         """Trainable parameter count."""
