@@ -4,10 +4,20 @@ This package never imports torch (nor vrnn.models, vrnn.training, vrnn.export):
 it is the part that services and programs without PyTorch embed.
 """
 
+from vrnn.runtime.bundled import BUNDLED_CELL
 from vrnn.runtime.errors import UsageError, VrnnError
 from vrnn.runtime.generator import Generator, Sampler
 from vrnn.runtime.sampling import SamplingOptions
 from vrnn.runtime.schema import ModelConfig
 from vrnn.runtime.vocab import Vocabulary
 
-__all__ = ["Generator", "ModelConfig", "Sampler", "SamplingOptions", "UsageError", "Vocabulary", "VrnnError"]
+__all__ = [
+    "BUNDLED_CELL",
+    "Generator",
+    "ModelConfig",
+    "Sampler",
+    "SamplingOptions",
+    "UsageError",
+    "Vocabulary",
+    "VrnnError",
+]
