@@ -68,10 +68,36 @@ def _cdf(probs: np.ndarray) -> np.ndarray:
     return cdf / cdf[:, -1:]
 
 
+def _choose_unfiltered(logits: np.ndarray, uniform: np.ndarray, temperature: float) -> np.ndarray:
+    """Inverse-CDF sampling over the whole vocabulary: the common case, in few numpy calls
+    (at batch 1 their fixed cost per call, not the arithmetic, is what a character costs).
+
+    The CDF stays unnormalised and the uniform number is scaled by its total instead:
+    row by row the same arithmetic at any batch size, so batch 1 and batch N agree.
+    """
+    weights = logits.astype(np.float64)
+    if temperature != 1.0:
+        weights /= temperature
+    weights -= weights.max(axis=1, keepdims=True)
+    np.exp(weights, out=weights)
+    cdf = np.cumsum(weights, axis=1)
+    threshold = uniform * cdf[:, -1]
+    if len(cdf) == 1:
+        picked = np.array([np.searchsorted(cdf[0], threshold[0], side="right")], dtype=np.int64)
+    else:
+        picked = (cdf <= threshold[:, None]).sum(axis=1)
+    # u * total can round up to the total: take the last character with non-zero weight instead.
+    for row in np.flatnonzero(picked >= cdf.shape[1]):
+        picked[row] = np.searchsorted(cdf[row], cdf[row, -1], side="left")
+    return picked.astype(np.int64)
+
+
 def choose(logits: np.ndarray, uniform: np.ndarray, options: SamplingOptions) -> np.ndarray:
     """Pick one token id per row of `logits` [B, V] using `uniform` [B] numbers in [0, 1)."""
     if options.greedy:
         return logits.argmax(axis=1).astype(np.int64)
+    if options.top_k is None and options.top_p is None:
+        return _choose_unfiltered(logits, uniform, options.temperature)
     probs, order = _filtered_probabilities(logits, options)
     cdf = _cdf(probs)
     picked = (cdf <= uniform[:, None]).sum(axis=1)

@@ -70,3 +70,19 @@ def test_seeded_noise_does_not_depend_on_chunking() -> None:
     parts = SeededNoise(3, 2, 5)
     np.testing.assert_array_equal(whole.eps(10), np.concatenate([parts.eps(3), parts.eps(7)]))
     np.testing.assert_array_equal(whole.uniform(10), np.concatenate([parts.uniform(4), parts.uniform(6)]))
+
+
+def test_batch_1_and_batch_n_choose_alike_even_at_the_edges() -> None:
+    """The unfiltered path takes another route at batch 1 (searchsorted); it must pick the same ids."""
+    rng = np.random.default_rng(1)
+    logits = (rng.standard_normal((500, 65)) * 4).astype(np.float32)
+    logits[:50, 40:] = -1e4  # weights that underflow to exactly zero at the end of the vocabulary
+    u = rng.random(500)
+    u[:25] = np.nextafter(1.0, 0.0)  # the largest uniform below 1: u * total may round to the total
+    for options in (SamplingOptions(), SamplingOptions(temperature=0.7)):
+        batched = choose(logits, u, options)
+        singles = np.concatenate([choose(logits[i : i + 1], u[i : i + 1], options) for i in range(500)])
+        np.testing.assert_array_equal(batched, singles)
+        probs = np.exp(logits.astype(np.float64) / options.temperature)
+        assert np.all(probs[np.arange(500), batched] > 0)  # never a character of zero weight
+        assert np.all(batched[:50] < 40)
