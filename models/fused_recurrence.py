@@ -137,18 +137,3 @@ class FusedRecurrence(torch.autograd.Function):
 def _dense(grad: Tensor | None, like: Tensor) -> Tensor:
     """Autograd passes None for outputs that did not reach the loss."""
     return torch.zeros_like(like) if grad is None else grad
-
-
-def fused_recurrence(
-    gi_x: Tensor,
-    enc_x: Tensor,
-    eps: Tensor,
-    w_iz: Tensor,
-    w_hh: Tensor,
-    b_hh: Tensor,
-    w_eh: Tensor,
-    w_pz: Tensor,
-    b_pz: Tensor,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Run FusedRecurrence (see the module docstring for the arguments and results)."""
-    return FusedRecurrence.apply(gi_x, enc_x, eps, w_iz, w_hh, b_hh, w_eh, w_pz, b_pz)

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vrnn.models.fused_recurrence import fused_recurrence
+from vrnn.models.fused_recurrence import FusedRecurrence
 from vrnn.runtime.schema import SIGMA_FLOOR, ModelConfig
 
 __all__ = ["VRNN", "ElboTerms", "ModelConfig", "gaussian_kl"]
@@ -159,7 +159,7 @@ class VRNN(nn.Module):
         gi_x = F.linear(fx[:, :T], first.weight_ih[:, :E], first.bias_ih)  # [B, T, 3H]; layer-0 input = [phi_x, phi_z]
         enc_x = F.linear(fx[:, 1:], self.encoder.weight[:, :E], self.encoder.bias)  # [B, T, 2Z]; input [phi_x, h]
         if self.use_fused_recurrence and len(self.rnn) == 1:
-            h_seq, phi_seq, mu_seq, sigma_seq = fused_recurrence(
+            h_seq, phi_seq, mu_seq, sigma_seq = FusedRecurrence.apply(
                 gi_x.transpose(0, 1).contiguous(),
                 enc_x.transpose(0, 1).contiguous(),
                 eps,
