@@ -31,7 +31,13 @@ from vrnn.runtime.schema import SIGMA_FLOOR
 
 class FusedRecurrence(torch.autograd.Function):
     """(gi_x [T,B,3H], enc_x [T,B,2Z], eps [T,B,Z], W_iz, W_hh, b_hh, W_eh, W_pz, b_pz)
-    -> (h [T,B,H], phi_z [T,B,E], mu_q [T,B,Z], sigma_q [T,B,Z]); state starts at zeros."""
+    -> (h [T,B,H], phi_z [T,B,E], mu_q [T,B,Z], sigma_q [T,B,Z]); state starts at zeros.
+
+    Per-step work is kept to the operations that truly depend on the previous step:
+    inputs are split into per-step views once (`unbind`), results are stacked once,
+    and every derivative factor that does not depend on the incoming gradient is
+    computed for all steps at once before the backward loop.
+    """
 
     @staticmethod
     def forward(
@@ -46,82 +52,87 @@ class FusedRecurrence(torch.autograd.Function):
         w_pz: Tensor,
         b_pz: Tensor,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        T, B, three_h = gi_x.shape
-        H, Z, E = three_h // 3, eps.shape[-1], w_pz.shape[0]
-        hs = gi_x.new_empty(T + 1, B, H)  # hs[t + 1] = h_t; hs[0] = 0
-        hs[0].zero_()
-        phis = gi_x.new_empty(T + 1, B, E)  # phis[t + 1] = phi_z_t
-        phis[0].zero_()
-        gates = gi_x.new_empty(T, B, 3 * H)  # r, u, n after their nonlinearities
-        g_n = gi_x.new_empty(T, B, H)  # the recurrent part of n's pre-activation, before r
-        mus = gi_x.new_empty(T, B, Z)
-        s_pre = gi_x.new_empty(T, B, Z)
-        zs = gi_x.new_empty(T, B, Z)
-        pz_pre = gi_x.new_empty(T, B, E)
+        B, H, Z, E = gi_x.shape[1], gi_x.shape[2] // 3, eps.shape[-1], w_pz.shape[0]
+        h = gi_x.new_zeros(B, H)
+        phi = gi_x.new_zeros(B, E)
+        hs, phis, rus, ns, g_ns, es, pz_pres = [h], [phi], [], [], [], [], []
         w_iz_t, w_hh_t, w_eh_t, w_pz_t = w_iz.t(), w_hh.t(), w_eh.t(), w_pz.t()
-        for t in range(T):
-            h_prev = hs[t]
-            a = torch.addmm(gi_x[t], phis[t], w_iz_t)
-            g = torch.addmm(b_hh, h_prev, w_hh_t)
+        for gi_t, enc_t, eps_t in zip(gi_x.unbind(0), enc_x.unbind(0), eps.unbind(0), strict=True):
+            a = torch.addmm(gi_t, phi, w_iz_t)
+            g = torch.addmm(b_hh, h, w_hh_t)
             ru = torch.sigmoid(a[:, : 2 * H] + g[:, : 2 * H])
             r, u = ru[:, :H], ru[:, H:]
-            g_n[t] = g[:, 2 * H :]
-            n = torch.tanh(torch.addcmul(a[:, 2 * H :], r, g_n[t]))
-            gates[t, :, : 2 * H] = ru
-            gates[t, :, 2 * H :] = n
-            h = torch.addcmul(n, u, h_prev - n, out=hs[t + 1])
-            e = torch.addmm(enc_x[t], h, w_eh_t)
-            mus[t] = e[:, :Z]
-            s_pre[t] = e[:, Z:]
-            z = torch.addcmul(e[:, :Z], F.softplus(e[:, Z:]) + SIGMA_FLOOR, eps[t], out=zs[t])
-            torch.addmm(b_pz, z, w_pz_t, out=pz_pre[t])
-            phis[t + 1] = F.elu(pz_pre[t])
+            g_n = g[:, 2 * H :]
+            n = torch.tanh(torch.addcmul(a[:, 2 * H :], r, g_n))
+            h = torch.addcmul(n, u, h - n)
+            e = torch.addmm(enc_t, h, w_eh_t)
+            z = torch.addcmul(e[:, :Z], F.softplus(e[:, Z:]) + SIGMA_FLOOR, eps_t)
+            pz_pre = torch.addmm(b_pz, z, w_pz_t)
+            phi = F.elu(pz_pre)
+            hs.append(h)
+            phis.append(phi)
+            rus.append(ru)
+            ns.append(n)
+            g_ns.append(g_n)
+            es.append(e)
+            pz_pres.append(pz_pre)
+        hs_all, phis_all = torch.stack(hs), torch.stack(phis)  # [T+1, B, *], index 0 = the zero state
+        e_all = torch.stack(es)
+        mus, s_pre = e_all[..., :Z], e_all[..., Z:]
         sigmas = F.softplus(s_pre) + SIGMA_FLOOR
-        ctx.save_for_backward(eps, w_iz, w_hh, w_eh, w_pz, hs, phis, gates, g_n, s_pre, zs, pz_pre)
-        return hs[1:], phis[1:], mus, sigmas
+        zs = mus + sigmas * eps
+        gates = (torch.stack(rus), torch.stack(ns), torch.stack(g_ns))
+        ctx.save_for_backward(eps, w_iz, w_hh, w_eh, w_pz, hs_all, phis_all, *gates, s_pre, zs)
+        return hs_all[1:], phis_all[1:], mus, sigmas
 
     @staticmethod
     def backward(
         ctx: Any, d_h_out: Tensor, d_phi_out: Tensor, d_mu_out: Tensor, d_sigma_out: Tensor
     ) -> tuple[Tensor | None, ...]:
-        eps, w_iz, w_hh, w_eh, w_pz, hs, phis, gates, g_n, s_pre, zs, pz_pre = ctx.saved_tensors
+        eps, w_iz, w_hh, w_eh, w_pz, hs, phis, ru, n, g_n, s_pre, zs = ctx.saved_tensors
+        # W_iz and W_eh are column slices of larger weights: contiguous copies keep the per-step products fast.
+        w_iz, w_eh = w_iz.contiguous(), w_eh.contiguous()
         T, B, H = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
-        Z = eps.shape[-1]
         d_h_out = _dense(d_h_out, hs[1:])
         d_phi_out = _dense(d_phi_out, phis[1:])
         d_mu_out = _dense(d_mu_out, s_pre)
         d_sigma_out = _dense(d_sigma_out, s_pre)
 
-        d_a = torch.empty_like(gates)  # d loss / d a_t: also the gradient of gi_x
-        d_g = torch.empty_like(gates)  # d loss / d g_t
-        d_e = hs.new_empty(T, B, 2 * Z)  # d loss / d e_t: also the gradient of enc_x
-        d_pz = torch.empty_like(pz_pre)  # d loss / d (z W_pz^T + b_pz)
+        # Derivative factors of every step at once.
+        r, u = ru[..., :H], ru[..., H:]
+        elu_grad = (phis[1:] + 1.0).clamp_(max=1.0)  # ELU'(x) = 1 for x > 0, else ELU(x) + 1
+        softplus_grad = torch.sigmoid(s_pre)
+        d_s_direct = d_sigma_out * softplus_grad  # sigma = softplus(s) + floor
+        eps_softplus = eps * softplus_grad  # z = mu + sigma * eps
+        n_factor = (1.0 - u) * (1.0 - n * n)  # dh -> d n_pre through h = n + u (h_prev - n)
+        u_factor = (hs[:-1] - n) * u * (1.0 - u)  # dh -> d u_pre
+        r_factor = g_n * r * (1.0 - r)  # d n_pre -> d r_pre
+
+        d_as, d_gs, d_es, d_pzs = [], [], [], []
         dh = hs.new_zeros(B, H)  # gradient reaching h_t from step t + 1
         dphi = phis.new_zeros(B, phis.shape[-1])  # gradient reaching phi_z_t from step t + 1
-        sig_s = torch.sigmoid(s_pre)  # softplus'
-        for t in range(T - 1, -1, -1):
-            # phi_z_t = ELU(pz_pre): ELU'(x) = 1 for x > 0, else ELU(x) + 1
-            dphi = dphi + d_phi_out[t]
-            pre = pz_pre[t]
-            torch.mul(dphi, torch.where(pre > 0, 1.0, phis[t + 1] + 1.0), out=d_pz[t])
-            dz = d_pz[t] @ w_pz
-            # z = mu + sigma * eps; sigma = softplus(s) + floor
-            d_e[t, :, :Z] = d_mu_out[t] + dz
-            d_e[t, :, Z:] = (d_sigma_out[t] + dz * eps[t]) * sig_s[t]
-            dh = dh + d_h_out[t] + d_e[t] @ w_eh
-            # h = n + u * (h_prev - n)
-            h_prev = hs[t]
-            r, u, n = gates[t, :, :H], gates[t, :, H : 2 * H], gates[t, :, 2 * H :]
-            dn_pre = dh * (1.0 - u) * (1.0 - n * n)
-            du_pre = dh * (h_prev - n) * u * (1.0 - u)
-            dr_pre = dn_pre * g_n[t] * r * (1.0 - r)
-            d_a[t, :, :H] = dr_pre
-            d_a[t, :, H : 2 * H] = du_pre
-            d_a[t, :, 2 * H :] = dn_pre
-            d_g[t, :, : 2 * H] = d_a[t, :, : 2 * H]
-            d_g[t, :, 2 * H :] = dn_pre * r
-            dphi = d_a[t] @ w_iz
-            dh = dh * u + d_g[t] @ w_hh
+        steps = zip(
+            *(x.unbind(0) for x in (d_h_out, d_phi_out, d_mu_out, d_s_direct, elu_grad, eps_softplus)),
+            *(x.unbind(0) for x in (n_factor, u_factor, r_factor, r, u)),
+            strict=True,
+        )
+        for d_h_t, d_phi_t, d_mu_t, d_s_t, elu_t, eps_sp_t, n_f, u_f, r_f, r_t, u_t in reversed(list(steps)):
+            d_pz = (dphi + d_phi_t) * elu_t
+            dz = d_pz @ w_pz
+            d_e = torch.cat([d_mu_t + dz, torch.addcmul(d_s_t, dz, eps_sp_t)], dim=1)
+            dh = torch.addmm(dh + d_h_t, d_e, w_eh)
+            dn_pre = dh * n_f
+            du_pre = dh * u_f
+            dr_pre = dn_pre * r_f
+            d_a = torch.cat([dr_pre, du_pre, dn_pre], dim=1)
+            d_g = torch.cat([dr_pre, du_pre, dn_pre * r_t], dim=1)
+            dphi = d_a @ w_iz
+            dh = torch.addmm(dh * u_t, d_g, w_hh)
+            d_as.append(d_a)
+            d_gs.append(d_g)
+            d_es.append(d_e)
+            d_pzs.append(d_pz)
+        d_a, d_g, d_e, d_pz = (torch.stack(x[::-1]) for x in (d_as, d_gs, d_es, d_pzs))
 
         # Weight gradients: one product over all (t, b) pairs each.
         flat = lambda x: x.reshape(T * B, x.shape[-1])  # noqa: E731

@@ -121,7 +121,8 @@ def main(
 
     if plot is not None:
         shown = min(plot_chars, score.chars)
-        draw_passage(scored[:shown], score.char_nll[:shown], score.char_kl[:shown], plot, f"{ckpt_path.name} on {text}")
+        title = f"{ckpt_path.name} on {Path(text).name} ({split})"
+        draw_passage(scored[:shown], score.char_nll[:shown], score.char_kl[:shown], plot, title)
 
     result = {"text": text, "split": split, "checkpoint": str(ckpt_path), "skipped_chars": dropped, **score.summary()}
     if as_json:
