@@ -42,13 +42,24 @@ class SamplingOptions:
         return self
 
 
+def _scaled(logits: np.ndarray, temperature: float) -> np.ndarray:
+    """(logits - row max) / temperature in float64: every entry <= 0 and the maximum exactly 0, so a
+    tiny temperature gives -inf for the others (greedy in the limit), never inf - inf = nan."""
+    scaled = logits.astype(np.float64)
+    scaled -= scaled.max(axis=1, keepdims=True)
+    if temperature != 1.0:
+        with np.errstate(over="ignore"):
+            scaled /= temperature
+    return scaled
+
+
 def _filtered_probabilities(logits: np.ndarray, options: SamplingOptions) -> tuple[np.ndarray, np.ndarray | None]:
     """Probabilities in float64 after temperature and filtering.
 
     Returns (probs, order): with top-k/top-p the columns of `probs` are sorted by
     descending logit and `order` maps them back to token ids; otherwise `order` is None.
     """
-    scaled = logits.astype(np.float64) / options.temperature
+    scaled = _scaled(logits, options.temperature)
     order = None
     if options.top_k is not None or options.top_p is not None:
         order = np.argsort(-scaled, axis=1, kind="stable")
@@ -75,10 +86,7 @@ def _choose_unfiltered(logits: np.ndarray, uniform: np.ndarray, temperature: flo
     The CDF stays unnormalised and the uniform number is scaled by its total instead:
     row by row the same arithmetic at any batch size, so batch 1 and batch N agree.
     """
-    weights = logits.astype(np.float64)
-    if temperature != 1.0:
-        weights /= temperature
-    weights -= weights.max(axis=1, keepdims=True)
+    weights = _scaled(logits, temperature)
     np.exp(weights, out=weights)
     cdf = np.cumsum(weights, axis=1)
     threshold = uniform * cdf[:, -1]
@@ -117,7 +125,7 @@ def decision_margin(logits: np.ndarray, uniform: np.ndarray, options: SamplingOp
     lead to different choices when this margin is about as small as that rounding:
     parity tests use it to tell a real divergence from a float near-tie.
     """
-    scaled = logits.astype(np.float64) / options.temperature
+    scaled = _scaled(logits, options.temperature)
     ranked = -np.sort(-scaled, axis=1)
     if options.greedy:
         return ranked[:, 0] - ranked[:, 1]

@@ -142,11 +142,15 @@ def test_cli_refuses_bad_options(
 
 
 def test_cli_refuses_bad_files(trained: dict[str, Path], tiny_corpus: Path, tmp_path: Path) -> None:
-    empty = tmp_path / "empty.txt"
+    empty, latin1, binary = tmp_path / "empty.txt", tmp_path / "latin1.txt", tmp_path / "binary.bin"
     empty.write_bytes(b"")
+    latin1.write_bytes("ROMEO: caf\u00e9".encode("latin-1"))
+    binary.write_bytes(b"ROMEO\x00\x01\x02")
     cases = [
         ([str(tmp_path / "missing.txt"), "-c", str(trained["checkpoint"])], "corpus not found"),
         ([str(empty), "-c", str(trained["checkpoint"])], "corpus is empty"),
+        ([str(latin1), "-c", str(trained["checkpoint"])], "not UTF-8"),
+        ([str(binary), "-c", str(trained["checkpoint"])], "looks binary"),
         ([str(tiny_corpus), "-c", str(tmp_path / "none.pt")], "checkpoint not found"),
         ([str(tiny_corpus), "-c", str(tiny_corpus)], "not a readable vrnn checkpoint"),
         ([str(tiny_corpus), "-c", str(tmp_path)], "checkpoint is a directory"),

@@ -86,3 +86,11 @@ def test_batch_1_and_batch_n_choose_alike_even_at_the_edges() -> None:
         probs = np.exp(logits.astype(np.float64) / options.temperature)
         assert np.all(probs[np.arange(500), batched] > 0)  # never a character of zero weight
         assert np.all(batched[:50] < 40)
+
+
+@pytest.mark.parametrize("extra", [{}, {"top_k": 3}, {"top_p": 0.9}])
+def test_a_vanishing_temperature_is_greedy_without_nan(extra: dict) -> None:
+    logits = np.array([[1e30, -1e30, 3.0, 2.0], [0.1, 0.4, 0.3, 0.2]], dtype=np.float32)
+    with np.errstate(over="raise", invalid="raise", divide="raise"):  # no overflow, no nan
+        picks = choose(logits, np.array([0.999, 0.5]), SamplingOptions(temperature=1e-300, **extra))
+    assert list(picks) == [0, 1]
