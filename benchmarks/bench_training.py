@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from baseline_vrnn import VOCAB, BaselineVRNNCell, baseline_train_step
+from baseline_vrnn import SIZE, VOCAB, BaselineVRNNCell, baseline_train_step
 
 from vrnn.models.vrnn import VRNN
 from vrnn.runtime.schema import ModelConfig
@@ -70,7 +70,7 @@ def baseline_val_elbo(cell: BaselineVRNNCell, val: torch.Tensor) -> float:
     with torch.no_grad():
         for i in range(0, len(windows), BATCH):
             batch = torch.stack(windows[i : i + BATCH])
-            hidden = torch.zeros(batch.size(0), 64)
+            hidden = torch.zeros(batch.size(0), SIZE)
             for t in range(batch.size(1)):
                 loss1, loss2, hidden = cell.calculate_loss(batch[:, t], hidden)
                 total += (loss1 + loss2).item() * batch.size(0)

@@ -66,7 +66,7 @@ def _filtered_probabilities(logits: np.ndarray, options: SamplingOptions) -> tup
         scaled = np.take_along_axis(scaled, order, axis=1)
         if options.top_k is not None:
             scaled[:, options.top_k :] = -np.inf
-    probs = np.exp(scaled - scaled.max(axis=1, keepdims=True))
+    probs = np.exp(scaled)  # the row maximum is already 0 (see _scaled) and survives top-k
     probs /= probs.sum(axis=1, keepdims=True)
     if options.top_p is not None:
         before = np.cumsum(probs, axis=1) - probs  # mass strictly above each candidate

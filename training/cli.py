@@ -40,6 +40,15 @@ def _log(message: str) -> None:
     click.echo(message, err=True)
 
 
+def set_torch_threads(threads: int | None) -> None:
+    """Apply --threads (None: torch's default, all cores), refusing values below 1."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise UsageError(f"--threads must be at least 1, got {threads}")
+    torch.set_num_threads(threads)
+
+
 def _silent(message: str) -> None:
     """The log of processes other than rank 0 under torchrun."""
 
@@ -129,10 +138,7 @@ def main(
     Writes OUT (the resumable checkpoint), OUT.best.pt (weights with the best
     validation score), OUT.metrics.jsonl and OUT.png (loss curves) beside it.
     """
-    if threads is not None:
-        if threads < 1:
-            raise UsageError(f"--threads must be at least 1, got {threads}")
-        torch.set_num_threads(threads)
+    set_torch_threads(threads)
     paths = OutputPaths(check_writable_destination(out))
     text, sha = read_corpus(corpus)
     distribution, torch_device = init_distribution(resolve_device(device))

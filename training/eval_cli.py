@@ -15,6 +15,7 @@ from vrnn.runtime.bundled import BUNDLED_CHECKPOINT, bundled_file
 from vrnn.runtime.errors import OneLineCommand, UsageError, VrnnError, cli_errors
 from vrnn.runtime.schema import DEFAULT_START_CHAR
 from vrnn.runtime.vocab import describe_chars
+from vrnn.training.cli import set_torch_threads
 from vrnn.training.config import TrainConfig
 from vrnn.training.data import VALIDATION_FRACTION, read_corpus
 from vrnn.training.evaluation import score_text
@@ -80,10 +81,7 @@ def main(
         raise UsageError(f"--window must be at least 1, got {window}")
     if plot_chars < 1:
         raise UsageError(f"--plot-chars must be at least 1, got {plot_chars}")
-    if threads is not None:
-        if threads < 1:
-            raise UsageError(f"--threads must be at least 1, got {threads}")
-        torch.set_num_threads(threads)
+    set_torch_threads(threads)
     if plot is not None:
         if not matplotlib_available():
             raise VrnnError("--plot needs matplotlib: pip install 'vrnn[plot]'")

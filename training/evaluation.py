@@ -86,12 +86,14 @@ def score_text(
     """Score ids[1:] given ids[0] as described in the module docstring.
 
     `batch_size` counts latent trajectories per forward pass (windows x samples).
-    The encoder noise comes from a generator seeded with `seed`, so a score is
-    reproducible.
+    The encoder noise comes from a CPU generator seeded with `seed`, so a score is
+    reproducible; the model may live on any device.
     """
     if len(ids) < 2:
         raise ValueError("need at least one character to score after the context character")
+    was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     z_size = model.config.latent_size
     generator = torch.Generator().manual_seed(seed)
     windows = validation_windows(ids, window)
@@ -111,23 +113,24 @@ def score_text(
     char_nll, char_kl = [], []
     for group in groups:
         b, t = len(group), len(group[0]) - 1
-        tokens = torch.stack(group).repeat_interleave(samples, dim=0)  # [b*K, T+1], sample index fastest
-        eps = torch.randn((t, b * samples, z_size), generator=generator)
+        tokens = torch.stack(group).repeat_interleave(samples, dim=0).to(device)  # [b*K, T+1], sample index fastest
+        eps = torch.randn((t, b * samples, z_size), generator=generator).to(device)
         terms = model(tokens, eps)
-        nll = terms.nll.double().view(b, samples, t)
-        kl = terms.kl.double().sum(-1).view(b, samples, t)
-        log_w = (terms.log_ratio.double().view(b, samples, t) - nll).sum(-1)  # [b, K]
+        nll = terms.nll.double().cpu().view(b, samples, t)
+        kl = terms.kl.double().sum(-1).cpu().view(b, samples, t)
+        log_w = (terms.log_ratio.double().cpu().view(b, samples, t) - nll).sum(-1)  # [b, K]
         iwae_sum -= (torch.logsumexp(log_w, dim=1) - math.log(samples)).sum().item()
         elbo_sum += (nll + kl).sum(-1).mean(1).sum().item()
         nll_sum += nll.sum(-1).mean(1).sum().item()
         kl_sum += kl.sum(-1).mean(1).sum().item()
-        mu = terms.mu_q.double().flatten(0, 1)  # [b*K*T, Z]
+        mu = terms.mu_q.double().cpu().flatten(0, 1)  # [b*K*T, Z]
         mean_sum += mu.sum(0)
         square_sum += (mu**2).sum(0)
         positions += mu.shape[0]
         char_nll.append(nll.mean(1).reshape(-1).numpy())
         char_kl.append(kl.mean(1).reshape(-1).numpy())
 
+    model.train(was_training)
     chars = len(ids) - 1
     mean = mean_sum / positions
     variance = (square_sum / positions - mean**2).clamp(min=0.0)

@@ -8,16 +8,13 @@ negative ELBO (beta = 1, no free bits): an upper bound on the true NLL.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from vrnn.models.vrnn import VRNN, ElboTerms
-from vrnn.training.data import validation_windows
-
-LN2 = math.log(2.0)
+from vrnn.training.evaluation import LN2, score_text
 
 
 def kl_weight(step: int, anneal_steps: int) -> float:
@@ -53,32 +50,13 @@ class Evaluation:
         return self.elbo / LN2
 
 
-@torch.no_grad()
-def evaluate(
-    model: VRNN, ids: Tensor, seq_len: int, batch_size: int, seed: int = 0, device: torch.device | str = "cpu"
-) -> Evaluation:
+def evaluate(model: VRNN, ids: Tensor, seq_len: int, batch_size: int, seed: int = 0) -> Evaluation:
     """Single-sample negative ELBO over `ids`: consecutive windows of seq_len (state reset per window).
 
     Every character after the first is predicted once, given the preceding
     character of its window as context.  The posterior noise comes from a
     generator seeded with `seed`, so the score of given weights is deterministic.
+    This is vrnn-eval's `score_text` with one sample per window, on the model's device.
     """
-    was_training = model.training
-    model.eval()
-    generator = torch.Generator(device="cpu").manual_seed(seed)
-    windows = validation_windows(ids, seq_len)
-    full = [w for w in windows if len(w) == seq_len + 1]
-    groups = [torch.stack(full[i : i + batch_size]) for i in range(0, len(full), batch_size)]
-    groups += [w.unsqueeze(0) for w in windows if len(w) != seq_len + 1]
-    nll_sum = kl_sum = 0.0
-    chars = 0
-    z = model.config.latent_size
-    for tokens in groups:
-        b, t = tokens.shape[0], tokens.shape[1] - 1
-        eps = torch.randn((t, b, z), generator=generator).to(device)
-        terms = model(tokens.to(device), eps)
-        nll_sum += terms.nll.double().sum().item()
-        kl_sum += terms.kl.double().sum().item()
-        chars += b * t
-    model.train(was_training)
-    return Evaluation(nll_sum / chars, kl_sum / chars, chars)
+    score = score_text(model, ids, seq_len, samples=1, batch_size=batch_size, seed=seed)
+    return Evaluation(score.nll, score.kl, score.chars)

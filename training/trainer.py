@@ -180,7 +180,7 @@ class Trainer:
         ids = self.corpus.val
         if self.tc.eval_chars:
             ids = ids[: self.tc.eval_chars + 1]
-        return evaluate(self.model, ids, self.tc.seq_len, self.tc.batch_size, seed=0, device=self.device)
+        return evaluate(self.model, ids, self.tc.seq_len, self.tc.batch_size, seed=0)
 
     def _record(self, train_stats: dict[str, float], elapsed: float, chars_per_s: float) -> dict[str, Any]:
         result = self.validate()
