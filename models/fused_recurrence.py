@@ -108,31 +108,46 @@ class FusedRecurrence(torch.autograd.Function):
         u_factor = (hs[:-1] - n) * u * (1.0 - u)  # dh -> d u_pre
         r_factor = g_n * r * (1.0 - r)  # d n_pre -> d r_pre
 
-        d_as, d_gs, d_es, d_pzs = [], [], [], []
+        # Each step writes its gradients straight into these (no per-step concatenation or final stack).
+        Z, E = s_pre.shape[-1], phis.shape[-1]
+        d_a, d_g = hs.new_empty(T, B, 3 * H), hs.new_empty(T, B, 3 * H)
+        d_e, d_pz = hs.new_empty(T, B, 2 * Z), hs.new_empty(T, B, E)
         dh = hs.new_zeros(B, H)  # gradient reaching h_t from step t + 1
-        dphi = phis.new_zeros(B, phis.shape[-1])  # gradient reaching phi_z_t from step t + 1
+        dphi = phis.new_zeros(B, E)  # gradient reaching phi_z_t from step t + 1
         steps = zip(
             *(x.unbind(0) for x in (d_h_out, d_phi_out, d_mu_out, d_s_direct, elu_grad, eps_softplus)),
-            *(x.unbind(0) for x in (n_factor, u_factor, r_factor, r, u)),
+            *(x.unbind(0) for x in (n_factor, u_factor, r_factor, r, u, d_a, d_g, d_e, d_pz)),
             strict=True,
         )
-        for d_h_t, d_phi_t, d_mu_t, d_s_t, elu_t, eps_sp_t, n_f, u_f, r_f, r_t, u_t in reversed(list(steps)):
-            d_pz = (dphi + d_phi_t) * elu_t
-            dz = d_pz @ w_pz
-            d_e = torch.cat([d_mu_t + dz, torch.addcmul(d_s_t, dz, eps_sp_t)], dim=1)
-            dh = torch.addmm(dh + d_h_t, d_e, w_eh)
-            dn_pre = dh * n_f
-            du_pre = dh * u_f
-            dr_pre = dn_pre * r_f
-            d_a = torch.cat([dr_pre, du_pre, dn_pre], dim=1)
-            d_g = torch.cat([dr_pre, du_pre, dn_pre * r_t], dim=1)
-            dphi = d_a @ w_iz
-            dh = torch.addmm(dh * u_t, d_g, w_hh)
-            d_as.append(d_a)
-            d_gs.append(d_g)
-            d_es.append(d_e)
-            d_pzs.append(d_pz)
-        d_a, d_g, d_e, d_pz = (torch.stack(x[::-1]) for x in (d_as, d_gs, d_es, d_pzs))
+        for (
+            d_h_t,
+            d_phi_t,
+            d_mu_t,
+            d_s_t,
+            elu_t,
+            eps_sp_t,
+            n_f,
+            u_f,
+            r_f,
+            r_t,
+            u_t,
+            d_a_t,
+            d_g_t,
+            d_e_t,
+            d_pz_t,
+        ) in reversed(list(steps)):
+            torch.add(dphi, d_phi_t, out=d_pz_t).mul_(elu_t)
+            dz = d_pz_t @ w_pz
+            torch.add(d_mu_t, dz, out=d_e_t[:, :Z])
+            torch.addcmul(d_s_t, dz, eps_sp_t, out=d_e_t[:, Z:])
+            dh = torch.addmm(dh + d_h_t, d_e_t, w_eh)
+            dn_pre = torch.mul(dh, n_f, out=d_a_t[:, 2 * H :])
+            torch.mul(dh, u_f, out=d_a_t[:, H : 2 * H])
+            torch.mul(dn_pre, r_f, out=d_a_t[:, :H])
+            d_g_t[:, : 2 * H].copy_(d_a_t[:, : 2 * H])
+            torch.mul(dn_pre, r_t, out=d_g_t[:, 2 * H :])
+            dphi = d_a_t @ w_iz
+            dh = torch.addmm(dh * u_t, d_g_t, w_hh)
 
         # Weight gradients: one product over all (t, b) pairs each.
         flat = lambda x: x.reshape(T * B, x.shape[-1])  # noqa: E731

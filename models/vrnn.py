@@ -78,10 +78,17 @@ def gru_update(gi: Tensor, gh: Tensor, h: Tensor) -> Tensor:
 class ElboTerms:
     """Per-character terms of the negative ELBO for a batch of windows (nats)."""
 
-    nll: Tensor  # [B, T] cross-entropy of each target character
+    nll: Tensor  # [B, T] cross-entropy of each target character (a view: reshape, do not view)
     kl: Tensor  # [B, T, Z] KL(q || p) of each latent dimension
     mu_q: Tensor  # [B, T, Z] posterior means (for active-unit statistics)
-    log_ratio: Tensor  # [B, T] log p(z_t | h) - log q(z_t | x_t, h) at the sampled z_t (importance weights)
+    # eps, mu_q, sigma_q, mu_p, sigma_p, each time-major [T, B, Z]: what log_ratio needs
+    gaussians: tuple[Tensor, Tensor, Tensor, Tensor, Tensor]
+
+    @property
+    def log_ratio(self) -> Tensor:
+        """[B, T] log p(z_t | h) - log q(z_t | x_t, h) at the sampled z_t (the importance weights of IWAE).
+        Computed on demand: training never needs it."""
+        return log_density_ratio(*self.gaussians).t()
 
 
 class VRNN(nn.Module):
@@ -143,7 +150,7 @@ class VRNN(nn.Module):
         """ELBO terms for windows `tokens` [B, T+1], predicting tokens[:, 1:] given tokens[:, 0].
 
         `eps` [T, B, Z] is the standard normal noise of the reparameterised posterior
-        samples.  `decoder_mask` [B, T, H], if given, multiplies the state the decoder
+        samples.  `decoder_mask` [T, B, H], if given, multiplies the state the decoder
         reads (inverted dropout drawn by the trainer from its own generator, so a
         resumed run stays bit-identical); prior, encoder and recurrence never see it.
 
@@ -151,17 +158,21 @@ class VRNN(nn.Module):
         projections, prior, decoder, losses) is computed for the whole window at once;
         only encoder sampling, phi_z and the GRU update run step by step: for one GRU
         layer in FusedRecurrence (hand-written BPTT), otherwise in an autograd loop.
+        All of it is time-major ([T, B, ...]), the layout the recurrence produces, so
+        that no elementwise work runs on transposed views; only the returned terms
+        are [B, T, ...] views.
         """
-        B, T = tokens.shape[0], tokens.shape[1] - 1
+        T = tokens.shape[1] - 1
         E = self.config.embed_size
-        fx = self.phi_x(tokens)  # [B, T+1, E]
+        tokens = tokens.t()  # [T+1, B]
+        fx = self.phi_x(tokens)  # [T+1, B, E]
         first = self.rnn[0]
-        gi_x = F.linear(fx[:, :T], first.weight_ih[:, :E], first.bias_ih)  # [B, T, 3H]; layer-0 input = [phi_x, phi_z]
-        enc_x = F.linear(fx[:, 1:], self.encoder.weight[:, :E], self.encoder.bias)  # [B, T, 2Z]; input [phi_x, h]
+        gi_x = F.linear(fx[:T], first.weight_ih[:, :E], first.bias_ih)  # [T, B, 3H]; layer-0 input = [phi_x, phi_z]
+        enc_x = F.linear(fx[1:], self.encoder.weight[:, :E], self.encoder.bias)  # [T, B, 2Z]; input [phi_x, h]
         if self.use_fused_recurrence and len(self.rnn) == 1:
-            h_seq, phi_seq, mu_seq, sigma_seq = FusedRecurrence.apply(
-                gi_x.transpose(0, 1).contiguous(),
-                enc_x.transpose(0, 1).contiguous(),
+            h_prev, phi_zs, mu_q, sigma_q = FusedRecurrence.apply(
+                gi_x,
+                enc_x,
                 eps,
                 first.weight_ih[:, E:],
                 first.weight_hh,
@@ -169,27 +180,27 @@ class VRNN(nn.Module):
                 self.encoder.weight[:, E:],
                 self.phi_z_proj.weight,
                 self.phi_z_proj.bias,
-            )  # time-major [T, B, *]
-            h_prev, phi_zs = h_seq.transpose(0, 1), phi_seq.transpose(0, 1)
-            mu_q, sigma_q = mu_seq.transpose(0, 1), sigma_seq.transpose(0, 1)
+            )
         else:
             h_prev, phi_zs, mu_q, sigma_q = self._recurrence_autograd(gi_x, enc_x, eps)
-        # h_prev [B, T, H]: the state each prediction conditions on; phi_zs [B, T, E]; mu_q, sigma_q [B, T, Z]
+        # h_prev [T, B, H]: the state each prediction conditions on; phi_zs [T, B, E]; mu_q, sigma_q [T, B, Z]
         mu_p, sigma_p = gaussian_params(self.prior(h_prev))
         h_dec = h_prev if decoder_mask is None else h_prev * decoder_mask
-        logits = self.decoder(torch.cat([phi_zs, h_dec], dim=-1))  # [B, T, V]
-        nll = F.cross_entropy(logits.reshape(B * T, -1), tokens[:, 1:].reshape(-1), reduction="none").view(B, T)
+        # decoder([phi_z, h]) as two products: no [T, B, E + H] concatenation to build and split again
+        w_dec = self.decoder.weight
+        logits = F.linear(phi_zs, w_dec[:, :E], self.decoder.bias) + F.linear(h_dec, w_dec[:, E:])  # [T, B, V]
+        nll = F.cross_entropy(logits.flatten(0, 1), tokens[1:].flatten(), reduction="none").view_as(tokens[1:])
         return ElboTerms(
-            nll=nll,
-            kl=gaussian_kl(mu_q, sigma_q, mu_p, sigma_p),
-            mu_q=mu_q,
-            log_ratio=log_density_ratio(eps.transpose(0, 1), mu_q, sigma_q, mu_p, sigma_p),
+            nll=nll.t(),
+            kl=gaussian_kl(mu_q, sigma_q, mu_p, sigma_p).transpose(0, 1),
+            mu_q=mu_q.transpose(0, 1),
+            gaussians=(eps, mu_q, sigma_q, mu_p, sigma_p),
         )
 
     def _recurrence_autograd(self, gi_x: Tensor, enc_x: Tensor, eps: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """The step-by-step part of `forward` as a plain autograd loop (any number of layers; the reference
-        for FusedRecurrence).  Returns (h_top, phi_z, mu_q, sigma_q), each [B, T, *]."""
-        B, T, E = gi_x.shape[0], gi_x.shape[1], self.config.embed_size
+        for FusedRecurrence).  Inputs and the returned (h_top, phi_z, mu_q, sigma_q) are time-major [T, B, *]."""
+        T, B, E = gi_x.shape[0], gi_x.shape[1], self.config.embed_size
         first = self.rnn[0]
         w_ih_z, w_enc_h = first.weight_ih[:, E:], self.encoder.weight[:, E:]
         h, phi_z = (s.to(gi_x.dtype) for s in self.initial_state(B, gi_x.device))
@@ -197,20 +208,20 @@ class VRNN(nn.Module):
         tops, phi_zs, mus, sigmas = [], [], [], []
         for t in range(T):
             # consume x_t (t = 0 is the context) with phi_z of z_t: h_{t} in the docstring's terms
-            x = gi_x[:, t] + F.linear(phi_z, w_ih_z)
+            x = gi_x[t] + F.linear(phi_z, w_ih_z)
             for i, cell in enumerate(self.rnn):
                 if i > 0:
                     x = F.linear(h[i - 1], cell.weight_ih, cell.bias_ih)
                 h[i] = gru_update(x, F.linear(h[i], cell.weight_hh, cell.bias_hh), h[i])
             h_top = h[-1]
-            mu_q, sigma_q = gaussian_params(enc_x[:, t] + F.linear(h_top, w_enc_h))
+            mu_q, sigma_q = gaussian_params(enc_x[t] + F.linear(h_top, w_enc_h))
             phi_z = self.phi_z(mu_q + sigma_q * eps[t])
             tops.append(h_top)
             phi_zs.append(phi_z)
             mus.append(mu_q)
             sigmas.append(sigma_q)
 
-        stack = lambda xs: torch.stack(xs, dim=1)  # noqa: E731
+        stack = lambda xs: torch.stack(xs, dim=0)  # noqa: E731
         return stack(tops), stack(phi_zs), stack(mus), stack(sigmas)
 
     def num_parameters(self) -> int:

@@ -93,7 +93,7 @@ def test_fused_recurrence_matches_autograd_values_and_gradients() -> None:
         model = VRNN(ModelConfig(vocab_size=11, embed_size=6, hidden_size=9, latent_size=latent)).double()
         tokens = torch.randint(0, 11, (4, 13))
         eps = torch.randn(12, 4, latent, dtype=torch.float64)
-        mask = (torch.rand(4, 12, 9) > 0.3).double() / 0.7
+        mask = (torch.rand(12, 4, 9) > 0.3).double() / 0.7  # time-major, like eps
         results = {}
         for fused in (True, False):
             model.use_fused_recurrence = fused

@@ -161,3 +161,28 @@ def test_kl_annealing_ends_by_half_of_the_run() -> None:
     assert kl_weight(250, short.effective_kl_anneal_steps) == 1.0
     assert TrainConfig(steps=5000, kl_anneal_steps=1000).effective_kl_anneal_steps == 1000
     assert kl_weight(10, TrainConfig(steps=50, kl_anneal_steps=0).effective_kl_anneal_steps) == 1.0
+
+
+def test_weight_decay_shrinks_matrices_only() -> None:
+    """With zero gradients Adam's own update is zero, so one step shows the decay alone:
+    every matrix (and the embedding) scaled by exactly 1 - lr * weight_decay, biases untouched."""
+    from vrnn.models.vrnn import VRNN
+    from vrnn.runtime.schema import ModelConfig
+    from vrnn.training.config import TrainConfig
+    from vrnn.training.trainer import make_optimizer
+
+    model = VRNN(ModelConfig(vocab_size=5, embed_size=4, hidden_size=6, latent_size=2))
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    optimizer = make_optimizer(model, TrainConfig(lr=0.1, weight_decay=0.5))
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    for name, p in model.named_parameters():
+        expected = before[name] * (1 - 0.1 * 0.5) if p.dim() >= 2 else before[name]
+        torch.testing.assert_close(p.detach(), expected, rtol=0, atol=1e-7, msg=name)
+    assert len(make_optimizer(model, TrainConfig()).param_groups) == 1  # no decay: plain Adam, as before
+
+
+def test_bad_weight_decay_is_refused(tmp_path: Path, tiny_corpus: Path) -> None:
+    bad = run_train(str(tiny_corpus), "-o", str(tmp_path / "c.pt"), "--weight-decay", "-1")
+    assert bad.returncode == 2 and "--weight-decay" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

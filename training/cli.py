@@ -29,6 +29,7 @@ TRAIN_OPTIONS = (
     "kl_anneal_steps",
     "free_bits",
     "dropout",
+    "weight_decay",
     "eval_every",
     "seed",
 )
@@ -107,6 +108,9 @@ def build_configs(preset: str, vocab_size: int, overrides: dict[str, Any]) -> tu
 )
 @click.option("--free-bits", type=float, help="Nats per latent dimension of KL left unpenalised (0: off).")
 @click.option("--dropout", type=float, help="Dropout on the GRU state the decoder reads, in [0, 1) (training only).")
+@click.option(
+    "--weight-decay", type=float, help="Decoupled (AdamW) weight decay of weight matrices and embedding (0: off)."
+)
 @click.option("--eval-every", type=int, help="Validate, checkpoint and plot every N steps.")
 @click.option("--seed", type=int, help="Seed of initialisation, window sampling and latent noise.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)

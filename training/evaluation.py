@@ -116,9 +116,9 @@ def score_text(
         tokens = torch.stack(group).repeat_interleave(samples, dim=0).to(device)  # [b*K, T+1], sample index fastest
         eps = torch.randn((t, b * samples, z_size), generator=generator).to(device)
         terms = model(tokens, eps)
-        nll = terms.nll.double().cpu().view(b, samples, t)
-        kl = terms.kl.double().sum(-1).cpu().view(b, samples, t)
-        log_w = (terms.log_ratio.double().cpu().view(b, samples, t) - nll).sum(-1)  # [b, K]
+        nll = terms.nll.double().cpu().reshape(b, samples, t)
+        kl = terms.kl.double().sum(-1).cpu().reshape(b, samples, t)
+        log_w = (terms.log_ratio.double().cpu().reshape(b, samples, t) - nll).sum(-1)  # [b, K]
         iwae_sum -= (torch.logsumexp(log_w, dim=1) - math.log(samples)).sum().item()
         elbo_sum += (nll + kl).sum(-1).mean(1).sum().item()
         nll_sum += nll.sum(-1).mean(1).sum().item()

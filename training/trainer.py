@@ -61,6 +61,19 @@ def learning_rate(step: int, tc: TrainConfig) -> float:
     return tc.lr * (tc.min_lr_ratio + (1.0 - tc.min_lr_ratio) * cosine)
 
 
+def make_optimizer(model: torch.nn.Module, tc: TrainConfig) -> torch.optim.Optimizer:
+    """Adam; with weight decay, AdamW-style decoupled decay of the matrices and the embedding only
+    (decaying biases and the like only pulls them off their useful values)."""
+    if tc.weight_decay == 0:
+        return torch.optim.Adam(model.parameters(), lr=tc.lr)  # one parameter group, as checkpoints expect
+    params = list(model.parameters())
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": tc.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.Adam(groups, lr=tc.lr, decoupled_weight_decay=True)
+
+
 def resolve_device(name: str) -> torch.device:
     """'auto' means CUDA when available, else CPU."""
     if name == "auto":
@@ -113,7 +126,7 @@ class Trainer:
         )
         torch.manual_seed(train_config.seed)  # parameter initialisation
         self.model = VRNN(model_config).to(device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=train_config.lr)
+        self.optimizer = make_optimizer(self.model, train_config)
         self.data_rng = torch.Generator(device="cpu").manual_seed(train_config.seed)
         self.noise_rng = torch.Generator(device=device).manual_seed(train_config.seed + 1)
         self.step = 0
@@ -223,8 +236,8 @@ class Trainer:
         mask = None
         if tc.dropout > 0:
             keep = 1.0 - tc.dropout
-            shape = (tc.batch_size, tc.seq_len, self.config.hidden_size)
-            mask = (torch.rand(shape, generator=self.noise_rng, device=self.device)[mine] < keep).float() / keep
+            shape = (tc.seq_len, tc.batch_size, self.config.hidden_size)  # time-major, like the model's internals
+            mask = (torch.rand(shape, generator=self.noise_rng, device=self.device)[:, mine] < keep).float() / keep
         terms = self.network(tokens, eps, mask)
         loss, nll, kl = training_loss(terms, kl_weight(self.step, tc.effective_kl_anneal_steps), tc.free_bits)
         # The global mean, identical on every process, so that all of them stop together.
