@@ -6,11 +6,18 @@ Builds a model of the `default` preset (random weights: speed does not depend on
 training), exports its cell, then measures, each as the median of --reps runs
 side by side in one process:
   1. per character at batch 1: Generator loop vs the PyTorch step loop (one thread
-     each), and the floor: InferenceSession.run on a one-node Identity graph;
-  2. batch 256: characters/s of both paths, and the FLOP rate of the runtime as a
-     fraction of numpy's matmul rate on the cell's matrix shapes;
-  3. cold start: whole process `vrnn-run cell --length 500` vs `vrnn-sample ckpt`;
-  4. peak RSS of those two processes.
+     each), and two floors: InferenceSession.run on a one-node Identity graph (the
+     fixed cost of a call) and numpy doing the cell's matrix-vector products alone
+     (the cost of reading the weights once, one BLAS thread);
+  2. the same at batch 1 on a cell of the write-up's size (64 units everywhere), where
+     the per-call cost, not the arithmetic, is what a character costs;
+  3. batch 256: characters/s of both paths, and the FLOP rate of the runtime as a
+     fraction of numpy's matmul rate on the cell's matrix shapes -- all three with
+     --threads threads (default: every core);
+  4. cold start: whole process `vrnn-run cell --length 500` vs `vrnn-sample ckpt`;
+  5. peak RSS of those two processes.
+numpy's rates are measured in a child process whose BLAS thread count is set to
+match the path it is compared with.
 """
 
 from __future__ import annotations
@@ -53,16 +60,15 @@ def median_time(fn, reps: int) -> float:
     return statistics.median(times)
 
 
-def make_model(workdir: Path) -> tuple[Path, Path, ModelConfig]:
-    sizes, _ = PRESETS["default"]
+def make_model(workdir: Path, sizes: dict[str, int], name: str) -> tuple[Path, Path, ModelConfig]:
     config = ModelConfig(vocab_size=len(VOCAB), **sizes)
     torch.manual_seed(0)
     model = VRNN(config)
-    ckpt = workdir / "bench.pt"
+    ckpt = workdir / f"{name}.pt"
     save_checkpoint(ckpt, {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
                            "model_config": config.to_dict(), "vocab": VOCAB, "start_char": VOCAB[0],
                            "model": model.state_dict(), "step": 0})  # fmt: skip
-    cell = workdir / "bench.onnx"
+    cell = workdir / f"{name}.onnx"
     export_cell(str(ckpt), str(cell))
     return ckpt, cell, config
 
@@ -81,28 +87,53 @@ def identity_floor(reps: int, calls: int) -> float:
     return median_time(loop, reps) / calls
 
 
+def matrix_shapes(config: ModelConfig) -> list[tuple[int, int]]:
+    """(inputs, outputs) of each of the cell's matrix products (one layer)."""
+    E, H, Z, V = config.embed_size, config.hidden_size, config.latent_size, config.vocab_size
+    return [(2 * E, 3 * H), (H, 3 * H), (H, 2 * Z + V), (Z, E), (E, V)]
+
+
 def cell_flops(config: ModelConfig, batch: int) -> int:
     """Multiply-adds x 2 of the cell's matrix products."""
-    E, H, Z, V, L = config.embed_size, config.hidden_size, config.latent_size, config.vocab_size, config.layers
-    macs = 3 * H * 2 * E + 3 * H * H + (L - 1) * 6 * H * H + H * (2 * Z + V) + Z * E + E * V
-    return 2 * batch * macs
+    H, L = config.hidden_size, config.layers
+    return 2 * batch * (sum(k * n for k, n in matrix_shapes(config)) + (L - 1) * 6 * H * H)
 
 
-def numpy_matmul_rate(config: ModelConfig, batch: int, reps: int) -> float:
-    """FLOP/s numpy reaches on the cell's matrix shapes (the same products, nothing else)."""
-    E, H, Z, V = config.embed_size, config.hidden_size, config.latent_size, config.vocab_size
-    rng = np.random.default_rng(0)
-    shapes = [(2 * E, 3 * H), (H, 3 * H), (H, 2 * Z + V), (Z, E), (E, V)]
-    mats = [(rng.standard_normal((batch, k), np.float32), rng.standard_normal((k, n), np.float32)) for k, n in shapes]
-    flops = sum(2 * batch * k * n for k, n in shapes)
-    calls = 200
+_NUMPY_PRODUCTS = """
+import json, statistics, sys, time
+import numpy as np
+shapes, batch, calls, reps = json.loads(sys.argv[1])
+rng = np.random.default_rng(0)
+mats = [(rng.standard_normal((batch, k), np.float32), rng.standard_normal((k, n), np.float32)) for k, n in shapes]
+times = []
+for _ in range(reps + 1):  # the first pass warms up
+    start = time.perf_counter()
+    for _ in range(calls):
+        for a, b in mats:
+            a @ b
+    times.append((time.perf_counter() - start) / calls)
+print(statistics.median(times[1:]))
+"""
 
-    def loop() -> None:
-        for _ in range(calls):
-            for a, b in mats:
-                a @ b
 
-    return flops * calls / median_time(loop, reps)
+def numpy_products_time(config: ModelConfig, batch: int, threads: int, reps: int) -> float:
+    """Seconds numpy needs for one pass of the cell's matrix products (nothing else), with
+    `threads` BLAS threads: in a child process, as BLAS reads its thread count at import."""
+    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
+               MKL_NUM_THREADS=str(threads))  # fmt: skip
+    calls = 2000 if batch == 1 else 200
+    args = json.dumps([matrix_shapes(config), batch, calls, reps])
+    out = subprocess.run([sys.executable, "-c", _NUMPY_PRODUCTS, args], env=env, capture_output=True, text=True,
+                         check=True)  # fmt: skip
+    return float(out.stdout)
+
+
+def batch1(ckpt: Path, cell: Path, chars: int, reps: int) -> tuple[float, float]:
+    """Seconds per character at batch 1, one thread each: (runtime, PyTorch)."""
+    onnx_gen, torch_gen = Generator(cell, threads=1), torch_sampler(str(ckpt), threads=1)
+    rt = median_time(lambda: onnx_gen.generate(chars, seed=1), reps) / chars
+    pt = median_time(lambda: torch_gen.generate(chars, seed=1), reps) / chars
+    return rt, pt
 
 
 # Runs a command and reports its own peak RSS and wall time.  A small process in
@@ -136,34 +167,46 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--chars", type=int, default=2000, help="characters per batch-1 repetition")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="threads of all three at batch 256")
     args = parser.parse_args()
-    torch.set_num_threads(1)
     results: dict[str, object] = {
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}, "
         f"onnxruntime {ort.__version__}, torch {torch.__version__}",
+        "batch256_threads": args.threads,
     }
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt, cell, config = make_model(Path(tmp))
+        ckpt, cell, config = make_model(Path(tmp), PRESETS["default"][0], "default")
+        small_ckpt, small_cell, small_config = make_model(Path(tmp), PRESETS["writeup"][0], "writeup")
         results["model"] = config.to_dict()
+        results["small_model"] = small_config.to_dict()
         results["cell_nodes"] = len(onnx.load(str(cell)).graph.node)
-        onnx_gen, torch_gen = Generator(cell), torch_sampler(str(ckpt), threads=1)
 
         n = args.chars
-        rt = median_time(lambda: onnx_gen.generate(n, seed=1), args.reps) / n
-        pt = median_time(lambda: torch_gen.generate(n, seed=1), args.reps) / n
+        rt, pt = batch1(ckpt, cell, n, args.reps)
+        small_rt, small_pt = batch1(small_ckpt, small_cell, n, args.reps)
         floor = identity_floor(args.reps, n)
-        results["batch1_us_per_char"] = {"runtime": rt * 1e6, "torch": pt * 1e6, "identity_floor": floor * 1e6}
+        results["batch1_us_per_char"] = {
+            "runtime": rt * 1e6,
+            "torch": pt * 1e6,
+            "identity_floor": floor * 1e6,
+            "numpy_products": numpy_products_time(config, 1, 1, args.reps) * 1e6,
+            "small_runtime": small_rt * 1e6,
+            "small_torch": small_pt * 1e6,
+            "small_numpy_products": numpy_products_time(small_config, 1, 1, args.reps) * 1e6,
+        }
 
         b, steps = 256, 200
+        onnx_gen, torch_gen = Generator(cell, threads=args.threads), torch_sampler(str(ckpt), threads=args.threads)
         rt256 = median_time(lambda: onnx_gen.generate(steps, seed=1, num_samples=b), args.reps)
         pt256 = median_time(lambda: torch_gen.generate(steps, seed=1, num_samples=b), args.reps)
         flops = cell_flops(config, b) * steps
+        numpy_s = numpy_products_time(config, b, args.threads, args.reps)
         results["batch256"] = {
             "runtime_chars_per_s": b * steps / rt256,
             "torch_chars_per_s": b * steps / pt256,
             "runtime_gflops": flops / rt256 / 1e9,
-            "numpy_matmul_gflops": numpy_matmul_rate(config, b, args.reps) / 1e9,
+            "numpy_matmul_gflops": cell_flops(config, b) / numpy_s / 1e9,
         }
 
         bin_dir = Path(sys.executable).parent
@@ -180,8 +223,13 @@ def main() -> None:
         ("batch 1, us/char", f"{b1['runtime']:.1f}", f"{b1['torch']:.1f}",
          f"runtime {b1['torch'] / b1['runtime']:.2f}x faster (target >= 5x); "
          f"{b1['runtime'] / b1['identity_floor']:.2f}x the identity floor "
-         f"{b1['identity_floor']:.1f} us (target <= 2x)"),
-        ("batch 256, chars/s", f"{b256['runtime_chars_per_s']:,.0f}", f"{b256['torch_chars_per_s']:,.0f}",
+         f"{b1['identity_floor']:.1f} us (target <= 2x); numpy's products alone {b1['numpy_products']:.1f} us"),
+        ("  write-up-size cell", f"{b1['small_runtime']:.1f}", f"{b1['small_torch']:.1f}",
+         f"runtime {b1['small_torch'] / b1['small_runtime']:.2f}x faster; "
+         f"{b1['small_runtime'] / b1['identity_floor']:.2f}x the identity floor; "
+         f"numpy's products alone {b1['small_numpy_products']:.1f} us"),
+        (f"batch 256, chars/s ({args.threads} threads)", f"{b256['runtime_chars_per_s']:,.0f}",
+         f"{b256['torch_chars_per_s']:,.0f}",
          f"{b256['runtime_chars_per_s'] / b256['torch_chars_per_s']:.2f}x (target >= 1.5x); runtime "
          f"{b256['runtime_gflops']:.1f} GFLOP/s = {b256['runtime_gflops'] / b256['numpy_matmul_gflops']:.0%} of "
          f"numpy matmul {b256['numpy_matmul_gflops']:.1f} (target >= 50%)"),
@@ -189,9 +237,9 @@ def main() -> None:
         ("peak RSS, MiB", f"{run_rss:.0f}", f"{smp_rss:.0f}", f"{run_rss / smp_rss:.2f} of torch's (target <= 0.25)"),
     ]  # fmt: skip
     print(f"{results['date']} | {results['machine']} | cell of {results['cell_nodes']} nodes, {results['model']}")
-    print(f"{'measure':<20} {'onnxruntime':>12} {'pytorch':>12}  result")
+    print(f"{'measure':<34} {'onnxruntime':>12} {'pytorch':>12}  result")
     for name, a, c, verdict in rows:
-        print(f"{name:<20} {a:>12} {c:>12}  {verdict}")
+        print(f"{name:<34} {a:>12} {c:>12}  {verdict}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 

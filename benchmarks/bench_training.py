@@ -39,6 +39,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baseline_vrnn import SIZE, VOCAB, BaselineVRNNCell, baseline_train_step
 
+from vrnn.models.fused_recurrence import FusedRecurrence
 from vrnn.models.vrnn import VRNN
 from vrnn.runtime.schema import ModelConfig
 from vrnn.runtime.vocab import Vocabulary
@@ -76,6 +77,39 @@ def baseline_val_elbo(cell: BaselineVRNNCell, val: torch.Tensor) -> float:
                 total += (loss1 + loss2).item() * batch.size(0)
             chars += batch.numel()
     return total / chars
+
+
+def recurrence_split(reps: int) -> dict[str, float]:
+    """Seconds per training step at the write-up's shapes of (a) the recurrence alone, forward and
+    backward (FusedRecurrence), and (b) only its serial matrix products: per time step the four
+    forward and four backward [64 x 64]-by-[64 x <=192] products, T = 300 times, nothing else.
+    (b) is what any per-time-step implementation must pay in PyTorch eager on this machine."""
+    torch.manual_seed(0)
+    T, B, H, E, Z = SEQ, BATCH, SIZE, SIZE, SIZE
+    leaf = lambda *shape: (torch.randn(*shape) * 0.1).requires_grad_()  # noqa: E731
+    inputs = (leaf(T, B, 3 * H), leaf(T, B, 2 * Z), torch.randn(T, B, Z))
+    weights = (leaf(3 * H, Z), leaf(3 * H, H), leaf(3 * H), leaf(2 * Z, H), leaf(E, Z), leaf(E))
+
+    def recurrence() -> None:
+        torch.stack([o.sum() for o in FusedRecurrence.apply(*inputs, *weights)]).sum().backward()
+
+    forward_shapes = [(E, 3 * H), (H, 3 * H), (H, 2 * Z), (Z, E)]
+    mats = [torch.randn(k, n) for k, n in forward_shapes] + [torch.randn(n, k) for k, n in forward_shapes]
+    xs = [torch.randn(B, m.shape[0]) for m in mats]
+
+    def products() -> None:
+        for _ in range(T):
+            for a, m in zip(xs, mats, strict=True):
+                torch.mm(a, m)
+
+    times: dict[str, list[float]] = {"recurrence": [], "serial_products": []}
+    recurrence()
+    for _ in range(reps):
+        for name, fn in (("recurrence", recurrence), ("serial_products", products)):
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def time_to_quality(corpus: str, baseline_iters: int, eval_every: int) -> dict:
@@ -186,6 +220,13 @@ def main() -> None:
         print(f"{name:<28}{rate[name]:>10,.0f}{results['step_s'][name]:>9.2f}{rate[name] / rate['baseline']:>12.2f}x")
     met = results["speedup_vs_baseline"]["vrnn-train"] >= 3.0
     print(f"target: vrnn-train >= 3x the baseline: {'met' if met else 'missed'}")
+    split = recurrence_split(args.reps)
+    results["vrnn_train_split_s"] = split
+    step = results["step_s"]["vrnn-train"]
+    print(
+        f"of vrnn-train's {step:.3f} s step: the recurrence (forward + backward) {split['recurrence']:.3f} s; "
+        f"its serial matrix products alone {split['serial_products']:.3f} s"
+    )
     if args.time_to_quality:
         race = time_to_quality(args.time_to_quality, args.baseline_iters, args.eval_every)
         results["time_to_quality"] = race

@@ -22,7 +22,7 @@ def torch_sampler(checkpoint: str, threads: int = 1) -> Sampler:
 @click.argument("checkpoint", type=click.Path(readable=False))
 @sampling_options
 @cli_errors
-def main(checkpoint: str, out: str | None, threads: int, **settings: object) -> None:
+def main(checkpoint: str, out: str | None, threads: int | None, **settings: object) -> None:
     """Sample text from CHECKPOINT with PyTorch.
 
     Same options and, for the same --seed, the same text as vrnn-run on the cell

@@ -87,6 +87,18 @@ def parse_cell_metadata(meta: dict[str, str], name: str) -> CellInfo:
     return CellInfo(config, vocab, start_char, source if isinstance(source, dict) else {}, dict(meta))
 
 
+# From this many samples per step on, the matrix products outweigh the per-node cost and more
+# threads pay: at batch 256 two threads reach 93 GFLOP/s against one thread's 64 (README
+# "Benchmarks").  32 is a conservative threshold, not a tuned one.
+MULTI_THREAD_BATCH = 32
+
+
+def default_threads(batch: int) -> int:
+    """Intra-op threads for generating `batch` samples at once: one for small batches, where
+    thread hand-offs cost more than they save, every core for large ones."""
+    return 1 if batch < MULTI_THREAD_BATCH else max(1, os.cpu_count() or 1)
+
+
 def session_options(threads: int = 1) -> ort.SessionOptions:
     """Session settings for small-batch generation: per-node overhead dominates, so one thread."""
     options = ort.SessionOptions()

@@ -15,6 +15,7 @@ import click
 
 from vrnn.runtime.atomic import atomic_write, check_writable_destination
 from vrnn.runtime.bundled import BUNDLED_CELL, bundled_file
+from vrnn.runtime.cell import MULTI_THREAD_BATCH, default_threads
 from vrnn.runtime.errors import OneLineCommand, UsageError, cli_errors
 from vrnn.runtime.generator import Generator, Sampler
 from vrnn.runtime.sampling import SamplingOptions
@@ -40,7 +41,10 @@ def sampling_options(func: Callable) -> Callable:
             "--num-samples", type=int, default=1, show_default=True, help="Independent samples, run as one batch."
         ),
         click.option(
-            "--threads", type=int, default=1, show_default=True, help="Intra-op threads (1 is fastest at small batch)."
+            "--threads",
+            type=int,
+            default=None,
+            help=f"Intra-op threads.  [default: 1 below {MULTI_THREAD_BATCH} samples, else all cores]",
         ),
         click.option(
             "-o",
@@ -71,10 +75,15 @@ def _write_samples(sink: IO[str], sampler: Sampler, settings: dict, interactive:
         sink.write(f"--- sample {i}/{num_samples} ---\n{text}\n")
 
 
-def emit_samples(sampler_factory: Callable[[int], Sampler], out: str | None, threads: int, **settings: object) -> None:
+def emit_samples(
+    sampler_factory: Callable[[int], Sampler], out: str | None, threads: int | None, **settings: object
+) -> None:
     """Validate the options, build the sampler and write the samples to stdout or `out`."""
     if isinstance(threads, int) and threads < 1:
         raise UsageError(f"--threads must be at least 1, got {threads}")
+    if threads is None:
+        num_samples = settings["num_samples"]
+        threads = default_threads(num_samples if isinstance(num_samples, int) else 1)
     if out is not None:
         check_writable_destination(out)
     sampler = sampler_factory(threads)
@@ -98,7 +107,7 @@ def emit_samples(sampler_factory: Callable[[int], Sampler], out: str | None, thr
 @click.argument("cell", type=click.Path(readable=False), required=False)
 @sampling_options
 @cli_errors
-def main(cell: str | None, out: str | None, threads: int, **settings: object) -> None:
+def main(cell: str | None, out: str | None, threads: int | None, **settings: object) -> None:
     """Sample text from CELL, a vrnn cell exported by vrnn-export (onnxruntime only).
 
     Without CELL, samples from the bundled Tiny Shakespeare model. Text streams to

@@ -167,3 +167,13 @@ def test_output_file_and_samples(trained: dict[str, Path], tmp_path: Path) -> No
     missing_dir = subprocess.run([bin_path("vrnn-run"), str(trained["cell"]), "-o", str(tmp_path / "no" / "x.txt")],
                                  capture_output=True, text=True)  # fmt: skip
     assert missing_dir.returncode == 1 and "does not exist" in missing_dir.stderr
+
+
+def test_thread_default_follows_the_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vrnn.runtime.cell import MULTI_THREAD_BATCH, default_threads
+
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    assert default_threads(1) == default_threads(MULTI_THREAD_BATCH - 1) == 1  # per-node cost dominates
+    assert default_threads(MULTI_THREAD_BATCH) == default_threads(4096) == 8  # matrix products dominate
+    monkeypatch.setattr("os.cpu_count", lambda: None)  # unknown: one thread, never zero
+    assert default_threads(256) == 1
