@@ -78,7 +78,8 @@ def gru_update(gi: Tensor, gh: Tensor, h: Tensor) -> Tensor:
 class ElboTerms:
     """Per-character terms of the negative ELBO for a batch of windows (nats)."""
 
-    nll: Tensor  # [B, T] cross-entropy of each target character (a view: reshape, do not view)
+    # nll, kl and mu_q are transposed views of time-major tensors: reshape them, do not view them.
+    nll: Tensor  # [B, T] cross-entropy of each target character
     kl: Tensor  # [B, T, Z] KL(q || p) of each latent dimension
     mu_q: Tensor  # [B, T, Z] posterior means (for active-unit statistics)
     # eps, mu_q, sigma_q, mu_p, sigma_p, each time-major [T, B, Z]: what log_ratio needs

@@ -100,7 +100,7 @@ def default_threads(batch: int) -> int:
 
 
 def session_options(threads: int = 1) -> ort.SessionOptions:
-    """Session settings for small-batch generation: per-node overhead dominates, so one thread."""
+    """Session settings for generation with `threads` intra-op threads (see default_threads)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
