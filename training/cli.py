@@ -148,8 +148,10 @@ def main(
     distribution, torch_device = init_distribution(resolve_device(device))
     try:
         _train(corpus, text, sha, paths, preset, resume, force, quiet, distribution, torch_device, options)
-    finally:
-        shutdown_distribution()
+    except BaseException:
+        shutdown_distribution(wait_for_peers=False)
+        raise
+    shutdown_distribution(wait_for_peers=True)
 
 
 def _train(
