@@ -1,7 +1,8 @@
-"""The PyTorch model behind the same numpy step interface as the ONNX cell.
+"""The PyTorch model behind the same numpy interface as the ONNX cell.
 
 `vrnn-sample` and the parity tests drive it with the runtime's own generation
-loop, so the two paths share every line except the step itself.
+loop and its numpy reference for N steps per call (`run_steps`), so the two paths
+share every line except the step itself and the in-graph choice of the character.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch
 from vrnn.models.checkpoint import model_from_checkpoint
 from vrnn.runtime import schema
 from vrnn.runtime.errors import VrnnError
+from vrnn.runtime.generation import run_steps
 
 
 class TorchCell:
@@ -35,7 +37,7 @@ class TorchCell:
     def step(
         self, prev_char: np.ndarray, state: dict[str, np.ndarray], eps: np.ndarray
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """One `VRNN.step`: the same contract as OnnxCell.step."""
+        """One `VRNN.step` (prev_char [B], state, eps [B, Z]) -> (logits [B, V], state)."""
         self.calls += 1
         logits, h, phi_z = self.model.step(
             torch.from_numpy(np.ascontiguousarray(prev_char, np.int64)),
@@ -44,3 +46,14 @@ class TorchCell:
             torch.from_numpy(np.ascontiguousarray(eps, np.float32)),
         )
         return logits.numpy(), {schema.INPUT_H: h.numpy(), schema.INPUT_PHI_Z: phi_z.numpy()}
+
+    def steps(
+        self,
+        prev_char: np.ndarray,
+        state: dict[str, np.ndarray],
+        eps: np.ndarray,
+        uniform: np.ndarray,
+        temperature: float,
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """len(eps) steps with the numpy sampler: the same contract as OnnxCell.steps."""
+        return run_steps(self.step, prev_char, state, eps, uniform, temperature)

@@ -1,4 +1,4 @@
-"""Load and validate an exported vrnn cell, and run one step of it with onnxruntime."""
+"""Load and validate an exported vrnn cell, and run it with onnxruntime: N steps per call."""
 
 from __future__ import annotations
 
@@ -23,6 +23,9 @@ _EXPECTED_TYPES = {
     schema.INPUT_H: "tensor(float)",
     schema.INPUT_PHI_Z: "tensor(float)",
     schema.INPUT_EPS: "tensor(float)",
+    schema.INPUT_UNIFORM: "tensor(double)",
+    schema.INPUT_TEMPERATURE: "tensor(double)",
+    schema.OUTPUT_CHARS: "tensor(int64)",
     schema.OUTPUT_LOGITS: "tensor(float)",
     schema.OUTPUT_H: "tensor(float)",
     schema.OUTPUT_PHI_Z: "tensor(float)",
@@ -73,6 +76,11 @@ def parse_cell_metadata(meta: dict[str, str], name: str) -> CellInfo:
         )
     if version < 1:
         raise VrnnError(f"{name} has an invalid schema version {version}")
+    if version < schema.CELL_SCHEMA_VERSION:  # 1 generated one character per run(): a different interface
+        raise VrnnError(
+            f"{name} has cell schema version {version}, which this vrnn no longer runs: "
+            f"re-export it from its checkpoint with vrnn-export"
+        )
     try:
         vocab = Vocabulary(json.loads(meta[schema.META_VOCAB]))
         config = schema.ModelConfig.from_dict(json.loads(meta[schema.META_CONFIG]))
@@ -111,7 +119,7 @@ def session_options(threads: int = 1) -> ort.SessionOptions:
 
 
 class OnnxCell:
-    """A validated vrnn cell in an onnxruntime session; `step` is one run() call."""
+    """A validated vrnn cell in an onnxruntime session; `steps` is one run() call."""
 
     def __init__(self, path: str | os.PathLike[str], threads: int = 1, providers: list[str] | None = None) -> None:
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
@@ -126,7 +134,7 @@ class OnnxCell:
         except Exception as exc:  # onnxruntime raises its own exception types
             raise VrnnError(f"{name} could not be loaded by onnxruntime: {str(exc).splitlines()[0]}") from None
         self._check_signature(name)
-        self.calls = 0  # run() calls so far: one per character, tests count them
+        self.calls = 0  # run() calls so far: tests count them
 
     def _check_signature(self, name: str) -> None:
         found = {v.name: v.type for v in [*self.session.get_inputs(), *self.session.get_outputs()]}
@@ -154,18 +162,28 @@ class OnnxCell:
         """The state before any character: zeros, as the metadata's interface says."""
         return {k: np.zeros(s, np.float32) for k, s in self.config.initial_state_shapes(batch).items()}
 
-    def step(
-        self, prev_char: np.ndarray, state: dict[str, np.ndarray], eps: np.ndarray
-    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Run the cell once: logits for the character after `prev_char`, and the next state."""
+    def steps(
+        self,
+        prev_char: np.ndarray,
+        state: dict[str, np.ndarray],
+        eps: np.ndarray,
+        uniform: np.ndarray,
+        temperature: float,
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """Run len(eps) steps in one call: the characters picked, every step's logits, the final state.
+
+        The contract is vrnn.runtime.generation.run_steps, which computes the same in numpy.
+        """
         self.calls += 1
-        logits, h, phi_z = self.session.run(
+        chars, logits, h, phi_z = self.session.run(
             None,
             {
                 schema.INPUT_PREV_CHAR: prev_char,
                 schema.INPUT_H: state[schema.INPUT_H],
                 schema.INPUT_PHI_Z: state[schema.INPUT_PHI_Z],
                 schema.INPUT_EPS: eps,
+                schema.INPUT_UNIFORM: uniform,
+                schema.INPUT_TEMPERATURE: np.array(temperature, np.float64),
             },
         )
-        return logits, {schema.INPUT_H: h, schema.INPUT_PHI_Z: phi_z}
+        return chars, logits, {schema.INPUT_H: h, schema.INPUT_PHI_Z: phi_z}

@@ -1,10 +1,15 @@
 """The generation loop, shared by the ONNX runtime and the PyTorch path.
 
-One call of `step` per character: the cell consumes the previous character and
-returns logits for the next one plus its new state.  The loop first feeds the
-start character as context, then forces the prime's characters, then samples.
-Both backends run this same code on the same noise, which is what makes
-"same seed, same text" hold across them.
+A backend runs N steps per call (`StepsFn`): each step consumes the previous
+character, returns logits for the next one, and picks it by unfiltered
+inverse-CDF sampling with that step's uniform number.  The ONNX cell does this
+in one InferenceSession.run (an ONNX Loop); `run_steps` is the same contract in
+numpy around a single-step function, which the PyTorch path uses.  The loop
+first feeds the start character as context, then forces the prime's characters
+one call each, then samples: many steps per call when the cell's own choice is
+the one wanted, one step per call when top-k, top-p or greedy choose from the
+logits instead.  Both backends run this same code on the same noise, which is
+what makes "same seed, same text" hold across them.
 """
 
 from __future__ import annotations
@@ -15,15 +20,20 @@ from typing import Protocol
 import numpy as np
 
 from vrnn.runtime.errors import UsageError
-from vrnn.runtime.sampling import SamplingOptions, choose
+from vrnn.runtime.sampling import SamplingOptions, choose, choose_unfiltered
 
 MAX_LENGTH = 10_000_000  # characters per call: beyond this, ask for it in pieces
 MAX_SAMPLES = 4096
-NOISE_CHUNK = 4096  # steps of noise drawn at a time: bounded memory for long runs
+MAX_CALL_STEPS = 256  # steps per call: the call's fixed cost is spread thin, and text still streams
+MAX_CALL_VALUES = 1 << 16  # steps x samples per call: bounds the noise and logits held at once
+FORCED_UNIFORM = 0.5  # the uniform number of a step whose character is forced (its pick is discarded)
 
 State = dict[str, np.ndarray]
 StepFn = Callable[[np.ndarray, State, np.ndarray], tuple[np.ndarray, State]]
-"""(prev_char int64 [B], state, eps float32 [B, Z]) -> (logits float32 [B, V], new state)"""
+"""One step: (prev_char int64 [B], state, eps float32 [B, Z]) -> (logits float32 [B, V], new state)"""
+StepsFn = Callable[[np.ndarray, State, np.ndarray, np.ndarray, float], tuple[np.ndarray, np.ndarray, State]]
+"""N steps: (prev_char int64 [B], state, eps float32 [N, B, Z], uniform float64 [N, B], temperature)
+-> (chars int64 [N, B], logits float32 [N, B, V], state after the last step)"""
 
 
 class NoiseSource(Protocol):
@@ -88,8 +98,30 @@ def check_length(length: object, num_samples: object = 1) -> None:
         raise UsageError(f"--num-samples must be an integer from 1 to {MAX_SAMPLES}, got {num_samples!r}")
 
 
+def run_steps(
+    step: StepFn, prev_char: np.ndarray, state: State, eps: np.ndarray, uniform: np.ndarray, temperature: float
+) -> tuple[np.ndarray, np.ndarray, State]:
+    """What one call of the ONNX cell computes, in numpy around a single-step function (a `StepsFn`).
+
+    Each step's character is picked by `choose_unfiltered` with that step's uniform
+    number and fed to the next step.
+    """
+    chars, logits = [], []
+    for eps_t, uniform_t in zip(eps, uniform, strict=True):
+        step_logits, state = step(prev_char, state, eps_t)
+        prev_char = choose_unfiltered(step_logits, uniform_t, temperature)
+        chars.append(prev_char)
+        logits.append(step_logits)
+    return np.stack(chars), np.stack(logits), state
+
+
+def steps_per_call(batch: int) -> int:
+    """How many steps one call runs for a batch of `batch` samples."""
+    return max(1, min(MAX_CALL_STEPS, MAX_CALL_VALUES // batch))
+
+
 def generate_ids(
-    step: StepFn,
+    steps: StepsFn,
     initial_state: Mapping[str, np.ndarray],
     context_ids: np.ndarray,
     length: int,
@@ -100,30 +132,30 @@ def generate_ids(
     """Yield `length` rows of sampled token ids (int64 [B]), one per step.
 
     `context_ids` [T >= 1] are the characters the text starts from: the start
-    character followed by the prime.  The first T - 1 steps only consume them
-    (their logits are discarded; the latent is still drawn from the prior); the
-    next `length` steps sample.  `on_logits(logits, uniform)`, if given, sees every
-    sampling step's inputs to the choice (parity tests use it).
+    character followed by the prime.  The first T - 1 steps only consume them, one
+    call each (their picks are discarded; the latent is still drawn from the
+    prior); the next `length` steps sample.  `on_logits(logits, uniform)`, if
+    given, sees every sampling step's inputs to the choice (parity tests use it).
     """
     state = dict(initial_state)
     batch = next(iter(state.values())).shape[-2]  # every state tensor is [..., B, width]
     prev = np.full(batch, context_ids[0], dtype=np.int64)
-    forced = context_ids[1:]
-    total = len(forced) + length
-    done = 0  # steps taken
-    while done < total:
-        chunk = min(NOISE_CHUNK, total - done)
-        eps = noise.eps(chunk)
-        first_sampled = max(len(forced) - done, 0)  # index within the chunk of the first sampling step
-        uniform = noise.uniform(chunk - first_sampled) if first_sampled < chunk else None
-        for i in range(chunk):
-            logits, state = step(prev, state, eps[i])
-            if i < first_sampled:
-                prev = np.full(batch, forced[done + i], dtype=np.int64)
-                continue
-            u = uniform[i - first_sampled]
+    forced_uniform = np.full((1, batch), FORCED_UNIFORM)
+    for forced in context_ids[1:]:
+        _, _, state = steps(prev, state, noise.eps(1), forced_uniform, 1.0)
+        prev = np.full(batch, forced, dtype=np.int64)
+    cell_chooses = options.unfiltered
+    per_call = steps_per_call(batch) if cell_chooses else 1
+    remaining = length
+    while remaining > 0:
+        n = min(per_call, remaining)
+        eps, uniform = noise.eps(n), noise.uniform(n)
+        chars, logits, state = steps(prev, state, eps, uniform, options.temperature)
+        if not cell_chooses:  # top-k, top-p or greedy: choose from this one step's logits here
+            chars = choose(logits[0], uniform[0], options)[None]
+        for i in range(n):
             if on_logits is not None:
-                on_logits(logits, u)
-            prev = choose(logits, u, options)
-            yield prev
-        done += chunk
+                on_logits(logits[i], uniform[i])
+            yield chars[i]
+        prev = chars[-1]
+        remaining -= n

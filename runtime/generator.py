@@ -11,13 +11,13 @@ import numpy as np
 from vrnn.runtime import schema
 from vrnn.runtime.cell import OnnxCell
 from vrnn.runtime.errors import UsageError, VrnnError
-from vrnn.runtime.generation import NoiseSource, SeededNoise, StepFn, check_length, generate_ids
+from vrnn.runtime.generation import NoiseSource, SeededNoise, StepsFn, check_length, generate_ids
 from vrnn.runtime.sampling import SamplingOptions
 from vrnn.runtime.vocab import Vocabulary
 
 
 class Cell(Protocol):
-    """A backend that can run one generation step: the ONNX cell, or the PyTorch model."""
+    """A backend that runs generation steps, N per call: the ONNX cell, or the PyTorch model."""
 
     @property
     def config(self) -> schema.ModelConfig: ...
@@ -30,7 +30,7 @@ class Cell(Protocol):
 
     def initial_state(self, batch: int) -> dict[str, np.ndarray]: ...
 
-    step: StepFn
+    steps: StepsFn
 
 
 class Sampler:
@@ -67,7 +67,7 @@ class Sampler:
         context = self.check(length, prime, options, num_samples)
         if noise is None:
             noise = SeededNoise(seed, num_samples, self.cell.config.latent_size)
-        return generate_ids(self.cell.step, self.cell.initial_state(num_samples), context, length, noise, options)
+        return generate_ids(self.cell.steps, self.cell.initial_state(num_samples), context, length, noise, options)
 
     def stream(
         self,

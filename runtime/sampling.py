@@ -1,9 +1,11 @@
 """Choosing the next character from the cell's logits, in numpy.
 
-Sampling lives outside the ONNX graph so that temperature, top-k, top-p and
-greedy decoding are plain code shared by the ONNX runtime and the PyTorch path:
-given the same logits and the same uniform numbers both pick the same character.
-Sampling is by inverse CDF: one uniform number in [0, 1) per character.
+Temperature, top-k, top-p and greedy decoding are plain code shared by the ONNX
+runtime and the PyTorch path: given the same logits and the same uniform numbers
+both pick the same character.  Sampling is by inverse CDF: one uniform number in
+[0, 1) per character.  The common case, temperature only (`choose_unfiltered`),
+is also built into the ONNX cell with the same float64 operations, so the cell
+can generate many characters per run(); this module is its reference.
 """
 
 from __future__ import annotations
@@ -24,6 +26,11 @@ class SamplingOptions:
     top_k: int | None = None  # keep only the k most likely characters
     top_p: float | None = None  # keep the smallest set whose probability reaches p (nucleus)
     greedy: bool = False  # always take the most likely character (ignores the others)
+
+    @property
+    def unfiltered(self) -> bool:
+        """Temperature only: the choice `choose_unfiltered` makes (and the ONNX cell makes in-graph)."""
+        return not self.greedy and self.top_k is None and self.top_p is None
 
     def validate(self, vocab_size: int) -> SamplingOptions:
         """Refuse values that cannot work, with a message naming the option."""
@@ -79,9 +86,9 @@ def _cdf(probs: np.ndarray) -> np.ndarray:
     return cdf / cdf[:, -1:]
 
 
-def _choose_unfiltered(logits: np.ndarray, uniform: np.ndarray, temperature: float) -> np.ndarray:
-    """Inverse-CDF sampling over the whole vocabulary: the common case, in few numpy calls
-    (at batch 1 their fixed cost per call, not the arithmetic, is what a character costs).
+def choose_unfiltered(logits: np.ndarray, uniform: np.ndarray, temperature: float) -> np.ndarray:
+    """Inverse-CDF sampling over the whole vocabulary at `temperature`: the common case, and the
+    choice the ONNX cell makes in-graph with the same float64 operations (export/onnx_cell.py).
 
     The CDF stays unnormalised and the uniform number is scaled by its total instead:
     row by row the same arithmetic at any batch size, so batch 1 and batch N agree.
@@ -104,8 +111,8 @@ def choose(logits: np.ndarray, uniform: np.ndarray, options: SamplingOptions) ->
     """Pick one token id per row of `logits` [B, V] using `uniform` [B] numbers in [0, 1)."""
     if options.greedy:
         return logits.argmax(axis=1).astype(np.int64)
-    if options.top_k is None and options.top_p is None:
-        return _choose_unfiltered(logits, uniform, options.temperature)
+    if options.unfiltered:
+        return choose_unfiltered(logits, uniform, options.temperature)
     probs, order = _filtered_probabilities(logits, options)
     cdf = _cdf(probs)
     picked = (cdf <= uniform[:, None]).sum(axis=1)

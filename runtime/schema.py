@@ -20,21 +20,27 @@ CHECKPOINT_VERSION = 1
 
 # --- The exported generation cell -------------------------------------------
 CELL_FORMAT = "vrnn-cell"
-CELL_SCHEMA_VERSION = 1
+# 2: one run() generates N characters (an ONNX Loop with sampling inside); 1 was one character per run().
+CELL_SCHEMA_VERSION = 2
 
-# Inputs, in order.  The cell is rotated so that it consumes the *previous*
-# character: one InferenceSession.run per generated character, and the choice
-# of the next character happens outside the graph.
-INPUT_PREV_CHAR = "prev_char"  # int64 [B]: the character before the one to predict
+# Inputs, in order.  One InferenceSession.run takes N steps: each step consumes the
+# previous character, draws the latent from the prior with this step's `eps`, and
+# picks the next character by inverse-CDF sampling of softmax(logits / temperature)
+# with this step's `uniform` number.  Only noise enters the graph, so the same noise
+# gives the same characters as the numpy reference (vrnn.runtime.generation.run_steps).
+INPUT_PREV_CHAR = "prev_char"  # int64 [B]: the character before the first one to predict
 INPUT_H = "h"  # float32 [L, B, H]: GRU state after consuming all characters before prev_char
 INPUT_PHI_Z = "phi_z"  # float32 [B, E]: phi_z(z) of the latent drawn at the previous step
-INPUT_EPS = "eps"  # float32 [B, Z]: standard normal noise for this step's latent
-INPUT_NAMES = (INPUT_PREV_CHAR, INPUT_H, INPUT_PHI_Z, INPUT_EPS)
+INPUT_EPS = "eps"  # float32 [N, B, Z]: standard normal noise, one row per step
+INPUT_UNIFORM = "uniform"  # float64 [N, B]: uniform numbers in [0, 1) that pick each character
+INPUT_TEMPERATURE = "temperature"  # float64 []: logits are divided by it before the softmax
+INPUT_NAMES = (INPUT_PREV_CHAR, INPUT_H, INPUT_PHI_Z, INPUT_EPS, INPUT_UNIFORM, INPUT_TEMPERATURE)
 
-OUTPUT_LOGITS = "logits"  # float32 [B, V]: unnormalised log-probabilities of the next character
-OUTPUT_H = "h_out"  # float32 [L, B, H]: feed back as `h`
+OUTPUT_CHARS = "chars"  # int64 [N, B]: the character picked at each step (fed to the next step)
+OUTPUT_LOGITS = "logits"  # float32 [N, B, V]: each step's unnormalised log-probabilities
+OUTPUT_H = "h_out"  # float32 [L, B, H]: state after the last step; feed back as `h`
 OUTPUT_PHI_Z = "phi_z_out"  # float32 [B, E]: feed back as `phi_z`
-OUTPUT_NAMES = (OUTPUT_LOGITS, OUTPUT_H, OUTPUT_PHI_Z)
+OUTPUT_NAMES = (OUTPUT_CHARS, OUTPUT_LOGITS, OUTPUT_H, OUTPUT_PHI_Z)
 
 # (input, output) pairs that carry the recurrent state from one call to the next.
 STATE_PAIRS = ((INPUT_H, OUTPUT_H), (INPUT_PHI_Z, OUTPUT_PHI_Z))

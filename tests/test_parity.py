@@ -1,9 +1,11 @@
 """PyTorch and ONNX paths give the same text for the same seed (parity tests 2-4).
 
-Both paths run the runtime's generation loop and sampling code; only the step
-differs (VRNN.step vs the ONNX cell), by at most the export tolerance.  A
-divergence is accepted only where the choice at that step was a float near-tie:
-its decision margin (vrnn.runtime.sampling.decision_margin) below NEAR_TIE.
+Both paths run the runtime's generation loop and the same sampling arithmetic;
+only the step differs (VRNN.step vs the ONNX cell's loop body), by at most the
+export tolerance, and where the ONNX cell picks characters in-graph it does so
+with the numpy sampler's float64 operations.  A divergence is accepted only
+where the choice at that step was a float near-tie: its decision margin
+(vrnn.runtime.sampling.decision_margin) below NEAR_TIE.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from vrnn.models.checkpoint import load_checkpoint
 from vrnn.runtime import Generator
 from vrnn.runtime.cell import OnnxCell
 from vrnn.runtime.generation import ArrayNoise, SeededNoise, generate_ids
-from vrnn.runtime.sampling import SamplingOptions, decision_margin
+from vrnn.runtime.sampling import SamplingOptions, choose_unfiltered, decision_margin
 
 # A logit error of TOLERANCE moves a softmax probability by at most ~2 * TOLERANCE / temperature;
 # summed over a CDF prefix, by at most that times a few.  Margins below this are near-ties.
@@ -47,7 +49,7 @@ def trace(cell, settings: dict, seed: int, length: int = 500) -> tuple[list[int]
     context = np.concatenate([cell.vocab.encode(cell.start_char), cell.vocab.encode(settings.get("prime", ""))])
     margins: list[float] = []
     ids = generate_ids(
-        cell.step,
+        cell.steps,
         cell.initial_state(1),
         context,
         length,
@@ -133,14 +135,37 @@ def test_sample_i_of_a_batch_equals_a_single_run_with_its_noise(trained: dict[st
         assert single == batched[i], i
 
 
-def test_exactly_one_session_run_per_character(trained: dict[str, Path]) -> None:
+def test_many_characters_per_session_run(trained: dict[str, Path]) -> None:
+    """The cell picks characters in-graph: one run() per prime character, then one per 256 sampled
+    (at batch 1); top-k, top-p and greedy choose in numpy, one run() per character."""
     generator = Generator(trained["cell"])
     session = generator.onnx_cell.session
     calls = []
     original = session.run
     session.run = lambda *a, **k: calls.append(1) or original(*a, **k)
-    generator.generate(250, prime="ROMEO:", seed=1)
-    assert len(calls) == 250 + len("ROMEO:")
+    generator.generate(600, prime="ROMEO:", seed=1)
+    assert len(calls) == len("ROMEO:") + 3  # 256 + 256 + 88
     calls.clear()
     list(generator.stream(100, seed=1))
-    assert len(calls) == 100
+    assert len(calls) == 1
+    calls.clear()
+    generator.generate(50, seed=1, top_k=5)
+    assert len(calls) == 50
+
+
+def test_the_cells_choice_is_the_numpy_samplers(cells: tuple[OnnxCell, TorchCell]) -> None:
+    """In-graph sampling repeats sampling.choose_unfiltered: same picks on the same logits and
+    uniforms, across temperatures, batch sizes and uniforms at the edges of [0, 1)."""
+    onnx_cell, _ = cells
+    rng = np.random.default_rng(0)
+    for batch, temperature in [(1, 1.0), (5, 0.5), (16, 2.0), (3, 1e-30)]:
+        steps = 40
+        uniform = rng.random((steps, batch))
+        uniform[0] = 0.0
+        uniform[1] = np.nextafter(1.0, 0.0)
+        eps = rng.standard_normal((steps, batch, onnx_cell.config.latent_size)).astype(np.float32)
+        prev = rng.integers(0, onnx_cell.config.vocab_size, batch)
+        chars, logits, _ = onnx_cell.steps(prev, onnx_cell.initial_state(batch), eps, uniform, temperature)
+        for t in range(steps):
+            expected = choose_unfiltered(logits[t], uniform[t], temperature)
+            np.testing.assert_array_equal(chars[t], expected, err_msg=f"step {t}, batch {batch}, T {temperature}")
