@@ -127,9 +127,10 @@ class OnnxCell:
         name = str(path)
         data = read_file(path, "ONNX cell")
         self.info = parse_cell_metadata(read_metadata(data, name), name)
+        del data  # onnxruntime reads the file itself: our copy need not live through its loading (peak RSS)
         try:
             self.session = ort.InferenceSession(
-                data, sess_options=session_options(threads), providers=providers or ["CPUExecutionProvider"]
+                str(path), sess_options=session_options(threads), providers=providers or ["CPUExecutionProvider"]
             )
         except Exception as exc:  # onnxruntime raises its own exception types
             raise VrnnError(f"{name} could not be loaded by onnxruntime: {str(exc).splitlines()[0]}") from None

@@ -19,7 +19,7 @@ class _Truncated(Exception):
     pass
 
 
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
     result = shift = 0
     while True:
         if pos >= len(buf):
@@ -34,7 +34,7 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
             raise ValueError("varint too long")
 
 
-def _fields(buf: bytes) -> list[tuple[int, int, object]]:
+def _fields(buf: memoryview) -> list[tuple[int, int, object]]:
     """Top-level (field number, wire type, value) triples of a protobuf message."""
     pos, out = 0, []
     while pos < len(buf):
@@ -62,7 +62,7 @@ def _fields(buf: bytes) -> list[tuple[int, int, object]]:
 def read_metadata(data: bytes, name: str) -> dict[str, str]:
     """Return the metadata_props of the ONNX model in `data`; `name` is used in error messages."""
     try:
-        fields = _fields(data)
+        fields = _fields(memoryview(data))  # slices of a memoryview are views: the graph is not copied
         numbers = {f for f, _, _ in fields}
         if not fields or _IR_VERSION not in numbers or _GRAPH not in numbers:
             raise ValueError("no ir_version or graph")
