@@ -3,12 +3,12 @@
     python benchmarks/bench_generation.py [--json out.json] [--reps 5]
 
 Builds a model of the `default` preset (random weights: speed does not depend on
-training), exports its cell (an ONNX Loop: many characters per run()), then measures, each as the median of --reps runs
+training), exports its cell (an ONNX Scan: many characters per run()), then measures, each as the median of --reps runs
 side by side in one process:
   1. per character at batch 1: Generator loop vs the PyTorch step loop (one thread
      each), and three floors: InferenceSession.run on a one-node Identity graph (the
-     fixed cost of a call), an iteration of an ONNX Loop with an Identity body (the
-     fixed cost of a character inside the cell's Loop) and numpy doing the cell's
+     fixed cost of a call), an iteration of an ONNX Scan with an Identity body (the
+     fixed cost of a character inside the cell's Scan) and numpy doing the cell's
      matrix-vector products alone (the cost of reading the weights once, one BLAS thread);
   2. the same at batch 1 on a cell of the write-up's size (64 units everywhere), where
      the per-call cost, not the arithmetic, is what a character costs;
@@ -88,24 +88,24 @@ def identity_floor(reps: int, calls: int) -> float:
     return median_time(loop, reps) / calls
 
 
-def loop_iteration_floor(reps: int, iterations: int) -> float:
-    """Seconds per iteration of an ONNX Loop whose body only passes one int64 on (Identity): the fixed
+def scan_iteration_floor(reps: int, iterations: int) -> float:
+    """Seconds per iteration of an ONNX Scan whose body only passes one int64 on (Identity): the fixed
     cost of a character in the cell's design, as the Identity run() is the fixed cost of a call."""
     info = helper.make_tensor_value_info
     body = helper.make_graph(
-        [helper.make_node("Identity", ["cond"], ["cond_out"]), helper.make_node("Identity", ["c"], ["c_out"])],
+        [helper.make_node("Identity", ["x_t"], ["c_out"])],
         "body",
-        [info("i", TensorProto.INT64, []), info("cond", TensorProto.BOOL, []), info("c", TensorProto.INT64, [1])],
-        [info("cond_out", TensorProto.BOOL, []), info("c_out", TensorProto.INT64, [1])],
+        [info("c", TensorProto.INT64, [1]), info("x_t", TensorProto.INT64, [1])],
+        [info("c_out", TensorProto.INT64, [1])],
     )
     graph = helper.make_graph(
-        [helper.make_node("Loop", ["n", "true", "x"], ["y"], body=body)],
-        "loop",
-        [info("n", TensorProto.INT64, []), info("true", TensorProto.BOOL, []), info("x", TensorProto.INT64, [1])],
-        [info("y", TensorProto.INT64, [1])],
+        [helper.make_node("Scan", ["c0", "xs"], ["c_last"], body=body, num_scan_inputs=1)],
+        "scan",
+        [info("c0", TensorProto.INT64, [1]), info("xs", TensorProto.INT64, ["n", 1])],
+        [info("c_last", TensorProto.INT64, [1])],
     )
     session = ort.InferenceSession(helper.make_model(graph).SerializeToString(), session_options(1))
-    feed = {"n": np.array(iterations, np.int64), "true": np.array(True), "x": np.zeros(1, np.int64)}
+    feed = {"c0": np.zeros(1, np.int64), "xs": np.zeros((iterations, 1), np.int64)}
     return median_time(lambda: session.run(None, feed), reps) / iterations
 
 
@@ -202,8 +202,8 @@ def main() -> None:
         small_ckpt, small_cell, small_config = make_model(Path(tmp), PRESETS["writeup"][0], "writeup")
         results["model"] = config.to_dict()
         results["small_model"] = small_config.to_dict()
-        loop = onnx.load(str(cell)).graph.node[-1]  # the cell's ONNX Loop; its body is one step
-        results["cell_nodes_per_step"] = len(loop.attribute[0].g.node)
+        scan = onnx.load(str(cell)).graph.node[-1]  # the cell's ONNX Scan; its body is one step
+        results["cell_nodes_per_step"] = len(scan.attribute[0].g.node)
 
         n = args.chars
         rt, pt = batch1(ckpt, cell, n, args.reps)
@@ -213,7 +213,7 @@ def main() -> None:
             "runtime": rt * 1e6,
             "torch": pt * 1e6,
             "identity_floor": floor * 1e6,
-            "loop_iteration_floor": loop_iteration_floor(args.reps, n) * 1e6,
+            "scan_iteration_floor": scan_iteration_floor(args.reps, n) * 1e6,
             "numpy_products": numpy_products_time(config, 1, 1, args.reps) * 1e6,
             "small_runtime": small_rt * 1e6,
             "small_torch": small_pt * 1e6,
@@ -248,7 +248,7 @@ def main() -> None:
          f"runtime {b1['torch'] / b1['runtime']:.2f}x faster (target >= 5x); "
          f"{b1['runtime'] / b1['identity_floor']:.2f}x the identity floor "
          f"{b1['identity_floor']:.1f} us (target <= 2x); numpy's products alone {b1['numpy_products']:.1f} us; "
-         f"an empty Loop iteration {b1['loop_iteration_floor']:.1f} us"),
+         f"an empty Scan iteration {b1['scan_iteration_floor']:.1f} us"),
         ("  write-up-size cell", f"{b1['small_runtime']:.1f}", f"{b1['small_torch']:.1f}",
          f"runtime {b1['small_torch'] / b1['small_runtime']:.2f}x faster; "
          f"{b1['small_runtime'] / b1['identity_floor']:.2f}x the identity floor; "

@@ -3,7 +3,7 @@
 A backend runs N steps per call (`StepsFn`): each step consumes the previous
 character, returns logits for the next one, and picks it by unfiltered
 inverse-CDF sampling with that step's uniform number.  The ONNX cell does this
-in one InferenceSession.run (an ONNX Loop); `run_steps` is the same contract in
+in one InferenceSession.run (an ONNX Scan); `run_steps` is the same contract in
 numpy around a single-step function, which the PyTorch path uses.  The loop
 first feeds the start character as context, then forces the prime's characters
 one call each, then samples: many steps per call when the cell's own choice is

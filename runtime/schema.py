@@ -20,7 +20,7 @@ CHECKPOINT_VERSION = 1
 
 # --- The exported generation cell -------------------------------------------
 CELL_FORMAT = "vrnn-cell"
-# 2: one run() generates N characters (an ONNX Loop with sampling inside); 1 was one character per run().
+# 2: one run() generates N characters (an ONNX Scan with sampling inside); 1 was one character per run().
 CELL_SCHEMA_VERSION = 2
 
 # Inputs, in order.  One InferenceSession.run takes N steps: each step consumes the
