@@ -7,6 +7,7 @@ import torch
 
 from vrnn.export.torch_cell import TorchCell
 from vrnn.models.checkpoint import load_checkpoint
+from vrnn.runtime.cell import default_threads
 from vrnn.runtime.cli import emit_samples, sampling_options
 from vrnn.runtime.errors import OneLineCommand, cli_errors
 from vrnn.runtime.generator import Sampler
@@ -28,7 +29,7 @@ def main(checkpoint: str, out: str | None, threads: int | None, **settings: obje
     Same options and, for the same --seed, the same text as vrnn-run on the cell
     exported from this checkpoint.
     """
-    emit_samples(lambda n: torch_sampler(checkpoint, n), out, threads, **settings)
+    emit_samples(lambda n, batch: torch_sampler(checkpoint, n or default_threads(batch)), out, threads, **settings)
 
 
 if __name__ == "__main__":

@@ -95,16 +95,36 @@ def parse_cell_metadata(meta: dict[str, str], name: str) -> CellInfo:
     return CellInfo(config, vocab, start_char, source if isinstance(source, dict) else {}, dict(meta))
 
 
-# From this many samples per step on, the matrix products outweigh the per-node cost and more
-# threads pay: at batch 256 two threads reach 93 GFLOP/s against one thread's 64 (README
-# "Benchmarks").  32 is a conservative threshold, not a tuned one.
+# The PyTorch path: every core from this many samples on, one thread below.
 MULTI_THREAD_BATCH = 32
+# The ONNX cell: every core once a step's matrix products reach this many multiply-adds (all
+# samples together), one thread below.  Measured 2026-11-25 with the Scan cell, interleaved
+# repetitions (README "Benchmarks"): the 64/512/32 cell, 1.06M per sample, ran 1.28-1.36x
+# faster on 2 threads than on 1 at batch 1, 4 and 16; the write-up-size cell, 57k per sample,
+# ran 0.66x at batch 1 and tied at batch 4 and 16 (0.23M and 0.92M).
+MULTI_THREAD_WORK = 1_000_000
 
 
-def default_threads(batch: int) -> int:
-    """Intra-op threads for generating `batch` samples at once: one for small batches, where
-    thread hand-offs cost more than they save, every core for large ones."""
-    return 1 if batch < MULTI_THREAD_BATCH else max(1, os.cpu_count() or 1)
+def step_multiply_adds(config: schema.ModelConfig) -> int:
+    """Multiply-adds of one step's matrix products for one sample: what more threads can share."""
+    E, H, Z, V, L = config.embed_size, config.hidden_size, config.latent_size, config.vocab_size, config.layers
+    gru = 2 * E * 3 * H + H * 3 * H + (L - 1) * 6 * H * H  # input and recurrent products of every layer
+    return gru + H * (2 * Z + V) + Z * E + E * V  # prior and decoder's h-part, phi_z, decoder's z-part
+
+
+def default_threads(batch: int, config: schema.ModelConfig | None = None) -> int:
+    """Intra-op threads for generating `batch` samples at once: one where thread hand-offs cost more
+    than they save, every core where the matrix products dominate.  With the cell's `config` (the
+    ONNX path) the work per step decides; without it (the PyTorch path) the batch size does."""
+    cores = max(1, os.cpu_count() or 1)
+    if config is not None:
+        return cores if batch * step_multiply_adds(config) >= MULTI_THREAD_WORK else 1
+    return 1 if batch < MULTI_THREAD_BATCH else cores
+
+
+def read_cell_info(path: str | os.PathLike[str]) -> CellInfo:
+    """A cell file's metadata, checked, without building a session."""
+    return parse_cell_metadata(read_metadata(read_file(path, "ONNX cell"), str(path)), str(path))
 
 
 def session_options(threads: int = 1) -> ort.SessionOptions:

@@ -15,7 +15,7 @@ import click
 
 from vrnn.runtime.atomic import atomic_write, check_writable_destination
 from vrnn.runtime.bundled import BUNDLED_CELL, bundled_file
-from vrnn.runtime.cell import MULTI_THREAD_BATCH, default_threads
+from vrnn.runtime.cell import default_threads, read_cell_info
 from vrnn.runtime.errors import OneLineCommand, UsageError, cli_errors
 from vrnn.runtime.generator import Generator, Sampler
 from vrnn.runtime.sampling import SamplingOptions
@@ -44,7 +44,7 @@ def sampling_options(func: Callable) -> Callable:
             "--threads",
             type=int,
             default=None,
-            help=f"Intra-op threads.  [default: 1 below {MULTI_THREAD_BATCH} samples, else all cores]",
+            help="Intra-op threads.  [default: 1 for small models and batches, all cores for large ones]",
         ),
         click.option(
             "-o",
@@ -76,17 +76,19 @@ def _write_samples(sink: IO[str], sampler: Sampler, settings: dict, interactive:
 
 
 def emit_samples(
-    sampler_factory: Callable[[int], Sampler], out: str | None, threads: int | None, **settings: object
+    sampler_factory: Callable[[int | None, int], Sampler], out: str | None, threads: int | None, **settings: object
 ) -> None:
-    """Validate the options, build the sampler and write the samples to stdout or `out`."""
+    """Validate the options, build the sampler and write the samples to stdout or `out`.
+
+    `sampler_factory(threads, batch)` builds the sampler; `threads` None asks it for its default
+    for `batch` samples at once.
+    """
     if isinstance(threads, int) and threads < 1:
         raise UsageError(f"--threads must be at least 1, got {threads}")
-    if threads is None:
-        num_samples = settings["num_samples"]
-        threads = default_threads(num_samples if isinstance(num_samples, int) else 1)
     if out is not None:
         check_writable_destination(out)
-    sampler = sampler_factory(threads)
+    num_samples = settings["num_samples"]
+    sampler = sampler_factory(threads, num_samples if isinstance(num_samples, int) else 1)
     # Validate every option before the first character goes out (or a file is created).
     options = SamplingOptions(settings["temperature"], settings["top_k"], settings["top_p"], settings["greedy"])
     sampler.check(settings["length"], settings["prime"], options, settings["num_samples"])
@@ -115,7 +117,13 @@ def main(cell: str | None, out: str | None, threads: int | None, **settings: obj
     time, and the same text as vrnn-sample on the checkpoint the cell came from.
     """
     path = cell if cell is not None else str(bundled_file(BUNDLED_CELL, "a CELL argument"))
-    emit_samples(lambda n: Generator(path, threads=n), out, threads, **settings)
+
+    def generator(threads: int | None, batch: int) -> Generator:
+        if threads is None:  # the cell's size decides (see default_threads)
+            threads = default_threads(batch, read_cell_info(path).config)
+        return Generator(path, threads=threads)
+
+    emit_samples(generator, out, threads, **settings)
 
 
 if __name__ == "__main__":

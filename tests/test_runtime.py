@@ -169,11 +169,21 @@ def test_output_file_and_samples(trained: dict[str, Path], tmp_path: Path) -> No
     assert missing_dir.returncode == 1 and "does not exist" in missing_dir.stderr
 
 
-def test_thread_default_follows_the_batch(monkeypatch: pytest.MonkeyPatch) -> None:
-    from vrnn.runtime.cell import MULTI_THREAD_BATCH, default_threads
+def test_thread_default_follows_the_work_per_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vrnn.runtime.cell import MULTI_THREAD_BATCH, MULTI_THREAD_WORK, default_threads, step_multiply_adds
+    from vrnn.runtime.schema import ModelConfig
 
     monkeypatch.setattr("os.cpu_count", lambda: 8)
-    assert default_threads(1) == default_threads(MULTI_THREAD_BATCH - 1) == 1  # per-node cost dominates
-    assert default_threads(MULTI_THREAD_BATCH) == default_threads(4096) == 8  # matrix products dominate
+    bundled, writeup = ModelConfig(65, 64, 512, 32), ModelConfig(65, 64, 64, 64)
+    # The cell's matrix products, counted by hand for the write-up's sizes: GRU input and recurrent
+    # weights, prior and decoder's h-part, phi_z, decoder's z-part.
+    assert step_multiply_adds(writeup) == 128 * 192 + 64 * 192 + 64 * 193 + 64 * 64 + 64 * 65
+    assert step_multiply_adds(bundled) >= MULTI_THREAD_WORK > 16 * step_multiply_adds(writeup)
+    assert default_threads(1, bundled) == 8  # matrix products dominate even for one sample
+    assert default_threads(1, writeup) == default_threads(16, writeup) == 1  # per-node cost dominates
+    assert default_threads(32, writeup) == 8
+    # The PyTorch path (no config): by batch size.
+    assert default_threads(1) == default_threads(MULTI_THREAD_BATCH - 1) == 1
+    assert default_threads(MULTI_THREAD_BATCH) == default_threads(4096) == 8
     monkeypatch.setattr("os.cpu_count", lambda: None)  # unknown: one thread, never zero
-    assert default_threads(256) == 1
+    assert default_threads(256) == default_threads(256, bundled) == 1
