@@ -141,13 +141,22 @@ def session_options(threads: int = 1) -> ort.SessionOptions:
 class OnnxCell:
     """A validated vrnn cell in an onnxruntime session; `steps` is one run() call."""
 
-    def __init__(self, path: str | os.PathLike[str], threads: int = 1, providers: list[str] | None = None) -> None:
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        threads: int | None = 1,
+        providers: list[str] | None = None,
+        batch: int = 1,
+    ) -> None:
+        """`threads` None picks default_threads(batch, the cell's config): `batch` is the number of
+        samples the caller means to generate at once."""
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise VrnnError(f"--threads must be a positive integer, got {threads!r}")
         name = str(path)
-        data = read_file(path, "ONNX cell")
-        self.info = parse_cell_metadata(read_metadata(data, name), name)
-        del data  # onnxruntime reads the file itself: our copy need not live through its loading (peak RSS)
+        # Our copy of the file's bytes is gone before onnxruntime reads the file itself (peak RSS).
+        self.info = read_cell_info(path)
+        if threads is None:
+            threads = default_threads(batch, self.info.config)
         try:
             self.session = ort.InferenceSession(
                 str(path), sess_options=session_options(threads), providers=providers or ["CPUExecutionProvider"]

@@ -15,7 +15,6 @@ import click
 
 from vrnn.runtime.atomic import atomic_write, check_writable_destination
 from vrnn.runtime.bundled import BUNDLED_CELL, bundled_file
-from vrnn.runtime.cell import default_threads, read_cell_info
 from vrnn.runtime.errors import OneLineCommand, UsageError, cli_errors
 from vrnn.runtime.generator import Generator, Sampler
 from vrnn.runtime.sampling import SamplingOptions
@@ -117,13 +116,8 @@ def main(cell: str | None, out: str | None, threads: int | None, **settings: obj
     time, and the same text as vrnn-sample on the checkpoint the cell came from.
     """
     path = cell if cell is not None else str(bundled_file(BUNDLED_CELL, "a CELL argument"))
-
-    def generator(threads: int | None, batch: int) -> Generator:
-        if threads is None:  # the cell's size decides (see default_threads)
-            threads = default_threads(batch, read_cell_info(path).config)
-        return Generator(path, threads=threads)
-
-    emit_samples(generator, out, threads, **settings)
+    # threads None: the cell's size and the batch decide (see default_threads)
+    emit_samples(lambda n, batch: Generator(path, threads=n, batch=batch), out, threads, **settings)
 
 
 if __name__ == "__main__":

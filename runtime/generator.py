@@ -116,8 +116,15 @@ class Generator(Sampler):
     >>> Generator("cell.onnx").generate(200, prime="ROMEO:", temperature=0.8, seed=1)
     """
 
-    def __init__(self, path: str | os.PathLike[str], threads: int = 1, providers: list[str] | None = None) -> None:
-        self.onnx_cell = OnnxCell(path, threads=threads, providers=providers)
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        threads: int | None = 1,
+        providers: list[str] | None = None,
+        batch: int = 1,
+    ) -> None:
+        """`threads` None: chosen for the cell's size and `batch` samples at once (see default_threads)."""
+        self.onnx_cell = OnnxCell(path, threads=threads, providers=providers, batch=batch)
         super().__init__(self.onnx_cell)
 
     @property
