@@ -166,10 +166,19 @@ class VRNN(nn.Module):
         T = tokens.shape[1] - 1
         E = self.config.embed_size
         tokens = tokens.t()  # [T+1, B]
-        fx = self.phi_x(tokens)  # [T+1, B, E]
         first = self.rnn[0]
-        gi_x = F.linear(fx[:T], first.weight_ih[:, :E], first.bias_ih)  # [T, B, 3H]; layer-0 input = [phi_x, phi_z]
-        enc_x = F.linear(fx[1:], self.encoder.weight[:, :E], self.encoder.bias)  # [T, B, 2Z]; input [phi_x, h]
+        w_gi_x, w_enc_x = first.weight_ih[:, :E], self.encoder.weight[:, :E]  # layer-0 input = [phi_x, phi_z]
+        if self.config.vocab_size < tokens.numel():
+            # phi_x and both products with it depend on the character alone: compute them once per
+            # vocabulary entry and gather, instead of once per position (a third of a write-up-size
+            # training step's multiply-adds, forward and backward, become a [V, ...] table's).
+            fx_table = self.phi_x(torch.arange(self.config.vocab_size, device=tokens.device))  # [V, E]
+            gi_x = F.embedding(tokens[:T], F.linear(fx_table, w_gi_x, first.bias_ih))  # [T, B, 3H]
+            enc_x = F.embedding(tokens[1:], F.linear(fx_table, w_enc_x, self.encoder.bias))  # [T, B, 2Z]
+        else:
+            fx = self.phi_x(tokens)  # [T+1, B, E]
+            gi_x = F.linear(fx[:T], w_gi_x, first.bias_ih)
+            enc_x = F.linear(fx[1:], w_enc_x, self.encoder.bias)
         if self.use_fused_recurrence and len(self.rnn) == 1:
             h_prev, phi_zs, mu_q, sigma_q = FusedRecurrence.apply(
                 gi_x,

@@ -43,10 +43,12 @@ def reference_elbo_terms(model: VRNN, tokens: torch.Tensor, eps: torch.Tensor) -
 
 
 def test_batched_forward_equals_step_by_step_reference() -> None:
+    """Both ways forward computes phi_x's products: per-character tables (11 symbols < 40 positions) and
+    per position (64 symbols > 40 positions), for one and for several GRU layers."""
     torch.manual_seed(0)
-    for layers in (1, 3):
-        model = VRNN(ModelConfig(vocab_size=11, embed_size=8, hidden_size=12, latent_size=5, layers=layers))
-        tokens = torch.randint(0, 11, (4, 10))
+    for layers, vocab in ((1, 11), (3, 11), (1, 64)):
+        model = VRNN(ModelConfig(vocab_size=vocab, embed_size=8, hidden_size=12, latent_size=5, layers=layers))
+        tokens = torch.randint(0, vocab, (4, 10))
         eps = torch.randn(9, 4, 5)
         terms = model(tokens, eps)
         nll, kl = reference_elbo_terms(model, tokens, eps)

@@ -21,6 +21,7 @@ from vrnn.models.checkpoint import save_checkpoint
 from vrnn.models.vrnn import VRNN
 from vrnn.runtime.errors import EXIT_INTERRUPTED, VrnnError
 from vrnn.runtime.schema import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, DEFAULT_START_CHAR, ModelConfig
+from vrnn.training.allocator import keep_freed_memory
 from vrnn.training.config import TrainConfig
 from vrnn.training.data import Corpus, sample_windows
 from vrnn.training.distributed import Distribution
@@ -124,6 +125,7 @@ class Trainer:
             device,
             log,
         )
+        keep_freed_memory()  # no page faults for the blocks each step frees and allocates again
         torch.manual_seed(train_config.seed)  # parameter initialisation
         self.model = VRNN(model_config).to(device)
         self.optimizer = make_optimizer(self.model, train_config)
