@@ -8,14 +8,27 @@ backward loop of plain tensor operations, and computes every weight gradient as
 one large matrix product over all time steps instead of T small ones.  The
 autograd loop in `VRNN._recurrence_autograd` is the reference it is tested against.
 
-Per step t, with a_t and e_t's x-parts precomputed for the whole window:
+At the write-up's sizes a step's tensors hold a few thousand numbers, so each
+operation's fixed cost (a few microseconds) weighs as much as its arithmetic.  The
+loops are written for the fewest operations per step, 10 forward and 8 backward
+(a straightforward version of this Function had 14 and 14, and was 10-20% slower):
 
-    a   = gi_x[t] + phi_z_{t-1} W_iz^T          g = h_{t-1} W_hh^T + b_hh
-    r   = sigmoid(a_r + g_r)   u = sigmoid(a_u + g_u)   n = tanh(a_n + r * g_n)
-    h_t = n + u * (h_{t-1} - n)
-    e   = enc_x[t] + h_t W_eh^T                 mu, s = e[:, :Z], e[:, Z:]
-    sigma = softplus(s) + floor                 z = mu + sigma * eps_t
-    phi_z_t = ELU(z W_pz^T + b_pz)
+- The state is one buffer S[t] = [h_t, phi_z_t] ([T+1, B, H+E]), and the GRU's two
+  products with it are one, S[t] @ W_cat, with W_cat [H+E, 4H] laid out so that the
+  result is [a_r + g_r, a_u + g_u, a_n, g_n] (the candidate needs a_n and g_n apart).
+  Backward, dY @ W_cat^T gives the gradients of h and phi_z at once.
+- SIGMA_FLOOR * eps is added to the encoder's mean input for the whole window, so a
+  step samples z = e_mu' + softplus(e_s) * eps in one operation.
+- The GRU update n + u (h - n) is one `lerp`; backward, the gate gradients come in
+  two broadcast products of pairs ([du, da_n] from dh, [dr, dg_n] from da_n).
+- Steps write into preallocated [T, ...] buffers whose per-step views are made once.
+
+Per step t, with the x-parts of the GRU input and of the encoder precomputed:
+
+    y   = bias[t] + S[t] W_cat        r, u = sigmoid(y[:2H]);   a_n, g_n = y[2H:3H], y[3H:]
+    n   = tanh(a_n + r * g_n)          h_t = lerp(n, h_{t-1}, u) = n + u * (h_{t-1} - n)
+    e   = enc'[t] + h_t W_eh^T         z = e[:Z] + softplus(e[Z:]) * eps_t
+    phi_z_t = ELU(z W_pz^T + b_pz)     (mu = e[:Z] - floor * eps_t, sigma = softplus(e[Z:]) + floor)
 """
 
 from __future__ import annotations
@@ -33,10 +46,10 @@ class FusedRecurrence(torch.autograd.Function):
     """(gi_x [T,B,3H], enc_x [T,B,2Z], eps [T,B,Z], W_iz, W_hh, b_hh, W_eh, W_pz, b_pz)
     -> (h [T,B,H], phi_z [T,B,E], mu_q [T,B,Z], sigma_q [T,B,Z]); state starts at zeros.
 
-    Per-step work is kept to the operations that truly depend on the previous step:
-    inputs are split into per-step views once (`unbind`), results are stacked once,
-    and every derivative factor that does not depend on the incoming gradient is
-    computed for all steps at once before the backward loop.
+    W_iz [3H, E] and W_hh [3H, H] are the phi_z part of the GRU's input weight and its
+    state weight (torch's gate order r, u, n), W_eh [2Z, H] the state part of the
+    encoder's weight, W_pz [E, Z] and b_pz phi_z's Linear.  h and phi_z are returned as
+    views of the state buffer.
     """
 
     @staticmethod
@@ -52,114 +65,130 @@ class FusedRecurrence(torch.autograd.Function):
         w_pz: Tensor,
         b_pz: Tensor,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        B, H, Z, E = gi_x.shape[1], gi_x.shape[2] // 3, eps.shape[-1], w_pz.shape[0]
-        h = gi_x.new_zeros(B, H)
-        phi = gi_x.new_zeros(B, E)
-        hs, phis, rus, ns, g_ns, es, pz_pres = [h], [phi], [], [], [], [], []
-        w_iz_t, w_hh_t, w_eh_t, w_pz_t = w_iz.t(), w_hh.t(), w_eh.t(), w_pz.t()
-        for gi_t, enc_t, eps_t in zip(gi_x.unbind(0), enc_x.unbind(0), eps.unbind(0), strict=True):
-            a = torch.addmm(gi_t, phi, w_iz_t)
-            g = torch.addmm(b_hh, h, w_hh_t)
-            ru = torch.sigmoid(a[:, : 2 * H] + g[:, : 2 * H])
-            r, u = ru[:, :H], ru[:, H:]
-            g_n = g[:, 2 * H :]
-            n = torch.tanh(torch.addcmul(a[:, 2 * H :], r, g_n))
-            h = torch.addcmul(n, u, h - n)
-            e = torch.addmm(enc_t, h, w_eh_t)
-            z = torch.addcmul(e[:, :Z], F.softplus(e[:, Z:]) + SIGMA_FLOOR, eps_t)
-            pz_pre = torch.addmm(b_pz, z, w_pz_t)
-            phi = F.elu(pz_pre)
-            hs.append(h)
-            phis.append(phi)
-            rus.append(ru)
-            ns.append(n)
-            g_ns.append(g_n)
-            es.append(e)
-            pz_pres.append(pz_pre)
-        hs_all, phis_all = torch.stack(hs), torch.stack(phis)  # [T+1, B, *], index 0 = the zero state
-        e_all = torch.stack(es)
-        mus, s_pre = e_all[..., :Z], e_all[..., Z:]
-        sigmas = F.softplus(s_pre) + SIGMA_FLOOR
-        zs = mus + sigmas * eps
-        gates = (torch.stack(rus), torch.stack(ns), torch.stack(g_ns))
-        ctx.save_for_backward(eps, w_iz, w_hh, w_eh, w_pz, hs_all, phis_all, *gates, s_pre, zs)
-        return hs_all[1:], phis_all[1:], mus, sigmas
+        T, B, H, Z = gi_x.shape[0], gi_x.shape[1], gi_x.shape[2] // 3, eps.shape[-1]
+        w_cat = _stacked_state_weight(w_iz, w_hh)
+        # bias[t] = [gi_r + b_r, gi_u + b_u, gi_n, b_hn]: the part of y that does not depend on the state
+        bias = torch.cat([gi_x[..., : 2 * H] + b_hh[: 2 * H], gi_x[..., 2 * H :], b_hh[2 * H :].expand(T, B, H)], -1)
+        enc = torch.cat([enc_x[..., :Z] + SIGMA_FLOOR * eps, enc_x[..., Z:]], -1)
+
+        state = gi_x.new_zeros(T + 1, B, H + w_pz.shape[0])  # S[t] = [h_t, phi_z_t], S[0] = 0
+        ys = gi_x.new_empty(T, B, 4 * H)  # [r, u] (after the sigmoid), a_n, g_n
+        ns = gi_x.new_empty(T, B, H)
+        es = gi_x.new_empty(T, B, 2 * Z)  # [mu + floor * eps, pre-softplus sigma]
+        w_eh_t, w_pz_t = w_eh.t(), w_pz.t()
+        steps = zip(
+            *_per_step(bias, enc, eps, state[:-1], state[:-1, :, :H], state[1:, :, :H], state[1:, :, H:]),
+            *_per_step(ys, ys[..., : 2 * H], ys[..., :H], ys[..., H : 2 * H], ys[..., 2 * H : 3 * H]),
+            *_per_step(ys[..., 3 * H :], ns, es, es[..., :Z], es[..., Z:]),
+            strict=True,
+        )
+        for bias_t, enc_t, eps_t, s_prev, h_prev, h, phi, y, ru, r, u, a_n, g_n, n, e, e_mu, e_s in steps:
+            torch.addmm(bias_t, s_prev, w_cat, out=y)
+            ru.sigmoid_()
+            torch.addcmul(a_n, r, g_n, out=n).tanh_()
+            torch.lerp(n, h_prev, u, out=h)
+            torch.addmm(enc_t, h, w_eh_t, out=e)
+            z = torch.addcmul(e_mu, F.softplus(e_s), eps_t)
+            F.elu(torch.addmm(b_pz, z, w_pz_t, out=phi), inplace=True)
+
+        ctx.save_for_backward(eps, w_cat, w_eh, w_pz, state, ys, ns, es)
+        mus = es[..., :Z] - SIGMA_FLOOR * eps
+        sigmas = F.softplus(es[..., Z:]) + SIGMA_FLOOR
+        return state[1:, :, :H], state[1:, :, H:], mus, sigmas
 
     @staticmethod
     def backward(
         ctx: Any, d_h_out: Tensor, d_phi_out: Tensor, d_mu_out: Tensor, d_sigma_out: Tensor
     ) -> tuple[Tensor | None, ...]:
-        eps, w_iz, w_hh, w_eh, w_pz, hs, phis, ru, n, g_n, s_pre, zs = ctx.saved_tensors
-        # W_iz and W_eh are column slices of larger weights: contiguous copies keep the per-step products fast.
-        w_iz, w_eh = w_iz.contiguous(), w_eh.contiguous()
-        T, B, H = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
-        d_h_out = _dense(d_h_out, hs[1:])
-        d_phi_out = _dense(d_phi_out, phis[1:])
-        d_mu_out = _dense(d_mu_out, s_pre)
-        d_sigma_out = _dense(d_sigma_out, s_pre)
+        eps, w_cat, w_eh, w_pz, state, ys, ns, es = ctx.saved_tensors
+        T, B, H, Z, E = ys.shape[0], ys.shape[1], ys.shape[2] // 4, eps.shape[-1], w_pz.shape[0]
+        hs, phis = state[..., :H], state[1:, :, H:]
+        # The gradient arriving at S[t+1] from outside the recurrence.
+        d_state_out = torch.cat([_dense(d_h_out, T, B, H, ys), _dense(d_phi_out, T, B, E, ys)], -1)
 
         # Derivative factors of every step at once.
-        r, u = ru[..., :H], ru[..., H:]
-        elu_grad = (phis[1:] + 1.0).clamp_(max=1.0)  # ELU'(x) = 1 for x > 0, else ELU(x) + 1
-        softplus_grad = torch.sigmoid(s_pre)
-        d_s_direct = d_sigma_out * softplus_grad  # sigma = softplus(s) + floor
-        eps_softplus = eps * softplus_grad  # z = mu + sigma * eps
-        n_factor = (1.0 - u) * (1.0 - n * n)  # dh -> d n_pre through h = n + u (h_prev - n)
-        u_factor = (hs[:-1] - n) * u * (1.0 - u)  # dh -> d u_pre
-        r_factor = g_n * r * (1.0 - r)  # d n_pre -> d r_pre
+        r, u, g_n = ys[..., :H], ys[..., H : 2 * H], ys[..., 3 * H :]
+        elu_grad = (phis + 1.0).clamp_(max=1.0)  # ELU'(x) = 1 for x > 0, else ELU(x) + 1
+        softplus_grad = torch.sigmoid(es[..., Z:])
+        # d e = d_e_base + [dz, dz * eps * softplus'], with dz the gradient reaching z through phi_z
+        d_sigma = _dense(d_sigma_out, T, B, Z, ys) * softplus_grad
+        d_e_base = torch.cat([_dense(d_mu_out, T, B, Z, ys), d_sigma], -1)
+        dz_factor = torch.cat([torch.ones_like(eps), eps * softplus_grad], -1)
+        w_pz2 = torch.cat([w_pz, w_pz], 1)  # [E, 2Z]: d_pz @ w_pz2 = [dz, dz]
+        # dh -> [d u_pre, d a_n] through h = n + u (h_prev - n), and d a_n -> [d r_pre, d g_n]
+        u_factor = (hs[:-1] - ns) * u * (1.0 - u)
+        n_factor = (1.0 - u) * (1.0 - ns * ns)
+        un_factor = torch.stack([u_factor, n_factor], 2)  # [T, B, 2, H]
+        rg_factor = torch.stack([g_n * r * (1.0 - r), r], 2)  # [T, B, 2, H]
 
-        # Each step writes its gradients straight into these (no per-step concatenation or final stack).
-        Z, E = s_pre.shape[-1], phis.shape[-1]
-        d_a, d_g = hs.new_empty(T, B, 3 * H), hs.new_empty(T, B, 3 * H)
-        d_e, d_pz = hs.new_empty(T, B, 2 * Z), hs.new_empty(T, B, E)
-        dh = hs.new_zeros(B, H)  # gradient reaching h_t from step t + 1
-        dphi = phis.new_zeros(B, E)  # gradient reaching phi_z_t from step t + 1
+        d_ys = ys.new_empty(T, B, 4 * H)  # gradients of y's pre-activations [r, u, a_n, g_n]
+        gates = d_ys.view(T, B, 4, H)
+        d_es, d_pzs = ys.new_empty(T, B, 2 * Z), ys.new_empty(T, B, E)
+        grads = ys.new_empty(T, B, H + E)  # grads[t]: the whole gradient reaching S[t+1]
+        grads[-1] = d_state_out[-1]
+        # Step t also carries the gradient into S[t] (nothing for S[0], the constant zero state).
+        carries = (None, *zip(*_per_step(d_state_out[:-1], grads[:-1], grads[:-1, :, :H]), strict=True))
         steps = zip(
-            *(x.unbind(0) for x in (d_h_out, d_phi_out, d_mu_out, d_s_direct, elu_grad, eps_softplus)),
-            *(x.unbind(0) for x in (n_factor, u_factor, r_factor, r, u, d_a, d_g, d_e, d_pz)),
+            *_per_step(elu_grad, d_e_base, dz_factor, un_factor, rg_factor, u, d_es, d_pzs, d_ys),
+            *_per_step(gates[:, :, 1:3], gates[:, :, 2:3], gates[:, :, ::3], grads[..., :H], grads[..., H:]),
+            carries,
             strict=True,
         )
+        w_cat_t = w_cat.t()
         for (
-            d_h_t,
-            d_phi_t,
-            d_mu_t,
-            d_s_t,
             elu_t,
-            eps_sp_t,
-            n_f,
-            u_f,
-            r_f,
-            r_t,
+            d_e_base_t,
+            dz_f,
+            un_f,
+            rg_f,
             u_t,
-            d_a_t,
-            d_g_t,
-            d_e_t,
-            d_pz_t,
+            d_e,
+            d_pz,
+            d_y,
+            d_un,
+            d_an,
+            d_rg,
+            grad_h,
+            grad_phi,
+            carry,
         ) in reversed(list(steps)):
-            torch.add(dphi, d_phi_t, out=d_pz_t).mul_(elu_t)
-            dz = d_pz_t @ w_pz
-            torch.add(d_mu_t, dz, out=d_e_t[:, :Z])
-            torch.addcmul(d_s_t, dz, eps_sp_t, out=d_e_t[:, Z:])
-            dh = torch.addmm(dh + d_h_t, d_e_t, w_eh)
-            dn_pre = torch.mul(dh, n_f, out=d_a_t[:, 2 * H :])
-            torch.mul(dh, u_f, out=d_a_t[:, H : 2 * H])
-            torch.mul(dn_pre, r_f, out=d_a_t[:, :H])
-            d_g_t[:, : 2 * H].copy_(d_a_t[:, : 2 * H])
-            torch.mul(dn_pre, r_t, out=d_g_t[:, 2 * H :])
-            dphi = d_a_t @ w_iz
-            dh = torch.addmm(dh * u_t, d_g_t, w_hh)
+            torch.mul(grad_phi, elu_t, out=d_pz)
+            torch.addcmul(d_e_base_t, torch.mm(d_pz, w_pz2), dz_f, out=d_e)
+            dh = torch.addmm(grad_h, d_e, w_eh)
+            torch.mul(dh.unsqueeze(1), un_f, out=d_un)
+            torch.mul(d_an, rg_f, out=d_rg)
+            if carry is not None:
+                outside_prev, grad_prev, grad_h_prev = carry
+                torch.addmm(outside_prev, d_y, w_cat_t, out=grad_prev)
+                grad_h_prev.addcmul_(dh, u_t)  # h_t = ... + u * h_{t-1}
 
         # Weight gradients: one product over all (t, b) pairs each.
         flat = lambda x: x.reshape(T * B, x.shape[-1])  # noqa: E731
-        d_w_iz = flat(d_a).t() @ flat(phis[:-1])
-        d_w_hh = flat(d_g).t() @ flat(hs[:-1])
-        d_b_hh = flat(d_g).sum(0)
-        d_w_eh = flat(d_e).t() @ flat(hs[1:])
-        d_w_pz = flat(d_pz).t() @ flat(zs)
-        d_b_pz = flat(d_pz).sum(0)
-        return d_a, d_e, None, d_w_iz, d_w_hh, d_b_hh, d_w_eh, d_w_pz, d_b_pz
+        d_w_cat = flat(d_ys).t() @ flat(state[:-1])  # [4H, H+E]
+        d_w_iz = d_w_cat[: 3 * H, H:]  # rows r, u, a_n; columns phi_z
+        d_w_hh = torch.cat([d_w_cat[: 2 * H, :H], d_w_cat[3 * H :, :H]])  # rows r, u, g_n; columns h
+        d_b_hh = torch.cat([flat(d_ys[..., : 2 * H]).sum(0), flat(d_ys[..., 3 * H :]).sum(0)])
+        zs = torch.addcmul(es[..., :Z], F.softplus(es[..., Z:]), eps)
+        d_w_eh = flat(d_es).t() @ flat(hs[1:])
+        d_w_pz = flat(d_pzs).t() @ flat(zs)
+        return d_ys[..., : 3 * H], d_es, None, d_w_iz, d_w_hh, d_b_hh, d_w_eh, d_w_pz, flat(d_pzs).sum(0)
 
 
-def _dense(grad: Tensor | None, like: Tensor) -> Tensor:
-    """Autograd passes None for outputs that did not reach the loss."""
-    return torch.zeros_like(like) if grad is None else grad
+def _stacked_state_weight(w_iz: Tensor, w_hh: Tensor) -> Tensor:
+    """W_cat [H+E, 4H] with [h, phi_z] @ W_cat = [a_r + g_r, a_u + g_u, a_n, g_n] (a: from phi_z, g: from h)."""
+    H, E = w_hh.shape[1], w_iz.shape[1]
+    w_cat = w_hh.new_zeros(H + E, 4 * H)
+    w_cat[:H, : 2 * H] = w_hh[: 2 * H].t()
+    w_cat[H:, : 3 * H] = w_iz.t()
+    w_cat[:H, 3 * H :] = w_hh[2 * H :].t()
+    return w_cat
+
+
+def _per_step(*tensors: Tensor) -> list[tuple[Tensor, ...]]:
+    """Each [T, ...] tensor as its T per-step views, made once before a loop rather than sliced in it."""
+    return [x.unbind(0) for x in tensors]
+
+
+def _dense(grad: Tensor | None, T: int, B: int, size: int, like: Tensor) -> Tensor:
+    """Autograd passes None for outputs that did not reach the loss: zeros [T, B, size] then."""
+    return like.new_zeros(T, B, size) if grad is None else grad

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vrnn.models.fused_kl import GaussianKL
 from vrnn.models.fused_recurrence import FusedRecurrence
 from vrnn.runtime.schema import SIGMA_FLOOR, ModelConfig
 
@@ -202,7 +203,7 @@ class VRNN(nn.Module):
         nll = F.cross_entropy(logits.flatten(0, 1), tokens[1:].flatten(), reduction="none").view_as(tokens[1:])
         return ElboTerms(
             nll=nll.t(),
-            kl=gaussian_kl(mu_q, sigma_q, mu_p, sigma_p).transpose(0, 1),
+            kl=GaussianKL.apply(mu_q, sigma_q, mu_p, sigma_p).transpose(0, 1),  # gaussian_kl, fused
             mu_q=mu_q.transpose(0, 1),
             gaussians=(eps, mu_q, sigma_q, mu_p, sigma_p),
         )

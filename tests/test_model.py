@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Normal, kl_divergence
 
+from vrnn.models.fused_kl import GaussianKL
 from vrnn.models.vrnn import VRNN, gaussian_kl, gaussian_params
 from vrnn.runtime.schema import SIGMA_FLOOR, ModelConfig
 
@@ -18,6 +19,24 @@ def test_closed_form_kl_matches_torch_distributions() -> None:
     expected = kl_divergence(Normal(mu_q, sigma_q), Normal(mu_p, sigma_p))
     torch.testing.assert_close(gaussian_kl(mu_q, sigma_q, mu_p, sigma_p), expected, rtol=1e-5, atol=1e-5)
     assert torch.all(gaussian_kl(mu_q, sigma_q, mu_q, sigma_q).abs() < 1e-6)
+
+
+def test_fused_kl_matches_the_formula_and_its_gradients() -> None:
+    """GaussianKL (hand-written backward) against gaussian_kl under autograd, in float64."""
+    g = torch.Generator().manual_seed(1)
+    inputs = [torch.randn(7, 5, 3, generator=g, dtype=torch.float64) * 2 for _ in range(2)]
+    sigmas = [torch.rand(7, 5, 3, generator=g, dtype=torch.float64) * 3 + 1e-2 for _ in range(2)]
+    args = [inputs[0], sigmas[0], inputs[1], sigmas[1]]
+    weights = torch.randn(7, 5, 3, generator=g, dtype=torch.float64)
+    results = []
+    for kl in (gaussian_kl, GaussianKL.apply):
+        leaves = [a.clone().requires_grad_() for a in args]
+        value = kl(*leaves)
+        (value * weights).sum().backward()
+        results.append((value.detach(), [leaf.grad for leaf in leaves]))
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-12, atol=1e-12)
+    for fused, reference in zip(results[1][1], results[0][1], strict=True):
+        torch.testing.assert_close(fused, reference, rtol=1e-10, atol=1e-12)
 
 
 def reference_elbo_terms(model: VRNN, tokens: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
