@@ -1,6 +1,6 @@
 """Training throughput: vrnn-train's step against the write-up's per-timestep baseline.
 
-    python benchmarks/bench_training.py [--json out.json] [--reps 5]
+    python benchmarks/bench_training.py [--json out.json] [--reps 9]
 
 At the write-up's exact configuration (64-unit embedding, hidden state and
 latent, one GRU layer, 128-symbol vocabulary, batch 64, sequence 300, Adam 1e-3),
@@ -32,6 +32,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -80,32 +81,37 @@ def baseline_val_elbo(cell: BaselineVRNNCell, val: torch.Tensor) -> float:
 
 
 def recurrence_split(reps: int) -> dict[str, float]:
-    """Seconds per training step at the write-up's shapes of (a) the recurrence alone, forward and
-    backward (FusedRecurrence), and (b) only its serial matrix products: per time step the four
-    forward and four backward [64 x 64]-by-[64 x <=192] products, T = 300 times, nothing else.
-    (b) is what any per-time-step implementation must pay in PyTorch eager on this machine."""
-    torch.manual_seed(0)
-    T, B, H, E, Z = SEQ, BATCH, SIZE, SIZE, SIZE
-    leaf = lambda *shape: (torch.randn(*shape) * 0.1).requires_grad_()  # noqa: E731
-    inputs = (leaf(T, B, 3 * H), leaf(T, B, 2 * Z), torch.randn(T, B, Z))
-    weights = (leaf(3 * H, Z), leaf(3 * H, H), leaf(3 * H), leaf(2 * Z, H), leaf(E, Z), leaf(E))
+    """Seconds per training step at the write-up's shapes of
+    (a) the recurrence alone, forward and backward (FusedRecurrence);
+    (b) its serial matrix products alone: per time step the three forward ([64 x 128] by
+        [128 x 256], [64 x 64] by [64 x 128], [64 x 64] by [64 x 64]) and three backward products
+        it makes ([64 x 64] by [64 x 128], [64 x 128] by [128 x 64], [64 x 256] by [256 x 128]), nothing else;
+    (c) the same recurrence with every size 1 (batch, hidden state, latent, phi_z): the fixed cost of
+        its operations, which does not shrink with the work.
+    """
 
-    def recurrence() -> None:
-        torch.stack([o.sum() for o in FusedRecurrence.apply(*inputs, *weights)]).sum().backward()
+    def recurrence(B: int, H: int) -> Callable[[], None]:
+        torch.manual_seed(0)
+        leaf = lambda *shape: (torch.randn(*shape) * 0.1).requires_grad_()  # noqa: E731
+        inputs = (leaf(SEQ, B, 4 * H), leaf(SEQ, B, 2 * H), torch.randn(SEQ, B, H))
+        weights = (leaf(3 * H, H), leaf(3 * H, H), leaf(2 * H, H), leaf(H, H), leaf(H))
+        return lambda: torch.stack([o.sum() for o in FusedRecurrence.apply(*inputs, *weights)]).sum().backward()
 
-    forward_shapes = [(E, 3 * H), (H, 3 * H), (H, 2 * Z), (Z, E)]
-    mats = [torch.randn(k, n) for k, n in forward_shapes] + [torch.randn(n, k) for k, n in forward_shapes]
-    xs = [torch.randn(B, m.shape[0]) for m in mats]
+    B, H = BATCH, SIZE
+    shapes = [(B, 2 * H, 4 * H), (B, H, 2 * H), (B, H, H), (B, H, 2 * H), (B, 2 * H, H), (B, 4 * H, 2 * H)]
+    pairs = [(torch.randn(m, k), torch.randn(k, n)) for m, k, n in shapes]
 
     def products() -> None:
-        for _ in range(T):
-            for a, m in zip(xs, mats, strict=True):
-                torch.mm(a, m)
+        for _ in range(SEQ):
+            for a, b in pairs:
+                torch.mm(a, b)
 
-    times: dict[str, list[float]] = {"recurrence": [], "serial_products": []}
-    recurrence()
+    runs = {"recurrence": recurrence(B, H), "serial_products": products, "recurrence_size_1": recurrence(1, 1)}
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for fn in runs.values():
+        fn()
     for _ in range(reps):
-        for name, fn in (("recurrence", recurrence), ("serial_products", products)):
+        for name, fn in runs.items():
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
@@ -173,7 +179,7 @@ def time_to_quality(corpus: str, baseline_iters: int, eval_every: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--reps", type=int, default=9)
     parser.add_argument("--time-to-quality", metavar="CORPUS", help="also run the (long) time-to-quality race")
     parser.add_argument("--baseline-iters", type=int, default=2000)
     parser.add_argument("--eval-every", type=int, default=50, help="vrnn-train validation interval in the race")
@@ -224,8 +230,9 @@ def main() -> None:
     results["vrnn_train_split_s"] = split
     step = results["step_s"]["vrnn-train"]
     print(
-        f"of vrnn-train's {step:.3f} s step: the recurrence (forward + backward) {split['recurrence']:.3f} s; "
-        f"its serial matrix products alone {split['serial_products']:.3f} s"
+        f"of vrnn-train's {step:.3f} s step: the recurrence (forward + backward) {split['recurrence']:.3f} s, "
+        f"of which its serial matrix products alone take {split['serial_products']:.3f} s; the same recurrence "
+        f"with every size 1 (its operations' fixed cost) {split['recurrence_size_1']:.3f} s"
     )
     if args.time_to_quality:
         race = time_to_quality(args.time_to_quality, args.baseline_iters, args.eval_every)

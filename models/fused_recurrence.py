@@ -42,69 +42,72 @@ from torch import Tensor
 from vrnn.runtime.schema import SIGMA_FLOOR
 
 
-class FusedRecurrence(torch.autograd.Function):
-    """(gi_x [T,B,3H], enc_x [T,B,2Z], eps [T,B,Z], W_iz, W_hh, b_hh, W_eh, W_pz, b_pz)
-    -> (h [T,B,H], phi_z [T,B,E], mu_q [T,B,Z], sigma_q [T,B,Z]); state starts at zeros.
+def gate_inputs(gi: Tensor, b_hh: Tensor) -> Tensor:
+    """The GRU input's pre-activations gi [..., 3H] (torch's gate order r, u, n) and the state product's
+    bias b_hh [3H] as what FusedRecurrence adds to S[t] @ W_cat: [gi_r + b_r, gi_u + b_u, gi_n, b_n]."""
+    H = gi.shape[-1] // 3
+    return torch.cat([gi[..., : 2 * H] + b_hh[: 2 * H], gi[..., 2 * H :], b_hh[2 * H :].expand(*gi.shape[:-1], H)], -1)
 
-    W_iz [3H, E] and W_hh [3H, H] are the phi_z part of the GRU's input weight and its
-    state weight (torch's gate order r, u, n), W_eh [2Z, H] the state part of the
-    encoder's weight, W_pz [E, Z] and b_pz phi_z's Linear.  h and phi_z are returned as
-    views of the state buffer.
+
+class FusedRecurrence(torch.autograd.Function):
+    """(gates_x [T,B,4H], enc_x [T,B,2Z], eps [T,B,Z], W_iz, W_hh, W_eh, W_pz, b_pz)
+    -> (states [T,B,H+E] = [h_t, phi_z_t] for t = 1..T, mu_q [T,B,Z], sigma_q [T,B,Z]); state starts at zeros.
+
+    gates_x is `gate_inputs` of the GRU input's x part; W_iz [3H, E] and W_hh [3H, H] are
+    the phi_z part of the GRU's input weight and its state weight, W_eh [2Z, H] the state
+    part of the encoder's weight, W_pz [E, Z] and b_pz phi_z's Linear.
     """
 
     @staticmethod
     def forward(
         ctx: Any,
-        gi_x: Tensor,
+        gates_x: Tensor,
         enc_x: Tensor,
         eps: Tensor,
         w_iz: Tensor,
         w_hh: Tensor,
-        b_hh: Tensor,
         w_eh: Tensor,
         w_pz: Tensor,
         b_pz: Tensor,
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        T, B, H, Z = gi_x.shape[0], gi_x.shape[1], gi_x.shape[2] // 3, eps.shape[-1]
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        T, B, H, Z = gates_x.shape[0], gates_x.shape[1], gates_x.shape[2] // 4, eps.shape[-1]
         w_cat = _stacked_state_weight(w_iz, w_hh)
-        # bias[t] = [gi_r + b_r, gi_u + b_u, gi_n, b_hn]: the part of y that does not depend on the state
-        bias = torch.cat([gi_x[..., : 2 * H] + b_hh[: 2 * H], gi_x[..., 2 * H :], b_hh[2 * H :].expand(T, B, H)], -1)
         enc = torch.cat([enc_x[..., :Z] + SIGMA_FLOOR * eps, enc_x[..., Z:]], -1)
 
-        state = gi_x.new_zeros(T + 1, B, H + w_pz.shape[0])  # S[t] = [h_t, phi_z_t], S[0] = 0
-        ys = gi_x.new_empty(T, B, 4 * H)  # [r, u] (after the sigmoid), a_n, g_n
-        ns = gi_x.new_empty(T, B, H)
-        es = gi_x.new_empty(T, B, 2 * Z)  # [mu + floor * eps, pre-softplus sigma]
+        state = gates_x.new_zeros(T + 1, B, H + w_pz.shape[0])  # S[t] = [h_t, phi_z_t], S[0] = 0
+        ys = gates_x.new_empty(T, B, 4 * H)  # [r, u] (after the sigmoid), a_n, g_n
+        ns = gates_x.new_empty(T, B, H)
+        es = gates_x.new_empty(T, B, 2 * Z)  # [mu + floor * eps, pre-softplus sigma]
         w_eh_t, w_pz_t = w_eh.t(), w_pz.t()
         steps = zip(
-            *_per_step(bias, enc, eps, state[:-1], state[:-1, :, :H], state[1:, :, :H], state[1:, :, H:]),
+            *_per_step(gates_x, enc, eps, state[:-1], state[:-1, :, :H], state[1:, :, :H], state[1:, :, H:]),
             *_per_step(ys, ys[..., : 2 * H], ys[..., :H], ys[..., H : 2 * H], ys[..., 2 * H : 3 * H]),
             *_per_step(ys[..., 3 * H :], ns, es, es[..., :Z], es[..., Z:]),
             strict=True,
         )
-        for bias_t, enc_t, eps_t, s_prev, h_prev, h, phi, y, ru, r, u, a_n, g_n, n, e, e_mu, e_s in steps:
-            torch.addmm(bias_t, s_prev, w_cat, out=y)
+        softpluses = []  # softplus(e_s) of every step: sigma - floor
+        for gates_t, enc_t, eps_t, s_prev, h_prev, h, phi, y, ru, r, u, a_n, g_n, n, e, e_mu, e_s in steps:
+            torch.addmm(gates_t, s_prev, w_cat, out=y)
             ru.sigmoid_()
             torch.addcmul(a_n, r, g_n, out=n).tanh_()
             torch.lerp(n, h_prev, u, out=h)
             torch.addmm(enc_t, h, w_eh_t, out=e)
-            z = torch.addcmul(e_mu, F.softplus(e_s), eps_t)
+            softpluses.append(F.softplus(e_s))
+            z = torch.addcmul(e_mu, softpluses[-1], eps_t)
             F.elu(torch.addmm(b_pz, z, w_pz_t, out=phi), inplace=True)
 
-        ctx.save_for_backward(eps, w_cat, w_eh, w_pz, state, ys, ns, es)
-        mus = es[..., :Z] - SIGMA_FLOOR * eps
-        sigmas = F.softplus(es[..., Z:]) + SIGMA_FLOOR
-        return state[1:, :, :H], state[1:, :, H:], mus, sigmas
+        softplus_all = torch.stack(softpluses) if softpluses else es[..., Z:]  # [T, B, Z]
+        ctx.save_for_backward(eps, w_cat, w_eh, w_pz, state, ys, ns, es, softplus_all)
+        return state[1:], es[..., :Z] - SIGMA_FLOOR * eps, softplus_all + SIGMA_FLOOR
 
     @staticmethod
     def backward(
-        ctx: Any, d_h_out: Tensor, d_phi_out: Tensor, d_mu_out: Tensor, d_sigma_out: Tensor
+        ctx: Any, d_states: Tensor | None, d_mu_out: Tensor | None, d_sigma_out: Tensor | None
     ) -> tuple[Tensor | None, ...]:
-        eps, w_cat, w_eh, w_pz, state, ys, ns, es = ctx.saved_tensors
+        eps, w_cat, w_eh, w_pz, state, ys, ns, es, softplus_all = ctx.saved_tensors
         T, B, H, Z, E = ys.shape[0], ys.shape[1], ys.shape[2] // 4, eps.shape[-1], w_pz.shape[0]
         hs, phis = state[..., :H], state[1:, :, H:]
-        # The gradient arriving at S[t+1] from outside the recurrence.
-        d_state_out = torch.cat([_dense(d_h_out, T, B, H, ys), _dense(d_phi_out, T, B, E, ys)], -1)
+        d_state_out = _dense(d_states, T, B, H + E, ys)  # the gradient reaching S[t+1] from outside
 
         # Derivative factors of every step at once.
         r, u, g_n = ys[..., :H], ys[..., H : 2 * H], ys[..., 3 * H :]
@@ -116,10 +119,11 @@ class FusedRecurrence(torch.autograd.Function):
         dz_factor = torch.cat([torch.ones_like(eps), eps * softplus_grad], -1)
         w_pz2 = torch.cat([w_pz, w_pz], 1)  # [E, 2Z]: d_pz @ w_pz2 = [dz, dz]
         # dh -> [d u_pre, d a_n] through h = n + u (h_prev - n), and d a_n -> [d r_pre, d g_n]
-        u_factor = (hs[:-1] - ns) * u * (1.0 - u)
-        n_factor = (1.0 - u) * (1.0 - ns * ns)
-        un_factor = torch.stack([u_factor, n_factor], 2)  # [T, B, 2, H]
-        rg_factor = torch.stack([g_n * r * (1.0 - r), r], 2)  # [T, B, 2, H]
+        un_factor, rg_factor = ys.new_empty(T, B, 2, H), ys.new_empty(T, B, 2, H)
+        torch.mul((hs[:-1] - ns) * u, 1.0 - u, out=un_factor[:, :, 0])
+        torch.mul(1.0 - u, 1.0 - ns * ns, out=un_factor[:, :, 1])
+        torch.mul(g_n * r, 1.0 - r, out=rg_factor[:, :, 0])
+        rg_factor[:, :, 1] = r
 
         d_ys = ys.new_empty(T, B, 4 * H)  # gradients of y's pre-activations [r, u, a_n, g_n]
         gates = d_ys.view(T, B, 4, H)
@@ -167,11 +171,10 @@ class FusedRecurrence(torch.autograd.Function):
         d_w_cat = flat(d_ys).t() @ flat(state[:-1])  # [4H, H+E]
         d_w_iz = d_w_cat[: 3 * H, H:]  # rows r, u, a_n; columns phi_z
         d_w_hh = torch.cat([d_w_cat[: 2 * H, :H], d_w_cat[3 * H :, :H]])  # rows r, u, g_n; columns h
-        d_b_hh = torch.cat([flat(d_ys[..., : 2 * H]).sum(0), flat(d_ys[..., 3 * H :]).sum(0)])
-        zs = torch.addcmul(es[..., :Z], F.softplus(es[..., Z:]), eps)
+        zs = torch.addcmul(es[..., :Z], softplus_all, eps)  # the z of every step again
         d_w_eh = flat(d_es).t() @ flat(hs[1:])
         d_w_pz = flat(d_pzs).t() @ flat(zs)
-        return d_ys[..., : 3 * H], d_es, None, d_w_iz, d_w_hh, d_b_hh, d_w_eh, d_w_pz, flat(d_pzs).sum(0)
+        return d_ys, d_es, None, d_w_iz, d_w_hh, d_w_eh, d_w_pz, flat(d_pzs).sum(0)
 
 
 def _stacked_state_weight(w_iz: Tensor, w_hh: Tensor) -> Tensor:

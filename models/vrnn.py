@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vrnn.models.fused_kl import GaussianKL
-from vrnn.models.fused_recurrence import FusedRecurrence
+from vrnn.models.fused_recurrence import FusedRecurrence, gate_inputs
 from vrnn.runtime.schema import SIGMA_FLOOR, ModelConfig
 
 __all__ = ["VRNN", "ElboTerms", "ModelConfig", "gaussian_kl"]
@@ -165,41 +165,49 @@ class VRNN(nn.Module):
         are [B, T, ...] views.
         """
         T = tokens.shape[1] - 1
-        E = self.config.embed_size
+        E, H = self.config.embed_size, self.config.hidden_size
         tokens = tokens.t()  # [T+1, B]
         first = self.rnn[0]
+        fused = self.use_fused_recurrence and len(self.rnn) == 1
         w_gi_x, w_enc_x = first.weight_ih[:, :E], self.encoder.weight[:, :E]  # layer-0 input = [phi_x, phi_z]
+
+        def gru_x(fx: Tensor) -> Tensor:  # the GRU input's phi_x part, as the recurrence takes it
+            gi = F.linear(fx, w_gi_x, first.bias_ih)  # [..., 3H]
+            return gate_inputs(gi, first.bias_hh) if fused else gi  # fused: [..., 4H]
+
         if self.config.vocab_size < tokens.numel():
             # phi_x and both products with it depend on the character alone: compute them once per
             # vocabulary entry and gather, instead of once per position (a third of a write-up-size
             # training step's multiply-adds, forward and backward, become a [V, ...] table's).
             fx_table = self.phi_x(torch.arange(self.config.vocab_size, device=tokens.device))  # [V, E]
-            gi_x = F.embedding(tokens[:T], F.linear(fx_table, w_gi_x, first.bias_ih))  # [T, B, 3H]
+            x_part = F.embedding(tokens[:T], gru_x(fx_table))  # [T, B, 3H or 4H]
             enc_x = F.embedding(tokens[1:], F.linear(fx_table, w_enc_x, self.encoder.bias))  # [T, B, 2Z]
         else:
             fx = self.phi_x(tokens)  # [T+1, B, E]
-            gi_x = F.linear(fx[:T], w_gi_x, first.bias_ih)
+            x_part = gru_x(fx[:T])
             enc_x = F.linear(fx[1:], w_enc_x, self.encoder.bias)
-        if self.use_fused_recurrence and len(self.rnn) == 1:
-            h_prev, phi_zs, mu_q, sigma_q = FusedRecurrence.apply(
-                gi_x,
+        if fused:
+            states, mu_q, sigma_q = FusedRecurrence.apply(
+                x_part,
                 enc_x,
                 eps,
                 first.weight_ih[:, E:],
                 first.weight_hh,
-                first.bias_hh,
                 self.encoder.weight[:, E:],
                 self.phi_z_proj.weight,
                 self.phi_z_proj.bias,
             )
         else:
-            h_prev, phi_zs, mu_q, sigma_q = self._recurrence_autograd(gi_x, enc_x, eps)
-        # h_prev [T, B, H]: the state each prediction conditions on; phi_zs [T, B, E]; mu_q, sigma_q [T, B, Z]
-        mu_p, sigma_p = gaussian_params(self.prior(h_prev))
-        h_dec = h_prev if decoder_mask is None else h_prev * decoder_mask
-        # decoder([phi_z, h]) as two products: no [T, B, E + H] concatenation to build and split again
+            h_tops, phi_zs, mu_q, sigma_q = self._recurrence_autograd(x_part, enc_x, eps)
+            states = torch.cat([h_tops, phi_zs], -1)
+        # states [T, B, H+E]: [h_prev, phi_z], the state each prediction conditions on and phi_z(z_t);
+        # mu_q, sigma_q [T, B, Z]
+        mu_p, sigma_p = gaussian_params(self.prior(states[..., :H]))
+        if decoder_mask is not None:
+            states = states * F.pad(decoder_mask, (0, E), value=1.0)  # dropout on the h part only
+        # decoder([phi_z, h]) as one product with [h, phi_z]: the weight's column blocks swapped
         w_dec = self.decoder.weight
-        logits = F.linear(phi_zs, w_dec[:, :E], self.decoder.bias) + F.linear(h_dec, w_dec[:, E:])  # [T, B, V]
+        logits = F.linear(states, torch.cat([w_dec[:, E:], w_dec[:, :E]], 1), self.decoder.bias)  # [T, B, V]
         nll = F.cross_entropy(logits.flatten(0, 1), tokens[1:].flatten(), reduction="none").view_as(tokens[1:])
         return ElboTerms(
             nll=nll.t(),
