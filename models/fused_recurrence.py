@@ -10,7 +10,7 @@ autograd loop in `VRNN._recurrence_autograd` is the reference it is tested again
 
 At the write-up's sizes a step's tensors hold a few thousand numbers, so each
 operation's fixed cost (a few microseconds) weighs as much as its arithmetic.  The
-loops are written for the fewest operations per step, 10 forward and 8 backward
+loops are written for the fewest operations per step, 10 forward and 7 backward
 (a straightforward version of this Function had 14 and 14, and was 10-20% slower):
 
 - The state is one buffer S[t] = [h_t, phi_z_t] ([T+1, B, H+E]), and the GRU's two
@@ -19,8 +19,8 @@ loops are written for the fewest operations per step, 10 forward and 8 backward
   Backward, dY @ W_cat^T gives the gradients of h and phi_z at once.
 - SIGMA_FLOOR * eps is added to the encoder's mean input for the whole window, so a
   step samples z = e_mu' + softplus(e_s) * eps in one operation.
-- The GRU update n + u (h - n) is one `lerp`; backward, the gate gradients come in
-  two broadcast products of pairs ([du, da_n] from dh, [dr, dg_n] from da_n).
+- The GRU update n + u (h - n) is one `lerp`; backward, all four gate gradients are one
+  broadcast product of dh with factors computed for the whole window.
 - Steps write into preallocated [T, ...] buffers whose per-step views are made once.
 
 Per step t, with the x-parts of the GRU input and of the encoder precomputed:
@@ -72,15 +72,20 @@ class FusedRecurrence(torch.autograd.Function):
     ) -> tuple[Tensor, Tensor, Tensor]:
         T, B, H, Z = gates_x.shape[0], gates_x.shape[1], gates_x.shape[2] // 4, eps.shape[-1]
         w_cat = _stacked_state_weight(w_iz, w_hh)
-        enc = torch.cat([enc_x[..., :Z] + SIGMA_FLOOR * eps, enc_x[..., Z:]], -1)
+        enc = enc_x.clone()
+        enc[..., :Z].add_(eps, alpha=SIGMA_FLOOR)
 
         state = gates_x.new_zeros(T + 1, B, H + w_pz.shape[0])  # S[t] = [h_t, phi_z_t], S[0] = 0
         ys = gates_x.new_empty(T, B, 4 * H)  # [r, u] (after the sigmoid), a_n, g_n
         ns = gates_x.new_empty(T, B, H)
         es = gates_x.new_empty(T, B, 2 * Z)  # [mu + floor * eps, pre-softplus sigma]
         w_eh_t, w_pz_t = w_eh.t(), w_pz.t()
+        (h_views,) = _per_step(state[..., :H])  # h_{t-1} of step t is h_t of step t - 1
         steps = zip(
-            *_per_step(gates_x, enc, eps, state[:-1], state[:-1, :, :H], state[1:, :, :H], state[1:, :, H:]),
+            *_per_step(gates_x, enc, eps, state[:-1]),
+            h_views[:-1],
+            h_views[1:],
+            *_per_step(state[1:, :, H:]),
             *_per_step(ys, ys[..., : 2 * H], ys[..., :H], ys[..., H : 2 * H], ys[..., 2 * H : 3 * H]),
             *_per_step(ys[..., 3 * H :], ns, es, es[..., :Z], es[..., Z:]),
             strict=True,
@@ -118,23 +123,26 @@ class FusedRecurrence(torch.autograd.Function):
         d_e_base = torch.cat([_dense(d_mu_out, T, B, Z, ys), d_sigma], -1)
         dz_factor = torch.cat([torch.ones_like(eps), eps * softplus_grad], -1)
         w_pz2 = torch.cat([w_pz, w_pz], 1)  # [E, 2Z]: d_pz @ w_pz2 = [dz, dz]
-        # dh -> [d u_pre, d a_n] through h = n + u (h_prev - n), and d a_n -> [d r_pre, d g_n]
-        un_factor, rg_factor = ys.new_empty(T, B, 2, H), ys.new_empty(T, B, 2, H)
-        torch.mul((hs[:-1] - ns) * u, 1.0 - u, out=un_factor[:, :, 0])
-        torch.mul(1.0 - u, 1.0 - ns * ns, out=un_factor[:, :, 1])
-        torch.mul(g_n * r, 1.0 - r, out=rg_factor[:, :, 0])
-        rg_factor[:, :, 1] = r
+        # Every gate's gradient is dh times a factor: to u and a_n through h = n + u (h_prev - n), and
+        # from a_n on to r (times g_n r (1 - r)) and g_n (times r).  One product per step then.
+        gate_factor = ys.new_empty(T, B, 4, H)  # dh -> [d r_pre, d u_pre, d a_n, d g_n]
+        one_minus_u = 1.0 - u
+        n_factor = torch.mul(one_minus_u, 1.0 - ns * ns, out=gate_factor[:, :, 2])  # dh -> d a_n
+        torch.mul(n_factor * g_n * r, 1.0 - r, out=gate_factor[:, :, 0])  # d a_n -> d r_pre: g_n r (1 - r)
+        torch.mul((hs[:-1] - ns) * u, one_minus_u, out=gate_factor[:, :, 1])
+        torch.mul(n_factor, r, out=gate_factor[:, :, 3])  # d a_n -> d g_n: r
 
         d_ys = ys.new_empty(T, B, 4 * H)  # gradients of y's pre-activations [r, u, a_n, g_n]
-        gates = d_ys.view(T, B, 4, H)
         d_es, d_pzs = ys.new_empty(T, B, 2 * Z), ys.new_empty(T, B, E)
         grads = ys.new_empty(T, B, H + E)  # grads[t]: the whole gradient reaching S[t+1]
         grads[-1] = d_state_out[-1]
         # Step t also carries the gradient into S[t] (nothing for S[0], the constant zero state).
-        carries = (None, *zip(*_per_step(d_state_out[:-1], grads[:-1], grads[:-1, :, :H]), strict=True))
+        grads_h, grads_phi = _per_step(grads[..., :H], grads[..., H:])
+        carries = (None, *zip(*_per_step(d_state_out[:-1], grads[:-1]), grads_h[:-1], strict=True))
         steps = zip(
-            *_per_step(elu_grad, d_e_base, dz_factor, un_factor, rg_factor, u, d_es, d_pzs, d_ys),
-            *_per_step(gates[:, :, 1:3], gates[:, :, 2:3], gates[:, :, ::3], grads[..., :H], grads[..., H:]),
+            *_per_step(elu_grad, d_e_base, dz_factor, gate_factor, u, d_es, d_pzs, d_ys.view(T, B, 4, H), d_ys),
+            grads_h,
+            grads_phi,
             carries,
             strict=True,
         )
@@ -143,15 +151,12 @@ class FusedRecurrence(torch.autograd.Function):
             elu_t,
             d_e_base_t,
             dz_f,
-            un_f,
-            rg_f,
+            gate_f,
             u_t,
             d_e,
             d_pz,
+            d_gates,
             d_y,
-            d_un,
-            d_an,
-            d_rg,
             grad_h,
             grad_phi,
             carry,
@@ -159,8 +164,7 @@ class FusedRecurrence(torch.autograd.Function):
             torch.mul(grad_phi, elu_t, out=d_pz)
             torch.addcmul(d_e_base_t, torch.mm(d_pz, w_pz2), dz_f, out=d_e)
             dh = torch.addmm(grad_h, d_e, w_eh)
-            torch.mul(dh.unsqueeze(1), un_f, out=d_un)
-            torch.mul(d_an, rg_f, out=d_rg)
+            torch.mul(dh.unsqueeze(1), gate_f, out=d_gates)
             if carry is not None:
                 outside_prev, grad_prev, grad_h_prev = carry
                 torch.addmm(outside_prev, d_y, w_cat_t, out=grad_prev)
@@ -168,9 +172,10 @@ class FusedRecurrence(torch.autograd.Function):
 
         # Weight gradients: one product over all (t, b) pairs each.
         flat = lambda x: x.reshape(T * B, x.shape[-1])  # noqa: E731
-        d_w_cat = flat(d_ys).t() @ flat(state[:-1])  # [4H, H+E]
-        d_w_iz = d_w_cat[: 3 * H, H:]  # rows r, u, a_n; columns phi_z
-        d_w_hh = torch.cat([d_w_cat[: 2 * H, :H], d_w_cat[3 * H :, :H]])  # rows r, u, g_n; columns h
+        # (two products rather than d_ys^T @ S: W_cat's zero blocks need no gradient)
+        d_w_iz = flat(d_ys[..., : 3 * H]).t() @ flat(state[:-1, :, H:])  # rows r, u, a_n; columns phi_z
+        d_w_h = flat(d_ys).t() @ flat(hs[:-1])  # [4H, H]; W_hh's rows are r, u, g_n
+        d_w_hh = torch.cat([d_w_h[: 2 * H], d_w_h[3 * H :]])
         zs = torch.addcmul(es[..., :Z], softplus_all, eps)  # the z of every step again
         d_w_eh = flat(d_es).t() @ flat(hs[1:])
         d_w_pz = flat(d_pzs).t() @ flat(zs)
