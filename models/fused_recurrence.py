@@ -11,7 +11,8 @@ autograd loop in `VRNN._recurrence_autograd` is the reference it is tested again
 At the write-up's sizes a step's tensors hold a few thousand numbers, so each
 operation's fixed cost (a few microseconds) weighs as much as its arithmetic.  The
 loops are written for the fewest operations per step, 10 forward and 7 backward
-(a straightforward version of this Function had 14 and 14, and was 10-20% slower):
+(a straightforward version of this Function had 14 and 14; this one takes about a quarter
+less time at the write-up's size):
 
 - The state is one buffer S[t] = [h_t, phi_z_t] ([T+1, B, H+E]), and the GRU's two
   products with it are one, S[t] @ W_cat, with W_cat [H+E, 4H] laid out so that the
@@ -23,9 +24,9 @@ loops are written for the fewest operations per step, 10 forward and 7 backward
   broadcast product of dh with factors computed for the whole window.
 - Steps write into preallocated [T, ...] buffers whose per-step views are made once.
 
-Per step t, with the x-parts of the GRU input and of the encoder precomputed:
+Per step t, with the x-parts of the GRU input (`gate_inputs`) and of the encoder precomputed:
 
-    y   = bias[t] + S[t] W_cat        r, u = sigmoid(y[:2H]);   a_n, g_n = y[2H:3H], y[3H:]
+    y   = gates_x[t] + S[t] W_cat     r, u = sigmoid(y[:2H]);   a_n, g_n = y[2H:3H], y[3H:]
     n   = tanh(a_n + r * g_n)          h_t = lerp(n, h_{t-1}, u) = n + u * (h_{t-1} - n)
     e   = enc'[t] + h_t W_eh^T         z = e[:Z] + softplus(e[Z:]) * eps_t
     phi_z_t = ELU(z W_pz^T + b_pz)     (mu = e[:Z] - floor * eps_t, sigma = softplus(e[Z:]) + floor)
