@@ -46,7 +46,7 @@ from vrnn.export.sample_cli import torch_sampler
 from vrnn.models.checkpoint import save_checkpoint
 from vrnn.models.vrnn import VRNN
 from vrnn.runtime import Generator
-from vrnn.runtime.cell import session_options
+from vrnn.runtime.cell import session_options, step_multiply_adds
 from vrnn.runtime.schema import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, ModelConfig
 from vrnn.training.config import PRESETS
 
@@ -111,15 +111,19 @@ def scan_iteration_floor(reps: int, iterations: int) -> float:
 
 
 def matrix_shapes(config: ModelConfig) -> list[tuple[int, int]]:
-    """(inputs, outputs) of each of the cell's matrix products (one layer)."""
-    E, H, Z, V = config.embed_size, config.hidden_size, config.latent_size, config.vocab_size
-    return [(2 * E, 3 * H), (H, 3 * H), (H, 2 * Z + V), (Z, E), (E, V)]
+    """(inputs, outputs) of each of the cell's matrix products: phi_z's GRU input product (phi_x's is a
+    table lookup), then per layer one product of the new state (the top layer's with prior, decoder
+    h-part and the next step's recurrent weights; a lower layer's with the next layer's input and its
+    own recurrent weights), phi_z, the decoder's z-part."""
+    E, H, Z, V, L = config.embed_size, config.hidden_size, config.latent_size, config.vocab_size, config.layers
+    return [(E, 3 * H), *[(H, 6 * H)] * (L - 1), (H, 2 * Z + V + 3 * H), (Z, E), (E, V)]
 
 
 def cell_flops(config: ModelConfig, batch: int) -> int:
-    """Multiply-adds x 2 of the cell's matrix products."""
-    H, L = config.hidden_size, config.layers
-    return 2 * batch * (sum(k * n for k, n in matrix_shapes(config)) + (L - 1) * 6 * H * H)
+    """Multiply-adds x 2 of the cell's matrix products (the count the runtime's thread choice uses)."""
+    multiply_adds = sum(k * n for k, n in matrix_shapes(config))
+    assert multiply_adds == step_multiply_adds(config), "matrix_shapes and the runtime's count disagree"
+    return 2 * batch * multiply_adds
 
 
 _NUMPY_PRODUCTS = """

@@ -10,14 +10,21 @@ character at the write-up's size (no trip count, condition or Gather of the
 step's noise, and onnxruntime slices the scanned inputs itself).
 
 Why by hand rather than torch.onnx.export: onnxruntime's cost at batch 1 is
-per node, so the step is written as the smallest graph that computes
-`VRNN.step` exactly:
+per node, and at batch 256 it is the matrix products, so the step is written as
+the smallest graph, with the fewest multiply-adds, that computes `VRNN.step`
+exactly:
 
-* phi_x is folded into a lookup table: ELU(Linear(Embedding)) has one row per
-  character, so it becomes one Gather.
-* each GRU layer is one ONNX GRU node (linear_before_reset=1 is PyTorch's GRU).
-* the prior and the decoder's h-part read the same top state, so they share one
-  Gemm whose output is split.
+* phi_x and its product with the GRU's input weights depend on the character
+  alone, so they are folded into one [V, 3H] table: a Gather.
+* the GRU is written out (Gemm and elementwise nodes, PyTorch's gate order and
+  linear_before_reset semantics) rather than an ONNX GRU node, so that its
+  recurrent product h W_hh can share one Gemm with every other product of the
+  new state: with the prior and the decoder's h-part for the top layer, with
+  the next layer's input product below it.  That Gemm's W_hh part is the next
+  step's, carried through the Scan as extra state (gh_ru, gh_n) and computed
+  for the first step before the Scan.  Measured against the GRU-node graph
+  (2026-11-25, `default` preset): 1.14x the characters/s at batch 256 and
+  1.05x at batch 1, a tie at the write-up's size at batch 1.
 * the decoder's phi_z-part is a Gemm that adds the h-part as its bias input.
 
 The sampling nodes repeat vrnn.runtime.sampling's unfiltered inverse-CDF choice
@@ -41,17 +48,11 @@ from vrnn.runtime import schema
 from vrnn.runtime.vocab import Vocabulary
 
 DEFAULT_OPSET = 17
-MIN_OPSET, MAX_OPSET = 14, 21  # GRU(14), Softplus, Elu, Gemm, Split/Squeeze with tensor inputs (13+)
+MIN_OPSET, MAX_OPSET = 14, 21  # Split/Unsqueeze/ReduceSum with tensor inputs need 13; 14 is the oldest tested
 
 
 def _np(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().cpu().double().numpy()
-
-
-def _onnx_gate_order(weight: np.ndarray, hidden: int) -> np.ndarray:
-    """PyTorch stacks GRU gates as (reset, update, new); ONNX as (update, reset, hidden)."""
-    r, u, n = weight[:hidden], weight[hidden : 2 * hidden], weight[2 * hidden :]
-    return np.concatenate([u, r, n], axis=0)
 
 
 def interface(config: schema.ModelConfig) -> dict:
@@ -98,49 +99,87 @@ class _Graph:
         self.nodes.append(helper.make_node(op, inputs, outputs, **attrs))
 
 
-def _step_nodes(g: _Graph, model: VRNN, prev: str, h: str, phi_z: str, eps: str, out: dict[str, str]) -> None:
-    """`VRNN.step` on the named values; writes out["logits"], out["h"], out["phi_z"]."""
-    c = model.config
-    V, E, H, Z, L = c.vocab_size, c.embed_size, c.hidden_size, c.latent_size, c.layers
-    f32 = np.float32
-    with torch.no_grad():
-        # phi_x for every character: [V, E]
-        table = _np(torch.nn.functional.elu(model.phi_x_proj(model.embedding.weight)))
-    g.node("Gather", [g.const("phi_x_table", table.astype(f32)), prev], ["phi_x"])
-    g.node("Concat", ["phi_x", phi_z], ["gru_in"], axis=1)
-    g.node("Unsqueeze", ["gru_in", "axis0"], ["gru_in_seq"])
-    if L > 1:
-        g.node("Split", [h, g.const("layer_split", np.ones(L, np.int64))], [f"h_in_{i}" for i in range(L)])
-    layer_input, layer_outputs = "gru_in_seq", []
-    for i, cell in enumerate(model.rnn):
-        w = _onnx_gate_order(_np(cell.weight_ih), H)[None]
-        r = _onnx_gate_order(_np(cell.weight_hh), H)[None]
-        b = np.concatenate([_onnx_gate_order(_np(cell.bias_ih), H), _onnx_gate_order(_np(cell.bias_hh), H)])[None]
-        h_in = h if L == 1 else f"h_in_{i}"
-        h_out = out["h"] if L == 1 else f"h_out_{i}"
-        weights = [g.const(f"gru{i}_{k}", v.astype(f32)) for k, v in (("W", w), ("R", r), ("B", b))]
-        g.node("GRU", [layer_input, *weights, "", h_in], ["", h_out], hidden_size=H, linear_before_reset=1)
-        layer_input = h_out  # Y_h [1, B, H] doubles as the next layer's one-step sequence
-        layer_outputs.append(h_out)
-    if L > 1:
-        g.node("Concat", layer_outputs, [out["h"]], axis=0)
+class _State:
+    """Names of one step's carried values: the character, then per layer h [B, H] and the parts of
+    h W_hh + b_hh (gh_ru [B, 2H]: reset and update gates, gh_n [B, H]: new gate), then phi_z [B, E]."""
 
-    # prior (mu, pre-sigma) and the decoder's h-part in one Gemm: [H, 2Z + V]
-    w_dec = _np(model.decoder.weight)  # [V, E + H], input [phi_z, h]
-    w_top = np.concatenate([_np(model.prior.weight), w_dec[:, E:]], axis=0).T
-    b_top = np.concatenate([_np(model.prior.bias), _np(model.decoder.bias)])
-    g.node("Squeeze", [layer_outputs[-1], "axis0"], ["h_top"])
-    g.node("Gemm", ["h_top", g.const("top_W", w_top.astype(f32)), g.const("top_B", b_top.astype(f32))], ["top"])
-    split = g.const("top_split", np.array([Z, Z, V], np.int64))
-    g.node("Split", ["top", split], ["prior_mu", "prior_pre_sigma", "logits_h"], axis=1)
+    def __init__(self, suffix: str, layers: int) -> None:
+        self.char = f"char{suffix}"
+        self.h = [f"h{i}{suffix}" for i in range(layers)]
+        self.gh_ru = [f"gh_ru{i}{suffix}" for i in range(layers)]
+        self.gh_n = [f"gh_n{i}{suffix}" for i in range(layers)]
+        self.phi_z = f"phi_z{suffix}"
+
+    def names(self) -> list[str]:
+        """In the Scan's order of carried state."""
+        return [self.char, *self.h, *self.gh_ru, *self.gh_n, self.phi_z]
+
+
+def _products_of_new_state(g: _Graph, model: VRNN, layer: int) -> tuple[str, str, str]:
+    """The one Gemm that reads layer `layer`'s new state: the names of its weight [H, N] and bias [N]
+    constants and of its Split's sizes.  Top layer: prior (mu, pre-sigma), the decoder's h-part,
+    then this layer's next gh_ru and gh_n; below it: the next layer's gx_ru and gx_n, then gh_ru, gh_n."""
+    c = model.config
+    E, H, Z, V = c.embed_size, c.hidden_size, c.latent_size, c.vocab_size
+    cell = model.rnn[layer]
+    if layer == c.layers - 1:
+        w_dec_h = _np(model.decoder.weight)[:, E:]  # decoder input is [phi_z, h]
+        w = np.concatenate([_np(model.prior.weight), w_dec_h, _np(cell.weight_hh)])
+        b = np.concatenate([_np(model.prior.bias), _np(model.decoder.bias), _np(cell.bias_hh)])
+        sizes = [Z, Z, V, 2 * H, H]
+    else:
+        above = model.rnn[layer + 1]
+        w = np.concatenate([_np(above.weight_ih), _np(cell.weight_hh)])
+        b = np.concatenate([_np(above.bias_ih), _np(cell.bias_hh)])
+        sizes = [2 * H, H, 2 * H, H]
+    f32 = np.float32
+    return (g.const(f"new_h{layer}_W", w.T.astype(f32)), g.const(f"new_h{layer}_B", b.astype(f32)),
+            g.const(f"new_h{layer}_split", np.array(sizes, np.int64)))  # fmt: skip
+
+
+def _step_nodes(g: _Graph, model: VRNN, state: _State, eps: str, nxt: _State, logits: str) -> None:
+    """`VRNN.step` on the named values: from `state` and `eps` to `nxt` (all but its character) and
+    `logits`.  PyTorch's GRU cell, gates (r, u, n):
+        r, u = sigmoid(gx_ru + gh_ru);  n = tanh(gx_n + r * gh_n);  h' = n + u * (h - n)
+    with gx = x W_ih + b_ih and gh = h W_hh + b_hh, gh carried from the previous step."""
+    c = model.config
+    E, H, L = c.embed_size, c.hidden_size, c.layers
+    f32 = np.float32
+    first = model.rnn[0]
+    with torch.no_grad():  # phi_x(c) W_ih[:, :E] + b_ih for every character c, in float64: [V, 3H]
+        phi_x = torch.nn.functional.elu(model.phi_x_proj(model.embedding.weight)).double()
+        table = _np(phi_x @ first.weight_ih[:, :E].double().T + first.bias_ih.double())
+    g.node("Gather", [g.const("gx_table", table.astype(f32)), state.char], ["gx_char"])
+    g.node("Gemm", [state.phi_z, g.const("gx_phi_z_W", _np(first.weight_ih)[:, E:].T.astype(f32)), "gx_char"], ["gx0"])
+    g.node("Split", ["gx0", g.const("ru_n_split", np.array([2 * H, H], np.int64))], ["gx_ru0", "gx_n0"], axis=1)
+    gate_split = g.const("r_u_split", np.array([H, H], np.int64))
+    for i in range(L):
+        g.node("Add", [f"gx_ru{i}", state.gh_ru[i]], [f"ru_pre{i}"])
+        g.node("Sigmoid", [f"ru_pre{i}"], [f"ru{i}"])
+        g.node("Split", [f"ru{i}", gate_split], [f"r{i}", f"u{i}"], axis=1)
+        g.node("Mul", [f"r{i}", state.gh_n[i]], [f"r_gh_n{i}"])
+        g.node("Add", [f"gx_n{i}", f"r_gh_n{i}"], [f"n_pre{i}"])
+        g.node("Tanh", [f"n_pre{i}"], [f"n{i}"])
+        g.node("Sub", [state.h[i], f"n{i}"], [f"h_minus_n{i}"])
+        g.node("Mul", [f"u{i}", f"h_minus_n{i}"], [f"u_h_minus_n{i}"])
+        g.node("Add", [f"n{i}", f"u_h_minus_n{i}"], [nxt.h[i]])
+        weight, bias, split = _products_of_new_state(g, model, i)
+        g.node("Gemm", [nxt.h[i], weight, bias], [f"new_h{i}"])
+        if i < L - 1:
+            parts = [f"gx_ru{i + 1}", f"gx_n{i + 1}", nxt.gh_ru[i], nxt.gh_n[i]]
+        else:
+            parts = ["prior_mu", "prior_pre_sigma", "logits_h", nxt.gh_ru[i], nxt.gh_n[i]]
+        g.node("Split", [f"new_h{i}", split], parts, axis=1)
+
     g.node("Softplus", ["prior_pre_sigma"], ["prior_softplus"])
     g.node("Add", ["prior_softplus", g.const("sigma_floor", np.array(schema.SIGMA_FLOOR, f32))], ["prior_sigma"])
     g.node("Mul", ["prior_sigma", eps], ["z_noise"])
     g.node("Add", ["prior_mu", "z_noise"], ["z"])
     phi_z_w = g.const("phi_z_W", _np(model.phi_z_proj.weight).T.astype(f32))
     g.node("Gemm", ["z", phi_z_w, g.const("phi_z_B", _np(model.phi_z_proj.bias).astype(f32))], ["phi_z_pre"])
-    g.node("Elu", ["phi_z_pre"], [out["phi_z"]])
-    g.node("Gemm", [out["phi_z"], g.const("dec_z_W", w_dec[:, :E].T.astype(f32)), "logits_h"], [out["logits"]])
+    g.node("Elu", ["phi_z_pre"], [nxt.phi_z])
+    w_dec_z = _np(model.decoder.weight)[:, :E].T
+    g.node("Gemm", [nxt.phi_z, g.const("dec_z_W", w_dec_z.astype(f32)), "logits_h"], [logits])
 
 
 def _sampling_nodes(g: _Graph, logits: str, uniform: str, temperature: str, out: str, opset: int) -> None:
@@ -180,40 +219,63 @@ def build_cell(
 
     # The Scan body: one step.  Its names must differ from the outer graph's (SSA across scopes).
     body = _Graph()
-    step_out = {"logits": "logits_t", "h": "h_next", "phi_z": "phi_z_next"}
-    _step_nodes(body, model, "prev_t", "h_t", "phi_z_t", "eps_t", step_out)
-    _sampling_nodes(body, "logits_t", "uniform_t", schema.INPUT_TEMPERATURE, "char_t", opset)
-    body.node("Identity", ["char_t"], ["char_scan"])  # a value cannot be both carried state and scan output
+    state, nxt = _State("_t", L), _State("_next", L)
+    _step_nodes(body, model, state, "eps_t", nxt, "logits_t")
+    _sampling_nodes(body, "logits_t", "uniform_t", schema.INPUT_TEMPERATURE, nxt.char, opset)
+    body.node("Identity", [nxt.char], ["char_scan"])  # a value cannot be both carried state and scan output
     g.inits += body.inits
 
     batch = "batch"
     info = helper.make_tensor_value_info
+
+    def state_info(names: _State) -> list[onnx.ValueInfoProto]:
+        return [
+            info(names.char, TensorProto.INT64, [batch]),
+            *(info(n, TensorProto.FLOAT, [batch, H]) for n in names.h),
+            *(info(n, TensorProto.FLOAT, [batch, 2 * H]) for n in names.gh_ru),
+            *(info(n, TensorProto.FLOAT, [batch, H]) for n in names.gh_n),
+            info(names.phi_z, TensorProto.FLOAT, [batch, E]),
+        ]
+
     body_graph = helper.make_graph(
         body.nodes,
         "vrnn_step",
         inputs=[  # carried state, then this step's slices of the scanned inputs
-            info("prev_t", TensorProto.INT64, [batch]),
-            info("h_t", TensorProto.FLOAT, [L, batch, H]),
-            info("phi_z_t", TensorProto.FLOAT, [batch, E]),
+            *state_info(state),
             info("eps_t", TensorProto.FLOAT, [batch, Z]),
             info("uniform_t", TensorProto.DOUBLE, [batch, 1]),
         ],
         outputs=[  # carried state, then this step's rows of the scanned outputs
-            info("char_t", TensorProto.INT64, [batch]),
-            info("h_next", TensorProto.FLOAT, [L, batch, H]),
-            info("phi_z_next", TensorProto.FLOAT, [batch, E]),
+            *state_info(nxt),
             info("char_scan", TensorProto.INT64, [batch]),
             info("logits_t", TensorProto.FLOAT, [batch, V]),
         ],
     )
+
+    # Before the Scan: each layer's h [B, H] and its gh for the first step, from the same Gemm and
+    # Split the body uses (the parts other than gh are not needed here).
+    initial, final = _State("_in", L), _State("_out", L)
+    initial.char, initial.phi_z = schema.INPUT_PREV_CHAR, schema.INPUT_PHI_Z
+    final.char, final.phi_z = "last_char", schema.OUTPUT_PHI_Z
     g.node("Unsqueeze", [schema.INPUT_UNIFORM, g.const("axis2", np.array([2], np.int64))], ["uniform_col"])
+    for i in range(L):
+        g.node("Gather", [schema.INPUT_H, g.const(f"layer{i}", np.array(i, np.int64))], [initial.h[i]], axis=0)
+        weight, bias, split = (f"new_h{i}_{k}" for k in ("W", "B", "split"))
+        g.node("Gemm", [initial.h[i], weight, bias], [f"new_h{i}_in"])
+        unused = [f"new_h{i}_in_{k}" for k in range(3 if i == L - 1 else 2)]
+        g.node("Split", [f"new_h{i}_in", split], [*unused, initial.gh_ru[i], initial.gh_n[i]], axis=1)
     g.node(
         "Scan",
-        [schema.INPUT_PREV_CHAR, schema.INPUT_H, schema.INPUT_PHI_Z, schema.INPUT_EPS, "uniform_col"],
-        ["last_char", schema.OUTPUT_H, schema.OUTPUT_PHI_Z, schema.OUTPUT_CHARS, schema.OUTPUT_LOGITS],
+        [*initial.names(), schema.INPUT_EPS, "uniform_col"],
+        [*final.names(), schema.OUTPUT_CHARS, schema.OUTPUT_LOGITS],
         body=body_graph,
         num_scan_inputs=2,
     )
+    layers_out = [f"{name}_3d" for name in final.h]
+    for name, name_3d in zip(final.h, layers_out, strict=True):
+        g.node("Unsqueeze", [name, "axis0"], [name_3d if L > 1 else schema.OUTPUT_H])
+    if L > 1:
+        g.node("Concat", layers_out, [schema.OUTPUT_H], axis=0)
     graph = helper.make_graph(
         g.nodes,
         "vrnn_cell",

@@ -98,17 +98,23 @@ def parse_cell_metadata(meta: dict[str, str], name: str) -> CellInfo:
 # The PyTorch path: every core from this many samples on, one thread below.
 MULTI_THREAD_BATCH = 32
 # The ONNX cell: every core once a step's matrix products reach this many multiply-adds (all
-# samples together), one thread below.  Measured 2026-11-25 with the Scan cell, interleaved
-# repetitions (README "Benchmarks"): the 64/512/32 cell, 1.06M per sample, ran 1.28-1.36x
-# faster on 2 threads than on 1 at batch 1, 4 and 16; the write-up-size cell, 57k per sample,
-# ran 0.66x at batch 1 and tied at batch 4 and 16 (0.23M and 0.92M).
-MULTI_THREAD_WORK = 1_000_000
+# samples together), one thread below.  Measured 2026-11-25 on the cell with the GRU written out,
+# interleaved repetitions, 2 threads against 1: the 64/512/32 cell (957k per sample) 1.31x at
+# batch 1 and 1.19-1.46x at 4 to 32; a 64/256/32 cell (285k) 1.14x at batch 1 and 2, 1.26x at 8;
+# the write-up-size cell (45k) 0.97x at batch 1, 0.86x at 4, 0.76-1.02x at 16 over two runs,
+# 1.03-1.08x from 24 to 64 and 1.38x at 256.  Work alone does not separate these exactly (the
+# 256-unit cell gains at 285k, the small one ties at 720k: many small elementwise nodes pay a
+# hand-off each).  At 500k: one thread where two lost (the small cell at batch 1 and 4), two for
+# every case measured above it (gains, or the small cell's near-ties at 16 and 24); the price is
+# the 256-unit cell at batch 1 (285k), which runs on one thread and would have gained 1.14x.
+MULTI_THREAD_WORK = 500_000
 
 
 def step_multiply_adds(config: schema.ModelConfig) -> int:
-    """Multiply-adds of one step's matrix products for one sample: what more threads can share."""
+    """Multiply-adds of one step's matrix products for one sample: what more threads can share.
+    phi_x's product with the first layer's input weights is a table lookup in the cell, not a product."""
     E, H, Z, V, L = config.embed_size, config.hidden_size, config.latent_size, config.vocab_size, config.layers
-    gru = 2 * E * 3 * H + H * 3 * H + (L - 1) * 6 * H * H  # input and recurrent products of every layer
+    gru = E * 3 * H + L * H * 3 * H + (L - 1) * H * 3 * H  # phi_z's input product, h W_hh, upper layers' x W_ih
     return gru + H * (2 * Z + V) + Z * E + E * V  # prior and decoder's h-part, phi_z, decoder's z-part
 
 
