@@ -207,7 +207,7 @@ def main() -> None:
         small_ckpt, small_cell, small_config = make_model(Path(tmp), PRESETS["writeup"][0], "writeup")
         results["model"] = config.to_dict()
         results["small_model"] = small_config.to_dict()
-        scan = onnx.load(str(cell)).graph.node[-1]  # the cell's ONNX Scan; its body is one step
+        scan = next(n for n in onnx.load(str(cell)).graph.node if n.op_type == "Scan")  # its body: one step
         results["cell_nodes_per_step"] = len(scan.attribute[0].g.node)
 
         n = args.chars

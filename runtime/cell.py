@@ -98,15 +98,13 @@ def parse_cell_metadata(meta: dict[str, str], name: str) -> CellInfo:
 # The PyTorch path: every core from this many samples on, one thread below.
 MULTI_THREAD_BATCH = 32
 # The ONNX cell: every core once a step's matrix products reach this many multiply-adds (all
-# samples together), one thread below.  Measured 2026-11-25 on the cell with the GRU written out,
-# interleaved repetitions, 2 threads against 1: the 64/512/32 cell (957k per sample) 1.31x at
-# batch 1 and 1.19-1.46x at 4 to 32; a 64/256/32 cell (285k) 1.14x at batch 1 and 2, 1.26x at 8;
-# the write-up-size cell (45k) 0.97x at batch 1, 0.86x at 4, 0.76-1.02x at 16 over two runs,
-# 1.03-1.08x from 24 to 64 and 1.38x at 256.  Work alone does not separate these exactly (the
-# 256-unit cell gains at 285k, the small one ties at 720k: many small elementwise nodes pay a
-# hand-off each).  At 500k: one thread where two lost (the small cell at batch 1 and 4), two for
-# every case measured above it (gains, or the small cell's near-ties at 16 and 24); the price is
-# the 256-unit cell at batch 1 (285k), which runs on one thread and would have gained 1.14x.
+# samples together), one thread below.  Measured 2026-11-25 on the cell with the GRU written out
+# (batch 1 without weight packing, see session_options), interleaved repetitions, 2 threads
+# against 1: the 64/512/32 cell (957k per sample) 1.07-1.21x at batch 1 in four runs of five (0.93x
+# in the fifth), 1.19-1.46x at 4 to 32; a 64/256/32 cell (285k) 0.99x at batch 1, 1.11-1.14x at 2,
+# 1.26x at 8; the write-up-size cell (45k) 0.95-0.97x at batch 1, 0.86x at 4, 0.99x at 8,
+# 0.76-1.02x at 16 over three runs, 1.03-1.08x from 24 to 64 and 1.38x at 256.  So two threads
+# from 500k: every gain is above it, every loss below it, and the cases in between are ties.
 MULTI_THREAD_WORK = 500_000
 
 
@@ -133,9 +131,17 @@ def read_cell_info(path: str | os.PathLike[str]) -> CellInfo:
     return parse_cell_metadata(read_metadata(read_file(path, "ONNX cell"), str(path)), str(path))
 
 
-def session_options(threads: int = 1) -> ort.SessionOptions:
-    """Session settings for generation with `threads` intra-op threads (see default_threads)."""
+def session_options(threads: int = 1, batch: int | None = None) -> ort.SessionOptions:
+    """Session settings for generation with `threads` intra-op threads (see default_threads), for
+    `batch` samples at once if the caller knows it."""
     options = ort.SessionOptions()
+    if batch == 1:
+        # onnxruntime repacks constant weights for its matrix-matrix kernel; a one-row product is then
+        # no longer sent to the matrix-vector kernel, which is faster.  Measured 2026-11-25, batch 1,
+        # interleaved: the 64/512/32 cell 89 against 105 us per character on one thread, the
+        # write-up-size cell 25 against 29; no slower on two threads; and 4 MiB less peak memory
+        # (no packed copies).  From batch 2 on, packing wins (124 against 260 us at batch 2).
+        options.add_session_config_entry("session.disable_prepacking", "1")
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -165,7 +171,9 @@ class OnnxCell:
             threads = default_threads(batch, self.info.config)
         try:
             self.session = ort.InferenceSession(
-                str(path), sess_options=session_options(threads), providers=providers or ["CPUExecutionProvider"]
+                str(path),
+                sess_options=session_options(threads, batch),
+                providers=providers or ["CPUExecutionProvider"],
             )
         except Exception as exc:  # onnxruntime raises its own exception types
             raise VrnnError(f"{name} could not be loaded by onnxruntime: {str(exc).splitlines()[0]}") from None
