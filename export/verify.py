@@ -12,7 +12,7 @@ from vrnn.runtime.sampling import choose_unfiltered
 
 # Maximum absolute difference allowed between onnxruntime and PyTorch on any output.
 # Both compute in float32 but in different orders (folded phi_x table, fused Gemms,
-# onnxruntime's GRU kernel), so results differ by a few float32 ulps of the largest
+# the GRU written out as n + u(h - n)), so results differ by a few float32 ulps of the largest
 # intermediate values; 1e-5 is optimum's bar and holds with margin for trained models.
 TOLERANCE = 1e-5
 VERIFY_STEPS = 3  # steps per call: the loop's carried state is checked, not only one step
