@@ -8,8 +8,9 @@ side by side in one process:
   1. per character at batch 1: Generator loop vs the PyTorch step loop (one thread
      each), and three floors: InferenceSession.run on a one-node Identity graph (the
      fixed cost of a call), an iteration of an ONNX Scan with an Identity body (the
-     fixed cost of a character inside the cell's Scan) and numpy doing the cell's
-     matrix-vector products alone (the cost of reading the weights once, one BLAS thread);
+     fixed cost of a character inside the cell's Scan), and the cell's matrix-vector
+     products alone (the cost of reading the weights once, one thread): by numpy, and
+     by onnxruntime as the cell's own Gemms in a Scan with nothing else;
   2. the same at batch 1 on a cell of the write-up's size (64 units everywhere), where
      the per-call cost, not the arithmetic, is what a character costs;
   3. batch 256: characters/s of both paths, and the FLOP rate of the runtime as a
@@ -39,7 +40,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from vrnn.export.cli import export_cell
 from vrnn.export.sample_cli import torch_sampler
@@ -107,6 +108,45 @@ def scan_iteration_floor(reps: int, iterations: int) -> float:
     )
     session = ort.InferenceSession(helper.make_model(graph).SerializeToString(), session_options(1))
     feed = {"c0": np.zeros(1, np.int64), "xs": np.zeros((iterations, 1), np.int64)}
+    return median_time(lambda: session.run(None, feed), reps) / iterations
+
+
+def onnxruntime_products_floor(cell: Path, reps: int, iterations: int) -> float:
+    """Seconds per iteration of an ONNX Scan whose body is the cell's own Gemms at batch 1 on the cell's
+    own weights, nothing else (each input carried unchanged by an Identity): what onnxruntime needs to
+    read the weights once per character, with the same session settings as the runtime."""
+    model = onnx.load(str(cell))
+    weights = {t.name: t for t in model.graph.initializer}
+    scan = next(n for n in model.graph.node if n.op_type == "Scan")
+    gemms = [n.input[1] for n in scan.attribute[0].g.node if n.op_type == "Gemm"]
+    shapes = [numpy_helper.to_array(weights[w]).shape for w in gemms]
+    info = helper.make_tensor_value_info
+    nodes, carried_in, carried_out, products = [], [], [], []
+    for i, (w, (k, n)) in enumerate(zip(gemms, shapes, strict=True)):
+        nodes += [
+            helper.make_node("Gemm", [f"x{i}", w], [f"y{i}"]),
+            helper.make_node("Identity", [f"x{i}"], [f"x{i}_next"]),
+        ]
+        carried_in.append(info(f"x{i}", TensorProto.FLOAT, [1, k]))
+        carried_out.append(info(f"x{i}_next", TensorProto.FLOAT, [1, k]))
+        products.append(info(f"y{i}", TensorProto.FLOAT, [1, n]))
+    body = helper.make_graph(nodes, "products", [*carried_in, info("t", TensorProto.FLOAT, [1])],
+                             [*carried_out, *products])  # fmt: skip
+    outputs = [info(f"{v.name}_out", TensorProto.FLOAT, None) for v in [*carried_out, *products]]
+    graph = helper.make_graph(
+        [helper.make_node("Scan", [*(v.name for v in carried_in), "ts"], [v.name for v in outputs], body=body,
+                          num_scan_inputs=1)],
+        "products_scan",
+        [*carried_in, info("ts", TensorProto.FLOAT, ["n", 1])],
+        outputs,
+        initializer=[weights[w] for w in gemms],
+    )  # fmt: skip
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = min(proto.ir_version, 9)
+    session = ort.InferenceSession(proto.SerializeToString(), session_options(1, batch=1))
+    rng = np.random.default_rng(0)
+    feed = {v.name: rng.standard_normal((1, k), np.float32) for v, (k, _) in zip(carried_in, shapes, strict=True)}
+    feed["ts"] = np.zeros((iterations, 1), np.float32)
     return median_time(lambda: session.run(None, feed), reps) / iterations
 
 
@@ -220,6 +260,7 @@ def main() -> None:
             "identity_floor": floor * 1e6,
             "scan_iteration_floor": scan_iteration_floor(args.reps, n) * 1e6,
             "numpy_products": numpy_products_time(config, 1, 1, args.reps) * 1e6,
+            "onnxruntime_products": onnxruntime_products_floor(cell, args.reps, n) * 1e6,
             "small_runtime": small_rt * 1e6,
             "small_torch": small_pt * 1e6,
             "small_numpy_products": numpy_products_time(small_config, 1, 1, args.reps) * 1e6,
@@ -254,7 +295,9 @@ def main() -> None:
         ("batch 1, us/char", f"{b1['runtime']:.1f}", f"{b1['torch']:.1f}",
          f"runtime {b1['torch'] / b1['runtime']:.2f}x faster (target >= 5x); "
          f"{b1['runtime'] / b1['identity_floor']:.2f}x the identity floor "
-         f"{b1['identity_floor']:.1f} us (target <= 2x); numpy's products alone {b1['numpy_products']:.1f} us; "
+         f"{b1['identity_floor']:.1f} us (target <= 2x); the cell's products alone: "
+         f"numpy {b1['numpy_products']:.1f} us, "
+         f"onnxruntime's Gemms in a Scan {b1['onnxruntime_products']:.1f} us; "
          f"an empty Scan iteration {b1['scan_iteration_floor']:.1f} us"),
         ("  write-up-size cell", f"{b1['small_runtime']:.1f}", f"{b1['small_torch']:.1f}",
          f"runtime {b1['small_torch'] / b1['small_runtime']:.2f}x faster; "
