@@ -6,7 +6,7 @@ Builds a model of the `default` preset (random weights: speed does not depend on
 training), exports its cell (an ONNX Scan: many characters per run()), then measures, each as the median of --reps runs
 side by side in one process:
   1. per character at batch 1: Generator loop vs the PyTorch step loop (one thread
-     each), and three floors: InferenceSession.run on a one-node Identity graph (the
+     each), and four floors: InferenceSession.run on a one-node Identity graph (the
      fixed cost of a call), an iteration of an ONNX Scan with an Identity body (the
      fixed cost of a character inside the cell's Scan), and the cell's matrix-vector
      products alone (the cost of reading the weights once, one thread): by numpy, and
@@ -143,7 +143,7 @@ def onnxruntime_products_floor(cell: Path, reps: int, iterations: int) -> float:
     )  # fmt: skip
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     proto.ir_version = min(proto.ir_version, 9)
-    session = ort.InferenceSession(proto.SerializeToString(), session_options(1, batch=1))
+    session = ort.InferenceSession(proto.SerializeToString(), session_options(1, pack_weights=False))
     rng = np.random.default_rng(0)
     feed = {v.name: rng.standard_normal((1, k), np.float32) for v, (k, _) in zip(carried_in, shapes, strict=True)}
     feed["ts"] = np.zeros((iterations, 1), np.float32)
@@ -267,7 +267,8 @@ def main() -> None:
         }
 
         b, steps = 256, 200
-        onnx_gen, torch_gen = Generator(cell, threads=args.threads), torch_sampler(str(ckpt), threads=args.threads)
+        onnx_gen = Generator(cell, threads=args.threads, batch=b)  # as `vrnn-run --num-samples 256` builds it
+        torch_gen = torch_sampler(str(ckpt), threads=args.threads)
         rt256 = median_time(lambda: onnx_gen.generate(steps, seed=1, num_samples=b), args.reps)
         pt256 = median_time(lambda: torch_gen.generate(steps, seed=1, num_samples=b), args.reps)
         flops = cell_flops(config, b) * steps

@@ -131,11 +131,11 @@ def read_cell_info(path: str | os.PathLike[str]) -> CellInfo:
     return parse_cell_metadata(read_metadata(read_file(path, "ONNX cell"), str(path)), str(path))
 
 
-def session_options(threads: int = 1, batch: int | None = None) -> ort.SessionOptions:
-    """Session settings for generation with `threads` intra-op threads (see default_threads), for
-    `batch` samples at once if the caller knows it."""
+def session_options(threads: int = 1, pack_weights: bool = True) -> ort.SessionOptions:
+    """Session settings for generation with `threads` intra-op threads (see default_threads);
+    `pack_weights` False for sessions that run one sample at a time."""
     options = ort.SessionOptions()
-    if batch == 1:
+    if not pack_weights:
         # onnxruntime repacks constant weights for its matrix-matrix kernel; a one-row product is then
         # no longer sent to the matrix-vector kernel, which is faster.  Measured 2026-11-25, batch 1,
         # interleaved: the 64/512/32 cell 89 against 105 us per character on one thread, the
@@ -151,7 +151,10 @@ def session_options(threads: int = 1, batch: int | None = None) -> ort.SessionOp
 
 
 class OnnxCell:
-    """A validated vrnn cell in an onnxruntime session; `steps` is one run() call."""
+    """A validated vrnn cell in an onnxruntime session; `steps` is one run() call.
+
+    One-sample runs and batches want different session settings (see session_options), so each
+    kind of run gets its own session, built when first needed; `session` is the first one."""
 
     def __init__(
         self,
@@ -160,25 +163,35 @@ class OnnxCell:
         providers: list[str] | None = None,
         batch: int = 1,
     ) -> None:
-        """`threads` None picks default_threads(batch, the cell's config): `batch` is the number of
-        samples the caller means to generate at once."""
+        """`batch` is the number of samples the caller means to generate at once: it picks the first
+        session's settings, and with `threads` None the thread count (default_threads)."""
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise VrnnError(f"--threads must be a positive integer, got {threads!r}")
-        name = str(path)
+        self._path = str(path)
         # Our copy of the file's bytes is gone before onnxruntime reads the file itself (peak RSS).
         self.info = read_cell_info(path)
-        if threads is None:
-            threads = default_threads(batch, self.info.config)
-        try:
-            self.session = ort.InferenceSession(
-                str(path),
-                sess_options=session_options(threads, batch),
-                providers=providers or ["CPUExecutionProvider"],
-            )
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise VrnnError(f"{name} could not be loaded by onnxruntime: {str(exc).splitlines()[0]}") from None
-        self._check_signature(name)
+        self.threads = default_threads(batch, self.info.config) if threads is None else threads
+        self._providers = providers or ["CPUExecutionProvider"]
+        self._sessions: dict[bool, ort.InferenceSession] = {}
+        self.session = self.session_for(batch)
+        self._check_signature(self._path)
         self.calls = 0  # run() calls so far: tests count them
+
+    def session_for(self, batch: int) -> ort.InferenceSession:
+        """The session that runs `batch` samples at once: one for single samples (weights unpacked),
+        one for batches (packed), each built the first time it is needed."""
+        one_sample = batch == 1
+        if one_sample not in self._sessions:
+            try:
+                self._sessions[one_sample] = ort.InferenceSession(
+                    self._path,
+                    sess_options=session_options(self.threads, pack_weights=not one_sample),
+                    providers=self._providers,
+                )
+            except Exception as exc:  # onnxruntime raises its own exception types
+                first_line = str(exc).splitlines()[0]
+                raise VrnnError(f"{self._path} could not be loaded by onnxruntime: {first_line}") from None
+        return self._sessions[one_sample]
 
     def _check_signature(self, name: str) -> None:
         found = {v.name: v.type for v in [*self.session.get_inputs(), *self.session.get_outputs()]}
@@ -219,7 +232,7 @@ class OnnxCell:
         The contract is vrnn.runtime.generation.run_steps, which computes the same in numpy.
         """
         self.calls += 1
-        chars, logits, h, phi_z = self.session.run(
+        chars, logits, h, phi_z = self.session_for(len(prev_char)).run(
             None,
             {
                 schema.INPUT_PREV_CHAR: prev_char,

@@ -187,3 +187,25 @@ def test_thread_default_follows_the_work_per_step(monkeypatch: pytest.MonkeyPatc
     assert default_threads(MULTI_THREAD_BATCH) == default_threads(4096) == 8
     monkeypatch.setattr("os.cpu_count", lambda: None)  # unknown: one thread, never zero
     assert default_threads(256) == default_threads(256, bundled) == 1
+
+
+def test_single_samples_run_on_unpacked_weights_and_batches_on_packed(trained: dict[str, Path]) -> None:
+    """One sample and a batch want different onnxruntime settings (session_options): the cell keeps a
+    session for each, built when first needed, and both give the text the other would."""
+    from vrnn.runtime.cell import OnnxCell
+
+    def packing_disabled(session: object) -> bool:
+        try:
+            return session.get_session_options().get_session_config_entry("session.disable_prepacking") == "1"
+        except RuntimeError:  # onnxruntime raises for a key that was never set
+            return False
+
+    generator = Generator(trained["cell"])  # built for one sample
+    cell = generator.onnx_cell
+    assert packing_disabled(cell.session) and cell.session_for(1) is cell.session
+    assert len(cell._sessions) == 1
+    batched = generator.generate(40, seed=3, num_samples=3)
+    assert not packing_disabled(cell.session_for(3)) and cell.session_for(3) is cell.session_for(64)
+    assert batched == Generator(trained["cell"], batch=3).generate(40, seed=3, num_samples=3)
+    assert generator.generate(40, seed=3) == Generator(trained["cell"], batch=3).generate(40, seed=3)
+    assert not packing_disabled(OnnxCell(trained["cell"], batch=2).session)
