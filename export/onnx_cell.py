@@ -24,7 +24,7 @@ exactly:
   step's, carried through the Scan as extra state (gh_ru, gh_n) and computed
   for the first step before the Scan.  Measured against the GRU-node graph
   (2026-11-25, `default` preset): 1.14x the characters/s at batch 256 and
-  1.05x at batch 1, a tie at the write-up's size at batch 1.
+  1.06x at batch 1, a tie at the write-up's size at batch 1.
 * the decoder's phi_z-part is a Gemm that adds the h-part as its bias input.
 
 The sampling nodes repeat vrnn.runtime.sampling's unfiltered inverse-CDF choice

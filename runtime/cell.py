@@ -103,8 +103,10 @@ MULTI_THREAD_BATCH = 32
 # against 1: the 64/512/32 cell (957k per sample) 1.07-1.21x at batch 1 in four runs of five (0.93x
 # in the fifth), 1.19-1.46x at 4 to 32; a 64/256/32 cell (285k) 0.99x at batch 1, 1.11-1.14x at 2,
 # 1.26x at 8; the write-up-size cell (45k) 0.95-0.97x at batch 1, 0.86x at 4, 0.99x at 8,
-# 0.76-1.02x at 16 over three runs, 1.03-1.08x from 24 to 64 and 1.38x at 256.  So two threads
-# from 500k: every gain is above it, every loss below it, and the cases in between are ties.
+# 0.76-1.02x at 16 over three runs, 1.03-1.08x from 24 to 64 and 1.38x at 256.  No threshold on
+# work alone fits every case (many small nodes pay a thread hand-off each): from 500k, the clear
+# losses (the small cell at 1 and 4 samples, up to 180k) get one thread and the gains two; the
+# small cell from 12 to 23 samples (542k-1.04M) gets two threads where they tie.
 MULTI_THREAD_WORK = 500_000
 
 
