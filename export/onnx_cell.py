@@ -137,9 +137,12 @@ def _products_of_new_state(g: _Graph, model: VRNN, layer: int) -> tuple[str, str
             g.const(f"new_h{layer}_split", np.array(sizes, np.int64)))  # fmt: skip
 
 
-def _step_nodes(g: _Graph, model: VRNN, state: _State, eps: str, nxt: _State, logits: str) -> None:
+def _step_nodes(
+    g: _Graph, model: VRNN, state: _State, eps: str, nxt: _State, logits: str
+) -> list[tuple[str, str, str]]:
     """`VRNN.step` on the named values: from `state` and `eps` to `nxt` (all but its character) and
-    `logits`.  PyTorch's GRU cell, gates (r, u, n):
+    `logits`; returns each layer's `_products_of_new_state` constants (the first step's gh needs them).
+    PyTorch's GRU cell, gates (r, u, n):
         r, u = sigmoid(gx_ru + gh_ru);  n = tanh(gx_n + r * gh_n);  h' = n + u * (h - n)
     with gx = x W_ih + b_ih and gh = h W_hh + b_hh, gh carried from the previous step."""
     c = model.config
@@ -153,6 +156,7 @@ def _step_nodes(g: _Graph, model: VRNN, state: _State, eps: str, nxt: _State, lo
     g.node("Gemm", [state.phi_z, g.const("gx_phi_z_W", _np(first.weight_ih)[:, E:].T.astype(f32)), "gx_char"], ["gx0"])
     g.node("Split", ["gx0", g.const("ru_n_split", np.array([2 * H, H], np.int64))], ["gx_ru0", "gx_n0"], axis=1)
     gate_split = g.const("r_u_split", np.array([H, H], np.int64))
+    products = []  # each layer's _products_of_new_state constants
     for i in range(L):
         g.node("Add", [f"gx_ru{i}", state.gh_ru[i]], [f"ru_pre{i}"])
         g.node("Sigmoid", [f"ru_pre{i}"], [f"ru{i}"])
@@ -163,7 +167,8 @@ def _step_nodes(g: _Graph, model: VRNN, state: _State, eps: str, nxt: _State, lo
         g.node("Sub", [state.h[i], f"n{i}"], [f"h_minus_n{i}"])
         g.node("Mul", [f"u{i}", f"h_minus_n{i}"], [f"u_h_minus_n{i}"])
         g.node("Add", [f"n{i}", f"u_h_minus_n{i}"], [nxt.h[i]])
-        weight, bias, split = _products_of_new_state(g, model, i)
+        products.append(_products_of_new_state(g, model, i))
+        weight, bias, split = products[-1]
         g.node("Gemm", [nxt.h[i], weight, bias], [f"new_h{i}"])
         if i < L - 1:
             parts = [f"gx_ru{i + 1}", f"gx_n{i + 1}", nxt.gh_ru[i], nxt.gh_n[i]]
@@ -180,6 +185,7 @@ def _step_nodes(g: _Graph, model: VRNN, state: _State, eps: str, nxt: _State, lo
     g.node("Elu", ["phi_z_pre"], [nxt.phi_z])
     w_dec_z = _np(model.decoder.weight)[:, :E].T
     g.node("Gemm", [nxt.phi_z, g.const("dec_z_W", w_dec_z.astype(f32)), "logits_h"], [logits])
+    return products
 
 
 def _sampling_nodes(g: _Graph, logits: str, uniform: str, temperature: str, out: str, opset: int) -> None:
@@ -220,7 +226,7 @@ def build_cell(
     # The Scan body: one step.  Its names must differ from the outer graph's (SSA across scopes).
     body = _Graph()
     state, nxt = _State("_t", L), _State("_next", L)
-    _step_nodes(body, model, state, "eps_t", nxt, "logits_t")
+    products = _step_nodes(body, model, state, "eps_t", nxt, "logits_t")
     _sampling_nodes(body, "logits_t", "uniform_t", schema.INPUT_TEMPERATURE, nxt.char, opset)
     body.node("Identity", [nxt.char], ["char_scan"])  # a value cannot be both carried state and scan output
     g.inits += body.inits
@@ -258,9 +264,8 @@ def build_cell(
     initial.char, initial.phi_z = schema.INPUT_PREV_CHAR, schema.INPUT_PHI_Z
     final.char, final.phi_z = "last_char", schema.OUTPUT_PHI_Z
     g.node("Unsqueeze", [schema.INPUT_UNIFORM, g.const("axis2", np.array([2], np.int64))], ["uniform_col"])
-    for i in range(L):
+    for i, (weight, bias, split) in enumerate(products):
         g.node("Gather", [schema.INPUT_H, g.const(f"layer{i}", np.array(i, np.int64))], [initial.h[i]], axis=0)
-        weight, bias, split = (f"new_h{i}_{k}" for k in ("W", "B", "split"))
         g.node("Gemm", [initial.h[i], weight, bias], [f"new_h{i}_in"])
         unused = [f"new_h{i}_in_{k}" for k in range(3 if i == L - 1 else 2)]
         g.node("Split", [f"new_h{i}_in", split], [*unused, initial.gh_ru[i], initial.gh_n[i]], axis=1)
