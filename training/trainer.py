@@ -19,6 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from vrnn.models.checkpoint import save_checkpoint
 from vrnn.models.vrnn import VRNN
+from vrnn.runtime.atomic import atomic_write
 from vrnn.runtime.errors import EXIT_INTERRUPTED, VrnnError
 from vrnn.runtime.schema import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, DEFAULT_START_CHAR, ModelConfig
 from vrnn.training.allocator import keep_freed_memory
@@ -159,8 +160,12 @@ class Trainer:
         self.noise_rng.set_state(payload["rng"]["noise"].to(self.noise_rng.get_state().device))
         self.step = int(payload["step"])
         metrics = payload.get("metrics", {})
-        self.best_elbo = float(metrics.get("best_val_elbo_nats", math.inf))
         self.history = list(metrics.get("history", []))
+        # The best of the recorded history, not only the recorded best: checkpoints written before this
+        # was fixed saved the best one validation late (None after the first validation).
+        scores = [row["val_elbo_nats"] for row in self.history if row.get("val_elbo_nats") is not None]
+        recorded = metrics.get("best_val_elbo_nats")
+        self.best_elbo = min([*scores, *([float(recorded)] if recorded is not None else [])], default=math.inf)
 
     def payload(self) -> dict[str, Any]:
         """The checkpoint dict of the current state (see vrnn.models.checkpoint)."""
@@ -189,6 +194,11 @@ class Trainer:
         """Write the resumable checkpoint (-o) atomically."""
         save_checkpoint(self.paths.checkpoint, self.payload())
 
+    def write_metrics(self) -> None:
+        """Rewrite OUT.metrics.jsonl from the history (atomically): after a resume it matches the checkpoint."""
+        with atomic_write(self.paths.metrics, "w") as handle:
+            handle.writelines(json.dumps(row) + "\n" for row in self.history)
+
     # --- validation -----------------------------------------------------------
     def validate(self) -> Evaluation:
         """Negative ELBO on the validation split (or its first eval_chars characters)."""
@@ -212,15 +222,18 @@ class Trainer:
             "elapsed_s": elapsed,
         }
         self.history.append(row)
-        with open(self.paths.metrics, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(row) + "\n")
-        self.save()
+        # Order matters for a kill at any moment: the best-so-far is updated before anything is written, so
+        # every checkpoint records the best it has seen; best.pt goes first (a kill before the checkpoint
+        # replays this validation on resume and rewrites the same file); the metrics file is rewritten from
+        # the history after the checkpoint, so it never holds a row the checkpoint does not.
         if result.elbo < self.best_elbo:
             self.best_elbo = result.elbo
             best = self.payload()
             best.pop("optimizer")  # the best file is for export and sampling, not for resuming
             best.pop("rng")
             save_checkpoint(self.paths.best, best)
+        self.save()
+        self.write_metrics()
         if matplotlib_available():
             draw_curves(self.history, self.paths.plot, f"vrnn on {self.corpus.name}")
         return row
@@ -268,6 +281,8 @@ class Trainer:
             self.log(f"checkpoint is already at step {self.step} of {tc.steps}: nothing to do (raise --steps)")
             return self.history[-1] if self.history else None
         main = self.distribution.is_main  # the only process that writes files and progress
+        if main and self.history:
+            self.write_metrics()  # a kill between checkpoint and metrics may have left the file a row short
         if main and not matplotlib_available():
             self.log("matplotlib is not installed: no loss plot will be drawn (pip install 'vrnn[plot]')")
         chars_per_step = tc.batch_size * tc.seq_len
