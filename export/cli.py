@@ -28,6 +28,7 @@ def export_cell(checkpoint: str, out: str, opset: int = DEFAULT_OPSET, echo=None
         "val_bpc": metrics.get("val_bpc"),
         "corpus": payload.get("corpus", {}),
         "opset": opset,
+        "posterior": cell.model.config.posterior,  # how it was trained; the cell itself is the same for every one
     }
     proto = build_cell(cell.model, cell.vocab, cell.start_char, source, opset)
     data = proto.SerializeToString()

@@ -314,7 +314,7 @@ def build_cell(
         schema.META_SCHEMA_VERSION: str(schema.CELL_SCHEMA_VERSION),
         schema.META_VOCAB: json.dumps(list(vocab.chars), ensure_ascii=False),
         schema.META_START_CHAR: start_char,
-        schema.META_CONFIG: json.dumps(c.to_dict()),
+        schema.META_CONFIG: json.dumps(c.cell_dict()),
         schema.META_INTERFACE: json.dumps(interface(c)),
         schema.META_SOURCE: json.dumps(source),
     }

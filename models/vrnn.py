@@ -5,9 +5,18 @@ Notation, per time step t (x_t a character, z_t a latent vector, h the GRU state
     phi_x(x)  = ELU(Linear(Embedding(x)))                      [E]
     phi_z(z)  = ELU(Linear(z))                                 [E]
     prior     p(z_t | h_{t-1})              = N(mu_p, sigma_p)    Linear(h) -> [2Z]
-    encoder   q(z_t | phi_x(x_t), h_{t-1})  = N(mu_q, sigma_q)    Linear([phi_x, h]) -> [2Z]
+    encoder   q(z_t | phi_x(x_t), h_{t-1})  = N(mu_q, sigma_q)    Linear([phi_x, h]) -> [2Z]   ("filtering")
+          or  q(z_t | b_t, h_{t-1})         = N(mu_q, sigma_q)    Linear([b, h]) -> [2Z]       ("smoothing")
+              with b_t = GRU_back(phi_x(x_t), b_{t+1}) run backwards over the window [H]
     decoder   p(x_t | z_t, h_{t-1})         = softmax(Linear([phi_z(z_t), h_{t-1}]))  [V]
     recurrence h_t = GRU([phi_x(x_t), phi_z(z_t)], h_{t-1})
+
+The smoothing posterior (SRNN, Fraccaro et al. 2016; Z-forcing, Goyal et al. 2017) sees the
+future of the window, which a filtering one cannot: whatever z_t could carry about x_t alone the
+GRU receives for free.  Its auxiliary cost (Z-forcing) asks z_t to predict b_t:
+    aux       p(b_t | z_t)                  = N(mu_a, sigma_a)    MLP(z) -> [2H], b_t held fixed
+reported per dimension of b (its mean, not its sum, so that its weight does not scale with H).
+Only prior, decoder and GRU make the generation cell, so every posterior exports the same way.
 
 Standard deviations are softplus(.) + SIGMA_FLOOR, so they can neither reach zero
 nor overflow.  With several GRU layers, prior, encoder and decoder read the top one.
@@ -85,6 +94,7 @@ class ElboTerms:
     mu_q: Tensor  # [B, T, Z] posterior means (for active-unit statistics)
     # eps, mu_q, sigma_q, mu_p, sigma_p, each time-major [T, B, Z]: what log_ratio needs
     gaussians: tuple[Tensor, Tensor, Tensor, Tensor, Tensor]
+    aux: Tensor | None = None  # [B, T] Gaussian NLL of b_t given z_t per dimension of b (smoothing only)
 
     @property
     def log_ratio(self) -> Tensor:
@@ -102,11 +112,16 @@ class VRNN(nn.Module):
         V, E, H, Z, L = config.vocab_size, config.embed_size, config.hidden_size, config.latent_size, config.layers
         self.embedding = nn.Embedding(V, E)
         self.phi_x_proj = nn.Linear(E, E)
+        self.smoothing = config.posterior == "smoothing"
         with warnings.catch_warnings():  # Z = 0 (the no-latent baseline): phi_z is the constant ELU(bias)
             warnings.filterwarnings("ignore", "Initializing zero-element tensors")
             self.phi_z_proj = nn.Linear(Z, E)
             self.prior = nn.Linear(H, 2 * Z)
-            self.encoder = nn.Linear(E + H, 2 * Z)  # input [phi_x(x_t), h_{t-1}]
+            # input [phi_x(x_t), h_{t-1}] (filtering) or [b_t, h_{t-1}] (smoothing)
+            self.encoder = nn.Linear((H if self.smoothing else E) + H, 2 * Z)
+        if self.smoothing:
+            self.backward_rnn = nn.GRU(E, H)  # b_t = GRU_back(phi_x(x_t), b_{t+1}), run on the reversed window
+            self.aux = nn.Sequential(nn.Linear(Z, E), nn.Tanh(), nn.Linear(E, 2 * H))  # p(b_t | z_t)
         self.decoder = nn.Linear(E + H, V)  # input [phi_z(z_t), h_{t-1}]
         self.rnn = nn.ModuleList(nn.GRUCell(2 * E if i == 0 else H, H) for i in range(L))
         self.use_fused_recurrence = True  # one layer: hand-written BPTT (tests switch it off for the reference)
@@ -148,7 +163,9 @@ class VRNN(nn.Module):
         return logits, torch.stack(layers), phi_z
 
     # --- training -----------------------------------------------------------
-    def forward(self, tokens: Tensor, eps: Tensor, decoder_mask: Tensor | None = None) -> ElboTerms:
+    def forward(
+        self, tokens: Tensor, eps: Tensor, decoder_mask: Tensor | None = None, with_aux: bool = True
+    ) -> ElboTerms:
         """ELBO terms for windows `tokens` [B, T+1], predicting tokens[:, 1:] given tokens[:, 0].
 
         `eps` [T, B, Z] is the standard normal noise of the reparameterised posterior
@@ -162,7 +179,9 @@ class VRNN(nn.Module):
         layer in FusedRecurrence (hand-written BPTT), otherwise in an autograd loop.
         All of it is time-major ([T, B, ...]), the layout the recurrence produces, so
         that no elementwise work runs on transposed views; only the returned terms
-        are [B, T, ...] views.
+        are [B, T, ...] views.  The smoothing posterior's backward GRU depends on the text alone,
+        so it runs as one nn.GRU call before the recurrence, whose encoder input it becomes;
+        `with_aux` computes its auxiliary cost as well.
         """
         T = tokens.shape[1] - 1
         E, H = self.config.embed_size, self.config.hidden_size
@@ -170,22 +189,32 @@ class VRNN(nn.Module):
         first = self.rnn[0]
         fused = self.use_fused_recurrence and len(self.rnn) == 1
         w_gi_x, w_enc_x = first.weight_ih[:, :E], self.encoder.weight[:, :E]  # layer-0 input = [phi_x, phi_z]
+        w_enc_h = self.encoder.weight[:, -H:]  # the encoder's h_{t-1} part, for either posterior
 
         def gru_x(fx: Tensor) -> Tensor:  # the GRU input's phi_x part, as the recurrence takes it
             gi = F.linear(fx, w_gi_x, first.bias_ih)  # [..., 3H]
             return gate_inputs(gi, first.bias_hh) if fused else gi  # fused: [..., 4H]
 
+        backward_states = None
         if self.config.vocab_size < tokens.numel():
             # phi_x and both products with it depend on the character alone: compute them once per
             # vocabulary entry and gather, instead of once per position (a third of a write-up-size
             # training step's multiply-adds, forward and backward, become a [V, ...] table's).
             fx_table = self.phi_x(torch.arange(self.config.vocab_size, device=tokens.device))  # [V, E]
             x_part = F.embedding(tokens[:T], gru_x(fx_table))  # [T, B, 3H or 4H]
-            enc_x = F.embedding(tokens[1:], F.linear(fx_table, w_enc_x, self.encoder.bias))  # [T, B, 2Z]
+            if self.smoothing:
+                backward_states = self._backward_states(F.embedding(tokens[1:], fx_table))
+            else:
+                enc_x = F.embedding(tokens[1:], F.linear(fx_table, w_enc_x, self.encoder.bias))  # [T, B, 2Z]
         else:
             fx = self.phi_x(tokens)  # [T+1, B, E]
             x_part = gru_x(fx[:T])
-            enc_x = F.linear(fx[1:], w_enc_x, self.encoder.bias)
+            if self.smoothing:
+                backward_states = self._backward_states(fx[1:])
+            else:
+                enc_x = F.linear(fx[1:], w_enc_x, self.encoder.bias)
+        if backward_states is not None:
+            enc_x = F.linear(backward_states, self.encoder.weight[:, :H], self.encoder.bias)  # [T, B, 2Z]
         if fused:
             states, mu_q, sigma_q = FusedRecurrence.apply(
                 x_part,
@@ -193,12 +222,12 @@ class VRNN(nn.Module):
                 eps,
                 first.weight_ih[:, E:],
                 first.weight_hh,
-                self.encoder.weight[:, E:],
+                w_enc_h,
                 self.phi_z_proj.weight,
                 self.phi_z_proj.bias,
             )
         else:
-            h_tops, phi_zs, mu_q, sigma_q = self._recurrence_autograd(x_part, enc_x, eps)
+            h_tops, phi_zs, mu_q, sigma_q = self._recurrence_autograd(x_part, enc_x, eps, w_enc_h)
             states = torch.cat([h_tops, phi_zs], -1)
         # states [T, B, H+E]: [h_prev, phi_z], the state each prediction conditions on and phi_z(z_t);
         # mu_q, sigma_q [T, B, Z]
@@ -209,19 +238,36 @@ class VRNN(nn.Module):
         w_dec = self.decoder.weight
         logits = F.linear(states, torch.cat([w_dec[:, E:], w_dec[:, :E]], 1), self.decoder.bias)  # [T, B, V]
         nll = F.cross_entropy(logits.flatten(0, 1), tokens[1:].flatten(), reduction="none").view_as(tokens[1:])
+        aux = None
+        if backward_states is not None and with_aux:
+            aux = self._aux_cost(mu_q + sigma_q * eps, backward_states.detach()).t()
         return ElboTerms(
             nll=nll.t(),
             kl=GaussianKL.apply(mu_q, sigma_q, mu_p, sigma_p).transpose(0, 1),  # gaussian_kl, fused
             mu_q=mu_q.transpose(0, 1),
             gaussians=(eps, mu_q, sigma_q, mu_p, sigma_p),
+            aux=aux,
         )
 
-    def _recurrence_autograd(self, gi_x: Tensor, enc_x: Tensor, eps: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _backward_states(self, fx_targets: Tensor) -> Tensor:
+        """b_t = GRU_back(phi_x(x_t), b_{t+1}) over the window's targets x_1..x_T from b_{T+1} = 0: [T,B,E] -> [T,B,H]."""
+        reversed_states, _ = self.backward_rnn(fx_targets.flip(0))
+        return reversed_states.flip(0)
+
+    def _aux_cost(self, z: Tensor, target: Tensor) -> Tensor:
+        """Z-forcing's auxiliary cost: -log N(b_t; MLP(z_t)) averaged over b's dimensions, [T, B].
+        The target is held fixed: the backward GRU must not make itself easy to predict."""
+        mu, sigma = gaussian_params(self.aux(z))
+        return (0.5 * ((target - mu) / sigma) ** 2 + torch.log(sigma)).mean(-1) + 0.5 * math.log(2 * math.pi)
+
+    def _recurrence_autograd(
+        self, gi_x: Tensor, enc_x: Tensor, eps: Tensor, w_enc_h: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """The step-by-step part of `forward` as a plain autograd loop (any number of layers; the reference
         for FusedRecurrence).  Inputs and the returned (h_top, phi_z, mu_q, sigma_q) are time-major [T, B, *]."""
         T, B, E = gi_x.shape[0], gi_x.shape[1], self.config.embed_size
         first = self.rnn[0]
-        w_ih_z, w_enc_h = first.weight_ih[:, E:], self.encoder.weight[:, E:]
+        w_ih_z = first.weight_ih[:, E:]
         h, phi_z = (s.to(gi_x.dtype) for s in self.initial_state(B, gi_x.device))
         h = list(h)  # per layer [B, H]
         tops, phi_zs, mus, sigmas = [], [], [], []

@@ -65,6 +65,9 @@ REQUIRED_META_KEYS = (
     META_INTERFACE,
 )
 
+# The encoder families (ModelConfig.posterior); checkpoints without the field are "filtering".
+POSTERIORS = ("filtering", "smoothing")
+
 # Standard deviations are softplus(x) + SIGMA_FLOOR: never zero, never overflowing.
 SIGMA_FLOOR = 1e-3
 
@@ -78,18 +81,31 @@ class ModelConfig:
     hidden_size: int = 64  # GRU state width per layer
     latent_size: int = 64  # dimensions of z; 0 removes the latent (a plain GRU language model, the baseline)
     layers: int = 1  # stacked GRU layers; prior, encoder and decoder read the top one
+    # Training only (the generation cell never sees the encoder): "filtering" q(z_t | x_t, h_{t-1}) or
+    # "smoothing" q(z_t | b_t, h_{t-1}) with b_t a backward GRU's summary of x_t..x_T.
+    posterior: str = "filtering"
 
     def __post_init__(self) -> None:
+        if self.posterior not in POSTERIORS:
+            raise VrnnError(f"model config: posterior must be one of {', '.join(POSTERIORS)}, got {self.posterior!r}")
+        if self.posterior != "filtering" and self.latent_size == 0:
+            raise VrnnError(f"model config: a {self.posterior} posterior needs a latent (latent_size > 0)")
         for field in dataclasses.fields(self):
+            if field.name == "posterior":
+                continue
             value = getattr(self, field.name)
             low = 0 if field.name == "latent_size" else 1
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 kind = "a non-negative" if low == 0 else "a positive"
                 raise VrnnError(f"model config: {field.name} must be {kind} integer, got {value!r}")
 
-    def to_dict(self) -> dict[str, int]:
-        """Plain-dict form, as stored in checkpoints and ONNX metadata."""
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form, as stored in checkpoints."""
         return dataclasses.asdict(self)
+
+    def cell_dict(self) -> dict[str, int]:
+        """The sizes the generation cell depends on, as stored in its metadata (the posterior is not one)."""
+        return {k: v for k, v in self.to_dict().items() if k != "posterior"}
 
     @classmethod
     def from_dict(cls, data: Any) -> ModelConfig:

@@ -19,7 +19,7 @@ from vrnn.training.data import Corpus, read_corpus
 from vrnn.training.distributed import Distribution, init_distribution, shutdown_distribution
 from vrnn.training.trainer import OutputPaths, Trainer, resolve_device
 
-MODEL_OPTIONS = ("embed_size", "hidden_size", "latent_size", "layers")
+MODEL_OPTIONS = ("embed_size", "hidden_size", "latent_size", "layers", "posterior")
 TRAIN_OPTIONS = (
     "steps",
     "batch_size",
@@ -28,6 +28,7 @@ TRAIN_OPTIONS = (
     "clip",
     "kl_anneal_steps",
     "free_bits",
+    "aux_weight",
     "dropout",
     "weight_decay",
     "eval_every",
@@ -66,8 +67,11 @@ def build_configs(preset: str, vocab_size: int, overrides: dict[str, Any]) -> tu
     try:
         config = ModelConfig(vocab_size=vocab_size, **model)
     except VrnnError as exc:
-        raise UsageError(str(exc)) from None
-    return config, TrainConfig(**train).validate()
+        raise UsageError(str(exc).removeprefix("model config: ")) from None
+    train_config = TrainConfig(**train).validate()
+    if train_config.aux_weight > 0 and config.posterior != "smoothing":
+        raise UsageError("--aux-weight needs --posterior smoothing (the auxiliary cost predicts its backward state)")
+    return config, train_config
 
 
 @click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -107,6 +111,17 @@ def build_configs(preset: str, vocab_size: int, overrides: dict[str, Any]) -> tu
     help="Raise the KL weight linearly from 0 to 1 over these steps, at most half of --steps (0: off).",
 )
 @click.option("--free-bits", type=float, help="Nats per latent dimension of KL left unpenalised (0: off).")
+@click.option(
+    "--posterior",
+    type=click.Choice(["filtering", "smoothing"]),
+    help="Encoder q(z_t | x_t, h) ('filtering'), or q(z_t | b_t, h) with a backward GRU over the window "
+    "('smoothing').  [default: preset's]",
+)
+@click.option(
+    "--aux-weight",
+    type=float,
+    help="Weight of the smoothing posterior's auxiliary cost: z_t predicts the backward state (0: off).",
+)
 @click.option("--dropout", type=float, help="Dropout on the GRU state the decoder reads, in [0, 1) (training only).")
 @click.option(
     "--weight-decay", type=float, help="Decoupled (AdamW) weight decay of weight matrices and embedding (0: off)."
@@ -174,7 +189,10 @@ def _train(
         options["batch_size"] *= distribution.world_size  # checkpoints record the global batch
     if resume:
         payload = load_checkpoint(paths.checkpoint)
-        saved = {**payload.get("train_config", {}), **payload["model_config"]}
+        saved = {  # with today's defaults for fields older checkpoints lack
+            **TrainConfig.from_dict(payload.get("train_config", {})).to_dict(),
+            **ModelConfig.from_dict(payload["model_config"]).to_dict(),
+        }
         # Repeating the original command with --resume is fine; changing the run is not.
         changed = [
             k

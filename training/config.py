@@ -25,6 +25,7 @@ class TrainConfig:
     # while the weight is below 1 the encoder copies characters into z and the -ELBO is poor.
     kl_anneal_steps: int = 100
     free_bits: float = 0.0  # nats per latent dimension below which KL is not penalised; 0 disables
+    aux_weight: float = 0.0  # weight of the smoothing posterior's auxiliary cost (Z-forcing); 0 disables
     dropout: float = 0.0  # dropout on the GRU state the decoder reads (training only; the cell is unchanged)
     weight_decay: float = 0.0  # decoupled (AdamW) decay of the weight matrices and embedding; 0 = plain Adam
     eval_every: int = 250
@@ -44,7 +45,15 @@ class TrainConfig:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
         if not self.lr > 0:
             raise UsageError(f"--lr must be > 0, got {self.lr}")
-        for name in ("clip", "free_bits", "kl_anneal_steps", "warmup_steps", "eval_chars", "weight_decay"):
+        for name in (
+            "clip",
+            "free_bits",
+            "aux_weight",
+            "kl_anneal_steps",
+            "warmup_steps",
+            "eval_chars",
+            "weight_decay",
+        ):
             if getattr(self, name) < 0:
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:

@@ -64,8 +64,9 @@ def main(
 
     Reports the negative ELBO and the importance-weighted bound IWAE-K (K latent
     trajectories per window from the encoder), in nats and bits per character, the
-    KL per character and the number of active latent units (posterior-mean variance
-    across the text > 0.01).
+    KL per character and the number of active latent units (by average KL > 0.01 nats,
+    and by posterior-mean variance across the text > 0.01), and a smoothing posterior's
+    auxiliary cost apart from the bounds.
 
     The text is cut into consecutive windows of --window predicted characters; each
     window starts from the zero state with the character before it as context, so
@@ -82,6 +83,7 @@ def main(
     if plot_chars < 1:
         raise UsageError(f"--plot-chars must be at least 1, got {plot_chars}")
     set_torch_threads(threads)
+    torch.set_flush_denormal(True)  # as in training: denormals only cost time
     if plot is not None:
         if not matplotlib_available():
             raise VrnnError("--plot needs matplotlib: pip install 'vrnn[plot]'")
@@ -134,8 +136,11 @@ def main(
         f"  -IWAE-{k:<6d} {score.iwae:.4f} nats/char  {score.iwae_bits:.4f} bits/char",
         f"  NLL term     {score.nll:.4f} nats/char",
         f"  KL term      {score.kl:.4f} nats/char  {score.kl / math.log(2):.4f} bits/char",
-        f"  active units {score.active_units} of {score.latent_size} (posterior-mean variance > 0.01)",
+        f"  active units {score.active_units_kl} of {score.latent_size} by KL (> 0.01 nats/char each), "
+        f"{score.active_units} by posterior-mean variance (> 0.01)",
     ]
+    if score.aux is not None:
+        lines.append(f"  aux cost     {score.aux:.4f} nats per backward-state dimension (not part of the bounds)")
     click.echo("\n".join(lines))
 
 

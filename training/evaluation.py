@@ -15,8 +15,13 @@ How a text is scored (this is what `vrnn-eval` reports):
   both summed over windows and divided by the number of characters.  IWAE-K is a
   tighter bound than the ELBO, approaching the true NLL as K grows; IWAE-1 equals
   the ELBO in expectation.
-* A latent dimension is *active* when the variance across the text of its
-  posterior mean exceeds 0.01 (Burda et al. 2016).
+* Active latent dimensions, two ways.  By KL: the dimension's KL(q || p), averaged over
+  the text, exceeds 0.01 nats; this is what the latent costs and therefore carries, and a
+  prior that follows the posterior cannot fool it.  By variance (Burda et al. 2016): the
+  variance across the text of the posterior mean exceeds 0.01, which a posterior mean that
+  moves *with the prior's* counts as active although it tells the decoder nothing new.
+* A smoothing posterior's auxiliary cost (the Gaussian NLL of the backward state given z,
+  per dimension of that state) is reported beside the bounds, never inside them.
 """
 
 from __future__ import annotations
@@ -46,9 +51,12 @@ class TextScore:
     iwae: float  # negative IWAE-K bound, nats/char
     nll: float  # reconstruction term of the ELBO, nats/char
     kl: float  # KL term of the ELBO, nats/char
-    active_units: int
+    active_units: int  # by posterior-mean variance (Burda et al.)
+    active_units_kl: int  # by average KL
     latent_size: int
     unit_variance: list[float]  # variance of each dimension's posterior mean across the text
+    unit_kl: list[float]  # average KL of each dimension, nats per character
+    aux: float | None  # smoothing posterior's auxiliary cost per character, None without one
     char_nll: np.ndarray  # [chars] reconstruction cost of each character (mean over the K samples)
     char_kl: np.ndarray  # [chars] KL of each character's latent (mean over the K samples)
 
@@ -74,8 +82,11 @@ class TextScore:
             "kl_nats": self.kl,
             "kl_bits": self.kl / LN2,
             "active_units": self.active_units,
+            "active_units_kl": self.active_units_kl,
             "latent_size": self.latent_size,
             "unit_variance": self.unit_variance,
+            "unit_kl": self.unit_kl,
+            "aux_nats": self.aux,
         }
 
 
@@ -109,6 +120,8 @@ def score_text(
     elbo_sum = iwae_sum = nll_sum = kl_sum = 0.0
     mean_sum = torch.zeros(z_size, dtype=torch.float64)
     square_sum = torch.zeros(z_size, dtype=torch.float64)
+    unit_kl_sum = torch.zeros(z_size, dtype=torch.float64)
+    aux_sum: float | None = None
     positions = 0
     char_nll, char_kl = [], []
     for group in groups:
@@ -117,7 +130,10 @@ def score_text(
         eps = torch.randn((t, b * samples, z_size), generator=generator).to(device)
         terms = model(tokens, eps)
         nll = terms.nll.double().cpu().reshape(b, samples, t)
+        unit_kl_sum += terms.kl.double().sum((0, 1)).cpu() / samples
         kl = terms.kl.double().sum(-1).cpu().reshape(b, samples, t)
+        if terms.aux is not None:
+            aux_sum = (aux_sum or 0.0) + terms.aux.double().sum().item() / samples
         log_w = (terms.log_ratio.double().cpu().reshape(b, samples, t) - nll).sum(-1)  # [b, K]
         iwae_sum -= (torch.logsumexp(log_w, dim=1) - math.log(samples)).sum().item()
         elbo_sum += (nll + kl).sum(-1).mean(1).sum().item()
@@ -143,8 +159,11 @@ def score_text(
         nll=nll_sum / chars,
         kl=kl_sum / chars,
         active_units=int((variance > ACTIVE_UNIT_THRESHOLD).sum().item()),
+        active_units_kl=int((unit_kl_sum / chars > ACTIVE_UNIT_THRESHOLD).sum().item()),
         latent_size=z_size,
         unit_variance=[round(v, 6) for v in variance.tolist()],
+        unit_kl=[round(v, 6) for v in (unit_kl_sum / chars).tolist()],
+        aux=None if aux_sum is None else aux_sum / chars,
         char_nll=np.concatenate(char_nll),
         char_kl=np.concatenate(char_kl),
     )

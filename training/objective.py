@@ -22,13 +22,20 @@ def kl_weight(step: int, anneal_steps: int) -> float:
     return 1.0 if anneal_steps <= 0 else min(1.0, step / anneal_steps)
 
 
-def training_loss(terms: ElboTerms, beta: float, free_bits: float) -> tuple[Tensor, Tensor, Tensor]:
-    """(loss, nll, kl) per character; loss = nll + beta * max(KL_d, free_bits) summed over dims d."""
+def training_loss(
+    terms: ElboTerms, beta: float, free_bits: float, aux_weight: float = 0.0
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(loss, nll, kl, aux) per character; loss = nll + beta * max(KL_d, free_bits) summed over dims d
+    + aux_weight * aux (the smoothing posterior's auxiliary cost, 0 without one)."""
     nll = terms.nll.mean()
     kl_per_dim = terms.kl.mean(dim=(0, 1))  # [Z], averaged over batch and time
     kl = kl_per_dim.sum()
     kl_term = torch.clamp(kl_per_dim, min=free_bits).sum() if free_bits > 0 else kl
-    return nll + beta * kl_term, nll, kl
+    loss = nll + beta * kl_term
+    aux = terms.aux.mean() if terms.aux is not None else torch.zeros((), device=nll.device)
+    if aux_weight > 0:
+        loss = loss + aux_weight * aux
+    return loss, nll, kl, aux
 
 
 @dataclass
@@ -38,6 +45,8 @@ class Evaluation:
     nll: float  # nats/char reconstruction term
     kl: float  # nats/char KL term
     chars: int  # characters predicted
+    aux: float | None = None  # the smoothing posterior's auxiliary cost, not part of the bound
+    active_units_kl: int = 0  # latent dimensions with average KL > 0.01 nats
 
     @property
     def elbo(self) -> float:
@@ -59,4 +68,4 @@ def evaluate(model: VRNN, ids: Tensor, seq_len: int, batch_size: int, seed: int 
     This is vrnn-eval's `score_text` with one sample per window, on the model's device.
     """
     score = score_text(model, ids, seq_len, samples=1, batch_size=batch_size, seed=seed)
-    return Evaluation(score.nll, score.kl, score.chars)
+    return Evaluation(score.nll, score.kl, score.chars, score.aux, score.active_units_kl)
