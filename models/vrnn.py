@@ -250,7 +250,7 @@ class VRNN(nn.Module):
         )
 
     def _backward_states(self, fx_targets: Tensor) -> Tensor:
-        """b_t = GRU_back(phi_x(x_t), b_{t+1}) over the window's targets x_1..x_T from b_{T+1} = 0: [T,B,E] -> [T,B,H]."""
+        """b_t = GRU_back(phi_x(x_t), b_{t+1}) over the targets x_1..x_T from b_{T+1} = 0: [T,B,E] -> [T,B,H]."""
         reversed_states, _ = self.backward_rnn(fx_targets.flip(0))
         return reversed_states.flip(0)
 
