@@ -20,7 +20,10 @@ import sys
 import time
 from pathlib import Path
 
-BIN = Path(sys.executable).parent
+# As modules of this interpreter, so that a sweep can run from a frozen copy of the package on PYTHONPATH
+# while the working tree changes.
+TRAIN = [sys.executable, "-m", "vrnn.training.cli"]
+EVAL = [sys.executable, "-m", "vrnn.training.eval_cli"]
 
 # name -> extra vrnn-train options; every variant also gets COMMON.
 VARIANTS: dict[str, list[str]] = {
@@ -59,7 +62,7 @@ def main() -> None:
         if "--latent-size" not in extra:
             extra = [*extra, "--latent-size", str(args.latent_size)]
         ckpt = args.out / f"{name}.pt"
-        train = [str(BIN / "vrnn-train"), args.corpus, "-o", str(ckpt), *common, *extra]
+        train = [*TRAIN, args.corpus, "-o", str(ckpt), *common, *extra]
         ckpt.exists() and train.append("--resume")
         started = time.perf_counter()
         subprocess.run(train, check=True)
@@ -67,7 +70,7 @@ def main() -> None:
         history = json.loads(json.dumps(_history(ckpt)))
         best = ckpt.with_name(f"{name}.best.pt")
         score = subprocess.run(
-            [str(BIN / "vrnn-eval"), args.corpus, "-c", str(best), "--split", "val", "--window", "256",
+            [*EVAL, args.corpus, "-c", str(best), "--split", "val", "--window", "256",
              "--iwae-samples", str(args.iwae_samples), "--threads", str(args.threads), "--json"],
             check=True, capture_output=True, text=True,
         )  # fmt: skip
