@@ -34,7 +34,18 @@ def sampling_options(func: Callable) -> Callable:
         click.option(
             "--top-p", type=float, default=None, help="Sample only from the smallest set with probability >= P."
         ),
-        click.option("--greedy", is_flag=True, help="Always take the most likely character."),
+        click.option(
+            "--greedy",
+            is_flag=True,
+            help="Always take the most likely character (the latent still varies with the seed: see below).",
+        ),
+        click.option(
+            "--latent-temperature",
+            type=float,
+            default=1.0,
+            show_default=True,
+            help="Scale the latent noise: 0 = the prior's mean (with --greedy: the same text for every seed).",
+        ),
         click.option("--seed", type=int, default=None, help="Seed for numpy's default_rng; same seed, same text."),
         click.option(
             "--num-samples", type=int, default=1, show_default=True, help="Independent samples, run as one batch."
@@ -89,7 +100,8 @@ def emit_samples(
     num_samples = settings["num_samples"]
     sampler = sampler_factory(threads, num_samples if isinstance(num_samples, int) else 1)
     # Validate every option before the first character goes out (or a file is created).
-    options = SamplingOptions(settings["temperature"], settings["top_k"], settings["top_p"], settings["greedy"])
+    names = ("temperature", "top_k", "top_p", "greedy", "latent_temperature")
+    options = SamplingOptions(*(settings[name] for name in names))
     sampler.check(settings["length"], settings["prime"], options, settings["num_samples"])
     if out is not None:
         with atomic_write(out, "w") as handle:

@@ -141,16 +141,22 @@ def generate_ids(
     batch = next(iter(state.values())).shape[-2]  # every state tensor is [..., B, width]
     prev = np.full(batch, context_ids[0], dtype=np.int64)
     forced_uniform = np.full((1, batch), FORCED_UNIFORM)
+    scale = np.float32(options.latent_temperature)
+
+    def eps(n: int) -> np.ndarray:  # the noise is drawn either way: the uniforms do not depend on the scale
+        rows = noise.eps(n)
+        return rows if scale == 1 else rows * scale
+
     for forced in context_ids[1:]:
-        _, _, state = steps(prev, state, noise.eps(1), forced_uniform, 1.0)
+        _, _, state = steps(prev, state, eps(1), forced_uniform, 1.0)
         prev = np.full(batch, forced, dtype=np.int64)
     cell_chooses = options.unfiltered
     per_call = steps_per_call(batch) if cell_chooses else 1
     remaining = length
     while remaining > 0:
         n = min(per_call, remaining)
-        eps, uniform = noise.eps(n), noise.uniform(n)
-        chars, logits, state = steps(prev, state, eps, uniform, options.temperature)
+        step_eps, uniform = eps(n), noise.uniform(n)
+        chars, logits, state = steps(prev, state, step_eps, uniform, options.temperature)
         if not cell_chooses:  # top-k, top-p or greedy: choose from this one step's logits here
             chars = choose(logits[0], uniform[0], options)[None]
         for i in range(n):

@@ -78,10 +78,11 @@ class Sampler:
         top_p: float | None = None,
         greedy: bool = False,
         seed: int | None = None,
+        latent_temperature: float = 1.0,
     ) -> Iterator[str]:
         """Yield the characters of one sample as they are generated (the prime is not repeated)."""
         chars = self.vocab.chars
-        options = SamplingOptions(temperature, top_k, top_p, greedy)
+        options = SamplingOptions(temperature, top_k, top_p, greedy, latent_temperature)
         for ids in self._ids(length, prime, options, seed, 1, None):
             yield chars[ids[0]]
 
@@ -95,15 +96,18 @@ class Sampler:
         greedy: bool = False,
         seed: int | None = None,
         num_samples: int = 1,
+        latent_temperature: float = 1.0,
         *,
         noise: NoiseSource | None = None,
     ) -> str | list[str]:
         """Return `prime` followed by `length` generated characters; a list of such texts if num_samples > 1.
 
         The same seed (and options) gives the same text on every run and on both
-        backends.  `noise` replaces the seeded noise (see vrnn.runtime.generation).
+        backends.  `latent_temperature` scales the latent noise (0: the prior's mean); `greedy` alone still
+        varies with the seed through the latent, `greedy` with `latent_temperature=0` does not.
+        `noise` replaces the seeded noise (see vrnn.runtime.generation).
         """
-        options = SamplingOptions(temperature, top_k, top_p, greedy)
+        options = SamplingOptions(temperature, top_k, top_p, greedy, latent_temperature)
         rows = list(self._ids(length, prime, options, seed, num_samples, noise))
         columns = np.stack(rows, axis=1)  # [num_samples, length]
         texts = [prime + self.vocab.decode(row) for row in columns]

@@ -26,6 +26,9 @@ class SamplingOptions:
     top_k: int | None = None  # keep only the k most likely characters
     top_p: float | None = None  # keep the smallest set whose probability reaches p (nucleus)
     greedy: bool = False  # always take the most likely character (ignores the others)
+    # Scales the latent noise: 0 = the prior's mean at every step, 1 = the model.  Not a choice of character,
+    # so it combines with every option above; with greedy and 0 the text is the same for every seed.
+    latent_temperature: float = 1.0
 
     @property
     def unfiltered(self) -> bool:
@@ -44,6 +47,9 @@ class SamplingOptions:
             p = self.top_p
             if isinstance(p, bool) or not isinstance(p, (int, float)) or not (0.0 < p <= 1.0):
                 raise UsageError(f"--top-p must be in (0, 1], got {p!r}")
+        lt = self.latent_temperature
+        if isinstance(lt, bool) or not isinstance(lt, (int, float)) or not math.isfinite(lt) or lt < 0:
+            raise UsageError(f"--latent-temperature must be a finite number >= 0, got {lt!r}")
         if self.greedy and (self.top_k is not None or self.top_p is not None or t != 1.0):
             raise UsageError("--greedy cannot be combined with --temperature, --top-k or --top-p")
         return self
