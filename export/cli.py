@@ -8,7 +8,7 @@ from vrnn.export.onnx_cell import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, build_cel
 from vrnn.export.torch_cell import TorchCell
 from vrnn.export.verify import TOLERANCE, max_differences
 from vrnn.models.checkpoint import file_sha256, load_checkpoint
-from vrnn.runtime.atomic import atomic_write, check_writable_destination
+from vrnn.runtime.atomic import atomic_write, check_writable_destination, refuse_overwriting_inputs
 from vrnn.runtime.errors import OneLineCommand, UsageError, VrnnError, cli_errors
 from vrnn.runtime.schema import OUTPUT_CHARS as CHARS
 
@@ -18,6 +18,7 @@ def export_cell(checkpoint: str, out: str, opset: int = DEFAULT_OPSET, echo=None
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise UsageError(f"--opset must be from {MIN_OPSET} to {MAX_OPSET}, got {opset}")
     check_writable_destination(out)
+    refuse_overwriting_inputs({"CELL": out}, {"CHECKPOINT": checkpoint})
     payload = load_checkpoint(checkpoint)
     cell = TorchCell(payload)
     metrics = payload.get("metrics") or {}

@@ -29,7 +29,13 @@ def main(checkpoint: str, out: str | None, threads: int | None, **settings: obje
     Same options and, for the same --seed, the same text as vrnn-run on the cell
     exported from this checkpoint.
     """
-    emit_samples(lambda n, batch: torch_sampler(checkpoint, n or default_threads(batch)), out, threads, **settings)
+    emit_samples(
+        lambda n, batch: torch_sampler(checkpoint, n or default_threads(batch)),
+        out,
+        threads,
+        {"CHECKPOINT": checkpoint},
+        **settings,
+    )
 
 
 if __name__ == "__main__":

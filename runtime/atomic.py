@@ -1,59 +1,170 @@
-"""Write files so that a crash never leaves a half-written one behind."""
+"""Write files so that a crash never leaves a half-written one behind, and nothing a user made is destroyed.
+
+Rules every vrnn output follows:
+- A regular file (new or existing) is written to a temporary file beside it and renamed over it: readers see
+  the old file or the complete new one.
+- A symbolic link is followed: its target is replaced that way, the link itself stays.
+- An existing character device or FIFO (`/dev/null`, `/dev/stdout`, a named pipe) is written through, never
+  replaced; commands whose outputs must be files (checkpoints) refuse them instead.  Block devices, sockets
+  and directories are refused.
+- An output that is the same file as one of the command's inputs is refused.
+- Temporary names are short (`.vrnn-PID-RANDOM.tmp`, whatever the output's name) and carry the writer's
+  process id, so that a later run can remove those of writers that died (`remove_stale_temp_files`).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
-from collections.abc import Iterator
+import re
+import secrets
+import stat
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO
 
-from vrnn.runtime.errors import VrnnError
+from vrnn.runtime.errors import UsageError, VrnnError
+
+TEMP_PATTERN = re.compile(r"^\.vrnn-(\d+)-[0-9a-f]{8}\.tmp$")
 
 
-def check_writable_destination(path: str | os.PathLike[str]) -> Path:
-    """Refuse an output path whose directory is missing or unwritable, or which is a directory."""
+def _describe(mode: int) -> str | None:
+    """What kind of non-regular file `mode` is, or None for a regular file."""
+    for test, name in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return name
+    return None
+
+
+def _streamable(mode: int) -> bool:
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
+
+
+def check_writable_destination(path: str | os.PathLike[str], files_only: bool = False) -> Path:
+    """Refuse an output path that cannot be written safely; return it.
+
+    Missing or unwritable directories, directories, block devices and sockets are refused; so are character
+    devices and FIFOs when `files_only` (outputs that must be regular files, such as checkpoints).
+    """
     path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
+    try:
+        mode = os.stat(path).st_mode  # follows symbolic links: the target is what would be written
+    except FileNotFoundError:
+        mode = None
+    except OSError as exc:
+        raise VrnnError(f"output path cannot be used ({exc.strerror}): {path}") from None
+    if mode is not None and stat.S_ISDIR(mode):
         raise VrnnError(f"output path is a directory: {path}")
-    if not parent.is_dir():
-        raise VrnnError(f"output directory does not exist: {parent}")
+    if mode is not None and not stat.S_ISREG(mode) and (files_only or not _streamable(mode)):
+        raise VrnnError(f"output path is {_describe(mode)}, not a regular file; refusing to replace it: {path}")
+    if mode is not None and _streamable(mode):
+        if not os.access(path, os.W_OK):
+            raise VrnnError(f"output path is not writable: {path}")
+        return path
+    target = Path(os.path.realpath(path))
+    parent = target.parent
+    if not Path(path).parent.is_dir() or not parent.is_dir():
+        raise VrnnError(f"output directory does not exist: {Path(path).parent}")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise VrnnError(f"output directory is not writable: {parent}")
+    try:
+        limit = os.pathconf(parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    size = len(target.name.encode("utf-8", "surrogateescape"))
+    if size > limit:
+        raise VrnnError(f"output file name is {size} bytes, longer than this filesystem's limit of {limit}: {path}")
     return path
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def refuse_overwriting_inputs(
+    outputs: Mapping[str, str | os.PathLike[str] | None], inputs: Mapping[str, object]
+) -> None:
+    """Refuse (usage error) when any output is the same file as any input, through links or other spellings.
+
+    `outputs` and `inputs` map a name for the message (e.g. "-o", "CHECKPOINT") to a path or None."""
+    for out_name, out in outputs.items():
+        if out is None:
+            continue
+        for in_name, source in inputs.items():
+            if not isinstance(source, (str, os.PathLike)):
+                continue
+            if _same_file(Path(out), Path(source)):
+                raise UsageError(f"{out_name} {out} is the same file as {in_name}: refusing to overwrite an input")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet): compare where each would be
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def temp_name() -> str:
+    """A temporary file's name: short whatever the output's name, and naming this process."""
+    return f".vrnn-{os.getpid()}-{secrets.token_hex(4)}.tmp"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # somebody else's live process
+        return True
+    return True
+
+
+def remove_stale_temp_files(directory: str | os.PathLike[str]) -> int:
+    """Remove the temporary files that vrnn writers which are no longer running left in `directory`
+    (killed mid-write).  Those of live processes, and every other file, are left alone.  Returns the count."""
+    removed = 0
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(directory):
+            match = TEMP_PATTERN.match(entry.name)
+            if match and entry.is_file(follow_symlinks=False) and not _alive(int(match.group(1))):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed += 1
+    return removed
 
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:
-    """Open a temporary file beside `path`; on success fsync and rename it over `path`.
+    """Open `path` for writing so that a failure or a kill never leaves it half-written (see the module rules).
 
-    On any exception the temporary file is removed and `path` is left as it was,
-    so readers only ever see the old file or the complete new one.
+    A regular file or a new path gets a temporary file beside its (link-resolved) target, fsynced and renamed
+    over it on success and removed on any exception; an existing character device or FIFO is written through.
     """
     path = check_writable_destination(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    encoding = {} if "b" in mode else {"encoding": "utf-8"}
+    with contextlib.suppress(FileNotFoundError):
+        if _streamable(os.stat(path).st_mode):
+            with open(path, mode, **encoding) as handle:
+                yield handle
+            return
+    target = Path(os.path.realpath(path))
+    tmp = target.parent / temp_name()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as for any new file
     try:
-        os.fchmod(fd, 0o666 & ~_current_umask())  # mkstemp's 0600 would surprise users
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
+        with os.fdopen(fd, mode, **encoding) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
     # Make the rename itself durable.
     with contextlib.suppress(OSError):
-        dir_fd = os.open(path.parent, os.O_RDONLY)
+        dir_fd = os.open(target.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:

@@ -13,7 +13,7 @@ from typing import IO
 
 import click
 
-from vrnn.runtime.atomic import atomic_write, check_writable_destination
+from vrnn.runtime.atomic import atomic_write, check_writable_destination, refuse_overwriting_inputs
 from vrnn.runtime.bundled import BUNDLED_CELL, bundled_file
 from vrnn.runtime.errors import OneLineCommand, UsageError, cli_errors
 from vrnn.runtime.generator import Generator, Sampler
@@ -86,17 +86,22 @@ def _write_samples(sink: IO[str], sampler: Sampler, settings: dict, interactive:
 
 
 def emit_samples(
-    sampler_factory: Callable[[int | None, int], Sampler], out: str | None, threads: int | None, **settings: object
+    sampler_factory: Callable[[int | None, int], Sampler],
+    out: str | None,
+    threads: int | None,
+    inputs: dict[str, str],
+    **settings: object,
 ) -> None:
     """Validate the options, build the sampler and write the samples to stdout or `out`.
 
     `sampler_factory(threads, batch)` builds the sampler; `threads` None asks it for its default
-    for `batch` samples at once.
+    for `batch` samples at once.  `inputs` names the files the sampler reads, which `out` must not be.
     """
     if isinstance(threads, int) and threads < 1:
         raise UsageError(f"--threads must be at least 1, got {threads}")
     if out is not None:
         check_writable_destination(out)
+        refuse_overwriting_inputs({"-o": out}, inputs)
     num_samples = settings["num_samples"]
     sampler = sampler_factory(threads, num_samples if isinstance(num_samples, int) else 1)
     # Validate every option before the first character goes out (or a file is created).
@@ -129,7 +134,7 @@ def main(cell: str | None, out: str | None, threads: int | None, **settings: obj
     """
     path = cell if cell is not None else str(bundled_file(BUNDLED_CELL, "a CELL argument"))
     # threads None: the cell's size and the batch decide (see default_threads)
-    emit_samples(lambda n, batch: Generator(path, threads=n, batch=batch), out, threads, **settings)
+    emit_samples(lambda n, batch: Generator(path, threads=n, batch=batch), out, threads, {"CELL": path}, **settings)
 
 
 if __name__ == "__main__":

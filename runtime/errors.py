@@ -7,9 +7,11 @@ non-zero exit status, never a traceback.  Library code raises `VrnnError` (or
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import click
@@ -17,6 +19,41 @@ import click
 EXIT_FAILURE = 1  # the input was read but is unusable, or the work failed
 EXIT_USAGE = 2  # bad options or arguments (click's convention)
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+# What schedulers, `timeout`, systemd and container runtimes send (SIGTERM), and a closed terminal (SIGHUP):
+# handled like Ctrl-C, with the shell's exit status for each, 128 + the signal's number.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def signal_exit_code(signum: int) -> int:
+    """The exit status of a command stopped by signal `signum`: 130 for SIGINT, 143 SIGTERM, 129 SIGHUP."""
+    return 128 + int(signum)
+
+
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP arrived: unwind (removing temporary files) and exit 128 + the signal's number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def terminating_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise Terminated for the duration (main thread only), so every `with` unwinds."""
+    try:
+        previous = {sig: signal.signal(sig, _raise_terminated) for sig in STOP_SIGNALS if sig != signal.SIGINT}
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class VrnnError(Exception):
@@ -46,7 +83,10 @@ def cli_errors(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: object, **kwargs: object) -> object:
         try:
-            return func(*args, **kwargs)
+            with terminating_signals():
+                return func(*args, **kwargs)
+        except Terminated as exc:
+            fail(f"terminated by {signal.Signals(exc.signum).name}", signal_exit_code(exc.signum))
         except VrnnError as exc:
             fail(str(exc), exc.exit_code)
         except OSError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -10,13 +11,14 @@ import click
 import torch
 
 from vrnn.models.checkpoint import load_checkpoint
-from vrnn.runtime.atomic import check_writable_destination
+from vrnn.runtime.atomic import check_writable_destination, refuse_overwriting_inputs
 from vrnn.runtime.errors import OneLineCommand, UsageError, VrnnError, cli_errors
 from vrnn.runtime.schema import ModelConfig
 from vrnn.runtime.vocab import Vocabulary, describe_chars
 from vrnn.training.config import PRESETS, TrainConfig
 from vrnn.training.data import Corpus, read_corpus
 from vrnn.training.distributed import Distribution, init_distribution, shutdown_distribution
+from vrnn.training.run_lock import exclusive_run
 from vrnn.training.trainer import OutputPaths, Trainer, resolve_device
 
 MODEL_OPTIONS = ("embed_size", "hidden_size", "latent_size", "layers", "posterior")
@@ -158,11 +160,24 @@ def main(
     validation score), OUT.metrics.jsonl and OUT.png (loss curves) beside it.
     """
     set_torch_threads(threads)
-    paths = OutputPaths(check_writable_destination(out))
+    paths = OutputPaths(check_writable_destination(out, files_only=True))
+    for derived in (paths.best, paths.metrics, paths.plot):
+        check_writable_destination(derived, files_only=True)
+    outputs = {
+        "-o": paths.checkpoint,
+        "its best file": paths.best,
+        "its metrics": paths.metrics,
+        "its plot": paths.plot,
+    }
+    refuse_overwriting_inputs(outputs, {"CORPUS": corpus})
     text, sha = read_corpus(corpus)
     distribution, torch_device = init_distribution(resolve_device(device))
     try:
-        _train(corpus, text, sha, paths, preset, resume, force, quiet, distribution, torch_device, options)
+        # Rank 0 writes every file, so it alone takes the lock; its peers follow it.
+        with exclusive_run(paths.checkpoint) if distribution.is_main else contextlib.nullcontext():
+            if distribution.is_main:
+                paths.remove_stale_temp_files()
+            _train(corpus, text, sha, paths, preset, resume, force, quiet, distribution, torch_device, options)
     except BaseException:
         shutdown_distribution(wait_for_peers=False)
         raise

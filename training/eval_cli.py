@@ -10,7 +10,7 @@ import click
 import torch
 
 from vrnn.models.checkpoint import load_checkpoint, model_from_checkpoint
-from vrnn.runtime.atomic import check_writable_destination
+from vrnn.runtime.atomic import check_writable_destination, refuse_overwriting_inputs
 from vrnn.runtime.bundled import BUNDLED_CHECKPOINT, bundled_file
 from vrnn.runtime.errors import OneLineCommand, UsageError, VrnnError, cli_errors
 from vrnn.runtime.schema import DEFAULT_START_CHAR
@@ -90,6 +90,7 @@ def main(
         check_writable_destination(plot)
 
     ckpt_path = Path(checkpoint) if checkpoint is not None else bundled_file(BUNDLED_CHECKPOINT, "--checkpoint")
+    refuse_overwriting_inputs({"--plot": plot}, {"TEXT": text, "--checkpoint": ckpt_path})
     payload = load_checkpoint(ckpt_path)
     model, vocab = model_from_checkpoint(payload)
     if window is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
 import math
 import signal
@@ -19,8 +21,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from vrnn.models.checkpoint import save_checkpoint
 from vrnn.models.vrnn import VRNN
-from vrnn.runtime.atomic import atomic_write
-from vrnn.runtime.errors import EXIT_INTERRUPTED, VrnnError
+from vrnn.runtime.atomic import atomic_write, remove_stale_temp_files
+from vrnn.runtime.errors import EXIT_INTERRUPTED, STOP_SIGNALS, VrnnError, signal_exit_code
 from vrnn.runtime.schema import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, DEFAULT_START_CHAR, ModelConfig
 from vrnn.training.allocator import keep_freed_memory
 from vrnn.training.config import TrainConfig
@@ -31,9 +33,11 @@ from vrnn.training.plot import draw_curves, matplotlib_available
 
 
 class Interrupted(VrnnError):
-    """Ctrl-C: the checkpoint was saved; exit 130."""
+    """Ctrl-C, SIGTERM or SIGHUP: the checkpoint was saved; exit 130, 143 or 129."""
 
-    exit_code = EXIT_INTERRUPTED
+    def __init__(self, message: str, exit_code: int = EXIT_INTERRUPTED) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 @dataclass
@@ -50,6 +54,17 @@ class OutputPaths:
         self.best = stem.with_name(stem.name + ".best.pt")
         self.metrics = stem.with_name(stem.name + ".metrics.jsonl")
         self.plot = stem.with_name(stem.name + ".png")
+
+    def remove_stale_temp_files(self) -> None:
+        """Remove what killed writes left beside these outputs: temporary files of dead vrnn processes, and
+        those of older vrnn versions (named after the output: `.ckpt.pt.XXXXXXXX.tmp`), which only a run
+        of this checkpoint, now locked by this one, can have written."""
+        directory = self.checkpoint.parent
+        remove_stale_temp_files(directory)
+        for output in (self.checkpoint, self.best, self.metrics, self.plot):
+            for leftover in directory.glob(f".{glob.escape(output.name)}.????????.tmp"):
+                with contextlib.suppress(FileNotFoundError):
+                    leftover.unlink()
 
 
 def learning_rate(step: int, tc: TrainConfig) -> float:
@@ -86,22 +101,24 @@ def resolve_device(name: str) -> torch.device:
 
 
 @contextmanager
-def deferred_sigint() -> Any:
-    """Turn Ctrl-C into a flag checked between steps, so a checkpoint is never taken mid-update."""
-    flag = {"set": False}
+def deferred_stop_signals() -> Any:
+    """Turn Ctrl-C, SIGTERM and SIGHUP into a flag checked between steps, so that the run saves its checkpoint
+    and exits with the signal's status instead of dying mid-update or without a save."""
+    flag: dict[str, int | None] = {"signal": None}
 
     def handler(signum: int, frame: object) -> None:
-        flag["set"] = True
+        flag["signal"] = signum
 
     try:
-        previous = signal.signal(signal.SIGINT, handler)
-    except ValueError:  # not the main thread: leave Ctrl-C alone
+        previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    except ValueError:  # not the main thread: leave the signals alone
         yield flag
         return
     try:
         yield flag
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 class Trainer:
@@ -307,7 +324,7 @@ class Trainer:
         if quiet or not main:
             bar = _NullBar()
         row = None
-        with deferred_sigint() as interrupt, bar:
+        with deferred_stop_signals() as stop, bar:
             bar.update(self.step)
             while self.step < tc.steps:
                 loss, nll, kl, aux = self.train_step()
@@ -331,12 +348,15 @@ class Trainer:
                         self.log(message)
                     sums = dict.fromkeys(sums, 0.0)
                     count, window_start = 0, time.perf_counter()
-                if self.distribution.any(interrupt["set"], self.device):
+                if self.distribution.any(stop["signal"] is not None, self.device):
                     if main:
                         self.save()
+                    signum = stop["signal"] or signal.SIGINT  # a peer's signal stops this process too
+                    what = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
                     raise Interrupted(
-                        f"interrupted at step {self.step}: checkpoint saved to {self.paths.checkpoint}; "
-                        f"continue with: vrnn-train ... -o {self.paths.checkpoint} --resume"
+                        f"{what} at step {self.step}: checkpoint saved to {self.paths.checkpoint}; "
+                        f"continue with: vrnn-train ... -o {self.paths.checkpoint} --resume",
+                        signal_exit_code(signum),
                     )
         if main and not quiet:
             self.log(message)
