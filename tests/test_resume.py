@@ -84,3 +84,35 @@ def test_metrics_file_matches_the_checkpoint_history_after_a_resume(tmp_path: Pa
     assert metrics_rows(ckpt) == json.loads(json.dumps(history))
     assert [r["step"] for r in history] == [2, 4, 6, 8]
     assert all(math.isfinite(r["val_elbo_nats"]) for r in history)
+
+
+def test_resume_holds_the_corpus_and_preset_fixed(tmp_path: Path, tiny_corpus: Path) -> None:
+    """A different text with the same characters is refused unless --allow-corpus-change; a different --preset,
+    --lr-schedule or --warmup-steps is refused (each used to be silently ignored)."""
+    import subprocess
+
+    from conftest import bin_path
+
+    ckpt = tmp_path / "ckpt.pt"
+    train(tiny_corpus, ckpt, "--steps", "2", "--eval-every", "2")
+    shuffled = tmp_path / "shuffled.txt"
+    shuffled.write_text("".join(sorted(tiny_corpus.read_text())), encoding="utf-8")  # same characters, new text
+
+    def resume(text: Path, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([bin_path("vrnn-train"), str(text), "-o", str(ckpt), "--resume", "-q", *args],
+                              capture_output=True, text=True)  # fmt: skip
+
+    before = ckpt.read_bytes()
+    for text, args, code, words in (
+        (shuffled, ["--steps", "4"], 1, "--allow-corpus-change"),
+        (tiny_corpus, ["--steps", "4", "--preset", "shakespeare"], 2, "--preset shakespeare cannot change"),
+        (tiny_corpus, ["--steps", "4", "--lr-schedule", "constant"], 2, "--lr-schedule"),
+        (tiny_corpus, ["--steps", "4", "--warmup-steps", "7"], 2, "--warmup-steps"),
+    ):
+        result = resume(text, *args)
+        assert result.returncode == code and result.stderr.count("\n") == 1 and words in result.stderr, result.stderr
+        assert ckpt.read_bytes() == before
+    assert resume(tiny_corpus, "--steps", "4", "--preset", "tiny").returncode == 0  # repeating it is fine
+    result = resume(shuffled, "--steps", "6", "--allow-corpus-change")
+    assert result.returncode == 0, result.stderr
+    assert load_checkpoint(ckpt)["corpus"]["name"] == "shuffled.txt"

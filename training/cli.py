@@ -70,7 +70,7 @@ def build_configs(preset: str, vocab_size: int, overrides: dict[str, Any]) -> tu
         config = ModelConfig(vocab_size=vocab_size, **model)
     except VrnnError as exc:
         raise UsageError(str(exc).removeprefix("model config: ")) from None
-    train_config = TrainConfig(**train).validate()
+    train_config = TrainConfig(**train, preset=preset).validate()
     if train_config.aux_weight > 0 and config.posterior != "smoothing":
         raise UsageError("--aux-weight needs --posterior smoothing (the auxiliary cost predicts its backward state)")
     return config, train_config
@@ -84,9 +84,8 @@ def build_configs(preset: str, vocab_size: int, overrides: dict[str, Any]) -> tu
 @click.option(
     "--preset",
     type=click.Choice(sorted(PRESETS)),
-    default="default",
-    show_default=True,
-    help="Model sizes and settings to start from; the options below override it.",
+    default=None,
+    help="Model sizes and settings to start from; the options below override it.  [default: default]",
 )
 @click.option("--steps", type=int, help="Optimizer steps in total.  [default: preset's]")
 @click.option(
@@ -134,16 +133,22 @@ def build_configs(preset: str, vocab_size: int, overrides: dict[str, Any]) -> tu
 @click.option("--threads", type=int, default=None, help="Torch CPU threads.  [default: all cores]")
 @click.option("--resume", is_flag=True, help="Continue the run saved at --out (up to --steps).")
 @click.option("--force", is_flag=True, help="Overwrite an existing --out instead of refusing.")
+@click.option(
+    "--allow-corpus-change",
+    is_flag=True,
+    help="With --resume: continue on a different text with the same characters (fine-tuning).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar; one log line per validation.")
 @cli_errors
 def main(
     corpus: str,
     out: str,
-    preset: str,
+    preset: str | None,
     device: str,
     threads: int | None,
     resume: bool,
     force: bool,
+    allow_corpus_change: bool,
     quiet: bool,
     **options: Any,
 ) -> None:
@@ -177,7 +182,8 @@ def main(
         with exclusive_run(paths.checkpoint) if distribution.is_main else contextlib.nullcontext():
             if distribution.is_main:
                 paths.remove_stale_temp_files()
-            _train(corpus, text, sha, paths, preset, resume, force, quiet, distribution, torch_device, options)
+            _train(corpus, text, sha, paths, preset, (resume, force, allow_corpus_change), quiet, distribution,
+                   torch_device, options)  # fmt: skip
     except BaseException:
         shutdown_distribution(wait_for_peers=False)
         raise
@@ -189,15 +195,15 @@ def _train(
     text: str,
     sha: str,
     paths: OutputPaths,
-    preset: str,
-    resume: bool,
-    force: bool,
+    preset: str | None,
+    flags: tuple[bool, bool, bool],
     quiet: bool,
     distribution: Distribution,
     torch_device: torch.device,
     options: dict[str, Any],
 ) -> None:
     log = _log if distribution.is_main else _silent
+    resume, force, allow_corpus_change = flags
     if options.get("batch_size") is not None:
         if options["batch_size"] < 1:
             raise UsageError(f"--batch-size must be at least 1, got {options['batch_size']}")
@@ -211,12 +217,22 @@ def _train(
         # Repeating the original command with --resume is fine; changing the run is not.
         changed = [
             k
-            for k in (*MODEL_OPTIONS, *TRAIN_OPTIONS)
+            for k in (*MODEL_OPTIONS, *TRAIN_OPTIONS, "warmup_steps", "lr_schedule")
             if options.get(k) is not None and k not in RESUMABLE_OPTIONS and options[k] != saved.get(k)
         ]
         if changed:
             flags = ", ".join("--" + k.replace("_", "-") for k in changed)
             raise UsageError(f"{flags} cannot change when resuming (the checkpoint fixes them)")
+        recorded = payload.get("train_config", {}).get("preset")
+        if preset is not None and preset != recorded:
+            was = f"was trained with --preset {recorded}" if recorded else "does not record a preset"
+            raise UsageError(f"--preset {preset} cannot change when resuming (the checkpoint {was}): drop --preset")
+        trained_on = (payload.get("corpus") or {}).get("sha256")
+        if trained_on and trained_on != sha and not allow_corpus_change:
+            raise VrnnError(
+                f"{corpus} is not the text {paths.checkpoint} was trained on (its sha256 differs): resume with "
+                "the same corpus, or pass --allow-corpus-change to continue training on this one"
+            )
         vocab = Vocabulary(payload["vocab"])
         found = Vocabulary.from_text(text)
         if found != vocab:
@@ -235,6 +251,7 @@ def _train(
         if paths.checkpoint.exists() and not force:
             raise UsageError(f"{paths.checkpoint} exists: pass --resume to continue it or --force to overwrite it")
         vocab = Vocabulary.from_text(text)
+        preset = preset or "default"
         if options.get("batch_size") is None:
             options["batch_size"] = PRESETS[preset][1].get("batch_size", TrainConfig.batch_size)
             options["batch_size"] *= distribution.world_size

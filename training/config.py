@@ -31,6 +31,7 @@ class TrainConfig:
     eval_every: int = 250
     eval_chars: int = 0  # validation characters scored at each evaluation; 0 = the whole split
     seed: int = 1337
+    preset: str = "default"  # the preset the run started from (recorded so that --resume can hold it fixed)
 
     def validate(self) -> TrainConfig:
         """Refuse values that cannot train, naming the option."""
