@@ -86,7 +86,57 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     missing = [k for k in REQUIRED_KEYS if k not in payload]
     if missing:
         raise VrnnError(f"{path} is missing checkpoint fields: {', '.join(missing)}")
+    try:
+        check_fields(payload)
+    except VrnnError as exc:
+        raise VrnnError(f"{path}: {exc}") from None
     return payload
+
+
+def check_fields(payload: dict[str, Any]) -> None:
+    """Check every field's type and consistency once, here, so that no tool meets a malformed one later."""
+
+    def need(ok: bool, field: str, what: str) -> None:
+        if not ok:
+            raise VrnnError(f"checkpoint field {field!r} {what}")
+
+    try:
+        config = ModelConfig.from_dict(payload["model_config"])
+    except (VrnnError, TypeError) as exc:
+        raise VrnnError(f"checkpoint field 'model_config' is invalid ({exc})") from None
+    vocab = payload["vocab"]
+    need(isinstance(vocab, list), "vocab", "is not a list of characters")
+    try:
+        vocabulary = Vocabulary(vocab)
+    except VrnnError as exc:
+        raise VrnnError(f"checkpoint field 'vocab' is invalid ({exc})") from None
+    need(
+        len(vocabulary) == config.vocab_size,
+        "vocab",
+        f"has {len(vocabulary)} characters, the config {config.vocab_size}",
+    )
+    need(payload["start_char"] in vocabulary, "start_char", "is not a character of the checkpoint's vocabulary")
+    model = payload["model"]
+    need(isinstance(model, dict) and all(isinstance(k, str) for k in model), "model", "is not a dict of weights")
+    need(all(isinstance(v, torch.Tensor) for v in model.values()), "model", "holds values that are not tensors")
+    step = payload["step"]
+    need(isinstance(step, int) and not isinstance(step, bool) and step >= 0, "step", "is not a non-negative integer")
+    for field in ("optimizer", "train_config", "metrics", "corpus", "rng"):
+        need(isinstance(payload.get(field, {}), dict), field, "is not a mapping")
+    rng = payload.get("rng", {})
+    need(all(isinstance(rng.get(k), torch.Tensor) for k in rng), "rng", "holds generator states that are not tensors")
+    if "rng" in payload:
+        need({"data", "noise"} <= rng.keys(), "rng", "lacks the data or noise generator state")
+    train_config = payload.get("train_config", {})
+    need(all(isinstance(v, (int, float, str, bool)) for v in train_config.values()), "train_config", "holds odd values")
+    metrics = payload.get("metrics", {})
+    history = metrics.get("history", [])
+    need(isinstance(history, list) and all(isinstance(r, dict) for r in history), "metrics", "has a malformed history")
+    for key in ("val_elbo_nats", "val_bpc", "best_val_elbo_nats"):
+        value = metrics.get(key)
+        need(value is None or isinstance(value, (int, float)), "metrics", f"has a non-numeric {key}")
+    corpus = payload.get("corpus", {})
+    need(all(isinstance(corpus.get(k, ""), str) for k in ("name", "sha256")), "corpus", "has a non-text name or sha256")
 
 
 def model_from_checkpoint(payload: dict[str, Any]) -> tuple[VRNN, Vocabulary]:
@@ -95,9 +145,16 @@ def model_from_checkpoint(payload: dict[str, Any]) -> tuple[VRNN, Vocabulary]:
     vocab = Vocabulary(payload["vocab"])
     if len(vocab) != config.vocab_size:
         raise VrnnError(f"checkpoint vocabulary has {len(vocab)} characters but the config says {config.vocab_size}")
+    with torch.device("meta"):  # the shapes the config implies, before allocating anything it asks for
+        expected = {name: tuple(t.shape) for name, t in VRNN(config).state_dict().items()}
+    weights = payload["model"]
+    found = {name: tuple(t.shape) for name, t in weights.items() if isinstance(t, torch.Tensor)}
+    if found != expected or len(found) != len(weights):
+        wrong = sorted(set(expected) ^ set(weights) | {n for n in expected if found.get(n, expected[n]) != expected[n]})
+        raise VrnnError(f"checkpoint weights do not match its model config (first mismatch: {wrong[0]})")
+    for name, tensor in weights.items():
+        if tensor.dtype != torch.float32 or not torch.isfinite(tensor).all():
+            raise VrnnError(f"checkpoint weight {name} is not finite float32 (NaN, infinity or another type)")
     model = VRNN(config)
-    try:
-        model.load_state_dict(payload["model"])
-    except (RuntimeError, TypeError) as exc:
-        raise VrnnError(f"checkpoint weights do not match its model config: {str(exc).splitlines()[0]}") from None
+    model.load_state_dict(weights)
     return model.eval(), vocab

@@ -13,6 +13,7 @@ import onnxruntime as ort
 
 from vrnn.runtime import schema
 from vrnn.runtime.errors import VrnnError
+from vrnn.runtime.limits import check_threads
 from vrnn.runtime.onnx_meta import read_metadata
 from vrnn.runtime.vocab import Vocabulary
 
@@ -167,8 +168,7 @@ class OnnxCell:
     ) -> None:
         """`batch` is the number of samples the caller means to generate at once: it picks the first
         session's settings, and with `threads` None the thread count (default_threads)."""
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-            raise VrnnError(f"--threads must be a positive integer, got {threads!r}")
+        check_threads(threads)
         self._path = str(path)
         # Our copy of the file's bytes is gone before onnxruntime reads the file itself (peak RSS).
         self.info = read_cell_info(path)

@@ -15,8 +15,9 @@ import click
 
 from vrnn.runtime.atomic import atomic_write, check_writable_destination, refuse_overwriting_inputs
 from vrnn.runtime.bundled import BUNDLED_CELL, bundled_file
-from vrnn.runtime.errors import OneLineCommand, UsageError, cli_errors
+from vrnn.runtime.errors import OneLineCommand, cli_errors
 from vrnn.runtime.generator import Generator, Sampler
+from vrnn.runtime.limits import check_threads
 from vrnn.runtime.sampling import SamplingOptions
 
 
@@ -97,8 +98,7 @@ def emit_samples(
     `sampler_factory(threads, batch)` builds the sampler; `threads` None asks it for its default
     for `batch` samples at once.  `inputs` names the files the sampler reads, which `out` must not be.
     """
-    if isinstance(threads, int) and threads < 1:
-        raise UsageError(f"--threads must be at least 1, got {threads}")
+    check_threads(threads)
     if out is not None:
         check_writable_destination(out)
         refuse_overwriting_inputs({"-o": out}, inputs)
@@ -107,7 +107,7 @@ def emit_samples(
     # Validate every option before the first character goes out (or a file is created).
     names = ("temperature", "top_k", "top_p", "greedy", "latent_temperature")
     options = SamplingOptions(*(settings[name] for name in names))
-    sampler.check(settings["length"], settings["prime"], options, settings["num_samples"])
+    sampler.check(settings["length"], settings["prime"], options, settings["num_samples"], settings["seed"])
     if out is not None:
         with atomic_write(out, "w") as handle:
             _write_samples(handle, sampler, dict(settings), interactive=False)

@@ -12,6 +12,7 @@ from vrnn.runtime import schema
 from vrnn.runtime.cell import OnnxCell
 from vrnn.runtime.errors import UsageError, VrnnError
 from vrnn.runtime.generation import NoiseSource, SeededNoise, StepsFn, check_length, generate_ids
+from vrnn.runtime.limits import check_seed
 from vrnn.runtime.sampling import SamplingOptions
 from vrnn.runtime.vocab import Vocabulary
 
@@ -43,9 +44,12 @@ class Sampler:
     def vocab(self) -> Vocabulary:
         return self.cell.vocab
 
-    def check(self, length: int, prime: str, options: SamplingOptions, num_samples: int = 1) -> np.ndarray:
+    def check(
+        self, length: int, prime: str, options: SamplingOptions, num_samples: int = 1, seed: int | None = None
+    ) -> np.ndarray:
         """Validate a request before any work; return the context ids (start character + prime)."""
         check_length(length, num_samples)
+        check_seed(seed)
         options.validate(len(self.vocab))
         if not isinstance(prime, str):
             raise UsageError("--prime must be a string")
@@ -64,7 +68,7 @@ class Sampler:
         num_samples: int,
         noise: NoiseSource | None,
     ) -> Iterator[np.ndarray]:
-        context = self.check(length, prime, options, num_samples)
+        context = self.check(length, prime, options, num_samples, seed)
         if noise is None:
             noise = SeededNoise(seed, num_samples, self.cell.config.latent_size)
         return generate_ids(self.cell.steps, self.cell.initial_state(num_samples), context, length, noise, options)

@@ -29,6 +29,9 @@ class Vocabulary:
             raise VrnnError("vocabulary entries must be single characters")
         if len(set(chars)) != len(chars):
             raise VrnnError("vocabulary has duplicate characters")
+        surrogates = [c for c in chars if "\ud800" <= c <= "\udfff"]
+        if surrogates:  # no UTF-8 text can hold one, and printing it fails mid-output
+            raise VrnnError(f"vocabulary holds a lone surrogate (U+{ord(surrogates[0]):04X}), which is not a character")
         self.chars: tuple[str, ...] = tuple(chars)
         self._index = {c: i for i, c in enumerate(self.chars)}
 

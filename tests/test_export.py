@@ -16,6 +16,7 @@ from vrnn.export.torch_cell import TorchCell
 from vrnn.export.verify import TOLERANCE, max_differences
 from vrnn.models.checkpoint import file_sha256, load_checkpoint
 from vrnn.runtime import Generator, schema
+from vrnn.runtime.schema import ModelConfig
 
 
 def test_cell_passes_the_full_onnx_checker(trained: dict[str, Path]) -> None:
@@ -54,7 +55,7 @@ def test_metadata_describes_the_cell(trained: dict[str, Path]) -> None:
     assert int(meta[schema.META_SCHEMA_VERSION]) == schema.CELL_SCHEMA_VERSION
     assert json.loads(meta[schema.META_VOCAB]) == ckpt["vocab"]
     assert meta[schema.META_START_CHAR] == "\n"
-    assert json.loads(meta[schema.META_CONFIG]) == ckpt["model_config"]
+    assert json.loads(meta[schema.META_CONFIG]) == ModelConfig.from_dict(ckpt["model_config"]).cell_dict()
     interface = json.loads(meta[schema.META_INTERFACE])
     assert [i["name"] for i in interface["inputs"]] == list(schema.INPUT_NAMES)
     assert [o["name"] for o in interface["outputs"]] == list(schema.OUTPUT_NAMES)

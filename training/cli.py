@@ -13,13 +13,14 @@ import torch
 from vrnn.models.checkpoint import load_checkpoint
 from vrnn.runtime.atomic import check_writable_destination, refuse_overwriting_inputs
 from vrnn.runtime.errors import OneLineCommand, UsageError, VrnnError, cli_errors
+from vrnn.runtime.limits import check_memory, check_threads
 from vrnn.runtime.schema import ModelConfig
 from vrnn.runtime.vocab import Vocabulary, describe_chars
 from vrnn.training.config import PRESETS, TrainConfig
 from vrnn.training.data import Corpus, read_corpus
 from vrnn.training.distributed import Distribution, init_distribution, shutdown_distribution
 from vrnn.training.run_lock import exclusive_run
-from vrnn.training.trainer import OutputPaths, Trainer, resolve_device
+from vrnn.training.trainer import OutputPaths, Trainer, estimate_training_bytes, resolve_device
 
 MODEL_OPTIONS = ("embed_size", "hidden_size", "latent_size", "layers", "posterior")
 TRAIN_OPTIONS = (
@@ -46,11 +47,9 @@ def _log(message: str) -> None:
 
 def set_torch_threads(threads: int | None) -> None:
     """Apply --threads (None: torch's default, all cores), refusing values below 1."""
-    if threads is None:
-        return
-    if threads < 1:
-        raise UsageError(f"--threads must be at least 1, got {threads}")
-    torch.set_num_threads(threads)
+    check_threads(threads)
+    if threads is not None:
+        torch.set_num_threads(threads)
 
 
 def _silent(message: str) -> None:
@@ -227,12 +226,6 @@ def _train(
         if preset is not None and preset != recorded:
             was = f"was trained with --preset {recorded}" if recorded else "does not record a preset"
             raise UsageError(f"--preset {preset} cannot change when resuming (the checkpoint {was}): drop --preset")
-        trained_on = (payload.get("corpus") or {}).get("sha256")
-        if trained_on and trained_on != sha and not allow_corpus_change:
-            raise VrnnError(
-                f"{corpus} is not the text {paths.checkpoint} was trained on (its sha256 differs): resume with "
-                "the same corpus, or pass --allow-corpus-change to continue training on this one"
-            )
         vocab = Vocabulary(payload["vocab"])
         found = Vocabulary.from_text(text)
         if found != vocab:
@@ -240,6 +233,12 @@ def _train(
             detail = f"new characters {describe_chars(extra)}" if extra else f"lacks {describe_chars(missing)}"
             raise VrnnError(
                 f"{corpus} does not have the checkpoint's vocabulary ({detail}): resume with the same corpus"
+            )
+        trained_on = (payload.get("corpus") or {}).get("sha256")
+        if trained_on and trained_on != sha and not allow_corpus_change:
+            raise VrnnError(
+                f"{corpus} is not the text {paths.checkpoint} was trained on (its sha256 differs): resume with "
+                "the same corpus, or pass --allow-corpus-change to continue training on this one"
             )
         model_config = ModelConfig.from_dict(payload["model_config"])
         train_config = TrainConfig.from_dict(payload.get("train_config", {}))
@@ -262,6 +261,12 @@ def _train(
                 if stale.exists():
                     os.unlink(stale)
 
+    check_memory(
+        estimate_training_bytes(model_config, train_config),
+        f"training a {model_config.hidden_size}-unit model on batches of {train_config.batch_size} x "
+        f"{train_config.seq_len} characters",
+        "reduce --batch-size, --seq-len or the model's sizes",
+    )
     data = Corpus.from_text(text, Path(corpus).name, sha, vocab)
     data.check_window(train_config.seq_len)
     trainer = Trainer(data, model_config, train_config, paths, torch_device, log, payload, distribution)

@@ -6,7 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from vrnn.runtime.errors import UsageError
+from vrnn.runtime.errors import UsageError, VrnnError
+from vrnn.runtime.limits import check_float, check_seed
 
 
 @dataclass
@@ -44,21 +45,19 @@ class TrainConfig:
         for name, value in positive.items():
             if value < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-        if not self.lr > 0:
-            raise UsageError(f"--lr must be > 0, got {self.lr}")
-        for name in (
-            "clip",
-            "free_bits",
-            "aux_weight",
-            "kl_anneal_steps",
-            "warmup_steps",
-            "eval_chars",
-            "weight_decay",
-        ):
+        check_float(self.lr, "--lr", 0.0, 10.0, low_open=True)
+        check_float(self.clip, "--clip", 0.0, 1e6)
+        check_float(self.free_bits, "--free-bits", 0.0, 100.0)
+        check_float(self.aux_weight, "--aux-weight", 0.0, 1000.0)
+        check_float(self.weight_decay, "--weight-decay", 0.0, 100.0)
+        check_float(self.min_lr_ratio, "min_lr_ratio", 0.0, 1.0)
+        for name in ("kl_anneal_steps", "warmup_steps", "eval_chars"):
             if getattr(self, name) < 0:
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
-        if not 0.0 <= self.dropout < 1.0:
+        check_float(self.dropout, "--dropout", 0.0, 1.0)
+        if self.dropout >= 1.0:
             raise UsageError(f"--dropout must be in [0, 1), got {self.dropout}")
+        check_seed(self.seed)
         if self.lr_schedule not in ("constant", "cosine"):
             raise UsageError(f"--lr-schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
         return self
@@ -74,8 +73,22 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        """Rebuild settings saved in a checkpoint (unknown keys ignored, missing ones at today's defaults),
+        refusing a value of the wrong type in one line."""
+        fields = {f.name: type(f.default) for f in dataclasses.fields(cls)}
+        kept = {k: v for k, v in data.items() if k in fields}
+        for name, value in kept.items():
+            kind = fields[name]
+            if not _has_type(value, kind):
+                raise VrnnError(f"checkpoint train_config: {name} must be {kind.__name__}, got {value!r}")
+        return cls(**kept)
+
+
+def _has_type(value: object, kind: type) -> bool:
+    """isinstance, except that a bool is no number and an int is also a float."""
+    if isinstance(value, bool) and kind is not bool:
+        return False
+    return isinstance(value, (int, float)) if kind is float else isinstance(value, kind)
 
 
 # name -> (model sizes, training settings).  "writeup" reproduces the original blog

@@ -13,6 +13,7 @@ from vrnn.models.checkpoint import load_checkpoint, model_from_checkpoint
 from vrnn.runtime.atomic import check_writable_destination, refuse_overwriting_inputs
 from vrnn.runtime.bundled import BUNDLED_CHECKPOINT, bundled_file
 from vrnn.runtime.errors import OneLineCommand, UsageError, VrnnError, cli_errors
+from vrnn.runtime.limits import check_seed
 from vrnn.runtime.schema import DEFAULT_START_CHAR
 from vrnn.runtime.vocab import describe_chars
 from vrnn.training.cli import set_torch_threads
@@ -20,6 +21,7 @@ from vrnn.training.config import TrainConfig
 from vrnn.training.data import VALIDATION_FRACTION, read_corpus
 from vrnn.training.evaluation import score_text
 from vrnn.training.plot import draw_passage, matplotlib_available
+from vrnn.training.trainer import flushed_denormals
 
 MAX_IWAE_SAMPLES = 4096
 
@@ -82,8 +84,8 @@ def main(
         raise UsageError(f"--window must be at least 1, got {window}")
     if plot_chars < 1:
         raise UsageError(f"--plot-chars must be at least 1, got {plot_chars}")
+    check_seed(seed)
     set_torch_threads(threads)
-    torch.set_flush_denormal(True)  # as in training: denormals only cost time
     if plot is not None:
         if not matplotlib_available():
             raise VrnnError("--plot needs matplotlib: pip install 'vrnn[plot]'")
@@ -118,7 +120,8 @@ def main(
     if not scored or not context:
         raise VrnnError(f"{text} leaves nothing to score in --split {split}")
     ids = torch.from_numpy(vocab.encode(context + scored))
-    score = score_text(model, ids, window, iwae_samples, batch_size, seed)
+    with flushed_denormals():  # as in training: denormals only cost time
+        score = score_text(model, ids, window, iwae_samples, batch_size, seed)
 
     if plot is not None:
         shown = min(plot_chars, score.chars)

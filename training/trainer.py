@@ -78,6 +78,16 @@ def learning_rate(step: int, tc: TrainConfig) -> float:
     return tc.lr * (tc.min_lr_ratio + (1.0 - tc.min_lr_ratio) * cosine)
 
 
+def estimate_training_bytes(config: ModelConfig, tc: TrainConfig) -> float:
+    """A generous estimate of a run's peak memory: weights, gradients and Adam's two moments, plus what one
+    step keeps per position (the recurrence's saved gates and states, logits and their gradients)."""
+    with torch.device("meta"):  # shapes only: nothing is allocated
+        params = VRNN(config).num_parameters()
+    H, E, Z, V = config.hidden_size, config.embed_size, config.latent_size, config.vocab_size
+    per_position = 16 * H * config.layers + 8 * E + 8 * Z + 6 * V + (8 * H if config.posterior == "smoothing" else 0)
+    return 4.0 * (4 * params + tc.seq_len * tc.batch_size * per_position)
+
+
 def make_optimizer(model: torch.nn.Module, tc: TrainConfig) -> torch.optim.Optimizer:
     """Adam; with weight decay, AdamW-style decoupled decay of the matrices and the embedding only
     (decaying biases and the like only pulls them off their useful values)."""
@@ -98,6 +108,18 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise VrnnError("--device cuda was requested but no CUDA device is available")
     return torch.device(name)
+
+
+@contextmanager
+def flushed_denormals() -> Any:
+    """Denormal floats (tiny gradients late in a run) cost CPUs many times a normal operation's time: a small
+    GRU run stalled about 5x without flushing them to zero, which changes no score we report.  The setting is
+    the process's (the CPU's control register), so it is restored on the way out."""
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
 
 
 @contextmanager
@@ -144,9 +166,6 @@ class Trainer:
             log,
         )
         keep_freed_memory()  # no page faults for the blocks each step frees and allocates again
-        # Denormal floats (tiny gradients late in a run) cost CPUs many times a normal operation's time: a small
-        # GRU run stalled about 5x without this.  Flushing them to zero changes no score we report.
-        torch.set_flush_denormal(True)
         torch.manual_seed(train_config.seed)  # parameter initialisation
         self.model = VRNN(model_config).to(device)
         self.optimizer = make_optimizer(self.model, train_config)
@@ -324,7 +343,7 @@ class Trainer:
         if quiet or not main:
             bar = _NullBar()
         row = None
-        with deferred_stop_signals() as stop, bar:
+        with deferred_stop_signals() as stop, bar, flushed_denormals():
             bar.update(self.step)
             while self.step < tc.steps:
                 loss, nll, kl, aux = self.train_step()
