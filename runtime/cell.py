@@ -13,8 +13,9 @@ import onnxruntime as ort
 
 from vrnn.runtime import schema
 from vrnn.runtime.errors import VrnnError
+from vrnn.runtime.generation import check_finite_logits
 from vrnn.runtime.limits import check_threads
-from vrnn.runtime.onnx_meta import read_metadata
+from vrnn.runtime.onnx_meta import graph_operators, read_metadata
 from vrnn.runtime.vocab import Vocabulary
 
 MAX_CELL_BYTES = 2 * 1024**3  # protobuf's own limit for one file
@@ -45,7 +46,8 @@ class CellInfo:
 
 
 def read_file(path: str | os.PathLike[str], what: str) -> bytes:
-    """Read a whole input file, refusing missing paths and directories with one line."""
+    """Read a whole input file once (a FIFO cannot be read twice), at most MAX_CELL_BYTES of it, refusing
+    missing paths and directories with one line."""
     path = Path(path)
     if not path.exists():
         raise VrnnError(f"{what} not found: {path}")
@@ -54,9 +56,21 @@ def read_file(path: str | os.PathLike[str], what: str) -> bytes:
     if path.stat().st_size > MAX_CELL_BYTES:
         raise VrnnError(f"{what} is too large to be a vrnn cell: {path}")
     try:
-        return path.read_bytes()
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_CELL_BYTES + 1)  # a device such as /dev/zero never ends
     except PermissionError:
         raise VrnnError(f"{what} cannot be read (permission denied): {path}") from None
+    if len(data) > MAX_CELL_BYTES:
+        raise VrnnError(f"{what} is too large to be a vrnn cell: {path}")
+    return data
+
+
+def check_operators(operators: set[tuple[str, str]], name: str) -> None:
+    """Refuse a graph with an operator that vrnn-export never writes (see schema.CELL_OPERATORS)."""
+    foreign = sorted(f"{domain}.{op}" if domain not in ("", "ai.onnx") else op for domain, op in operators
+                     if domain not in ("", "ai.onnx") or op not in schema.CELL_OPERATORS)  # fmt: skip
+    if foreign:
+        raise VrnnError(f"{name} uses operators a vrnn cell never has ({', '.join(foreign[:5])}): not a vrnn cell")
 
 
 def parse_cell_metadata(meta: dict[str, str], name: str) -> CellInfo:
@@ -170,14 +184,20 @@ class OnnxCell:
         session's settings, and with `threads` None the thread count (default_threads)."""
         check_threads(threads)
         self._path = str(path)
-        # Our copy of the file's bytes is gone before onnxruntime reads the file itself (peak RSS).
-        self.info = read_cell_info(path)
+        data = read_file(path, "ONNX cell")
+        self.info = parse_cell_metadata(read_metadata(data, self._path), self._path)
+        check_operators(graph_operators(data, self._path), self._path)
+        # onnxruntime reads a regular file itself once our copy is gone (peak RSS); anything else (a FIFO)
+        # can be read only once, so its bytes are kept for the sessions.
+        self._model: str | bytes = self._path if Path(path).is_file() else data
+        del data
         self.threads = default_threads(batch, self.info.config) if threads is None else threads
         self._providers = providers or ["CPUExecutionProvider"]
         self._sessions: dict[bool, ort.InferenceSession] = {}
         self.session = self.session_for(batch)
         self._check_signature(self._path)
         self.calls = 0  # run() calls so far: tests count them
+        self._probe(1 if batch == 1 else 2)  # on the session just built: the other is built when needed
 
     def session_for(self, batch: int) -> ort.InferenceSession:
         """The session that runs `batch` samples at once: one for single samples (weights unpacked),
@@ -186,7 +206,7 @@ class OnnxCell:
         if one_sample not in self._sessions:
             try:
                 self._sessions[one_sample] = ort.InferenceSession(
-                    self._path,
+                    self._model,
                     sess_options=session_options(self.threads, pack_weights=not one_sample),
                     providers=self._providers,
                 )
@@ -204,6 +224,58 @@ class OnnxCell:
         wrong = [n for n, t in _EXPECTED_TYPES.items() if found[n] != t]
         if wrong:
             raise VrnnError(f"{name}: unexpected types for {', '.join(wrong)}")
+        # Shapes: every rank, and every fixed size, as the metadata's config says (symbolic sizes are the
+        # batch and step counts; _probe checks what the graph really makes of them).
+        expected = self._expected_shapes(batch=None, steps=None)
+        for value in [*self.session.get_inputs(), *self.session.get_outputs()]:
+            want, shape = expected[value.name], value.shape
+            if len(shape) != len(want) or any(
+                isinstance(have, int) and need is not None and have != need
+                for have, need in zip(shape, want, strict=True)
+            ):
+                raise VrnnError(
+                    f"{name}: {value.name} has shape {shape} but the cell's metadata implies {list(want)} "
+                    "(None: any batch or step count)"
+                )
+
+    def _expected_shapes(self, batch: int | None, steps: int | None) -> dict[str, tuple[int | None, ...]]:
+        """Each input's and output's shape as the metadata's config implies it."""
+        c = self.config
+        return {
+            schema.INPUT_PREV_CHAR: (batch,),
+            schema.INPUT_H: (c.layers, batch, c.hidden_size),
+            schema.INPUT_PHI_Z: (batch, c.embed_size),
+            schema.INPUT_EPS: (steps, batch, c.latent_size),
+            schema.INPUT_UNIFORM: (steps, batch),
+            schema.INPUT_TEMPERATURE: (),
+            schema.OUTPUT_CHARS: (steps, batch),
+            schema.OUTPUT_LOGITS: (steps, batch, c.vocab_size),
+            schema.OUTPUT_H: (c.layers, batch, c.hidden_size),
+            schema.OUTPUT_PHI_Z: (batch, c.embed_size),
+        }
+
+    def _probe(self, batch: int) -> None:
+        """Two steps of `batch` samples from the zero state: the outputs must have the shapes the metadata
+        implies, the picks must be characters of the vocabulary and the logits finite.  A cell whose
+        metadata lies about it fails here, in one line, rather than printing garbage later."""
+        steps = 2
+        state = self.initial_state(batch)
+        prev = np.full(batch, self.vocab.chars.index(self.start_char), np.int64)
+        eps = np.zeros((steps, batch, self.config.latent_size), np.float32)
+        chars, logits, new_state = self.steps(prev, state, eps, np.full((steps, batch), 0.5), 1.0)
+        expected = self._expected_shapes(batch, steps)
+        outputs = {schema.OUTPUT_CHARS: chars, schema.OUTPUT_LOGITS: logits}
+        outputs |= {schema.OUTPUT_H: new_state[schema.INPUT_H], schema.OUTPUT_PHI_Z: new_state[schema.INPUT_PHI_Z]}
+        for name, array in outputs.items():
+            if array.shape != expected[name]:
+                raise VrnnError(
+                    f"{self._path}: {name} comes out as {list(array.shape)} but the cell's metadata implies "
+                    f"{list(expected[name])}: the metadata does not describe this graph"
+                )
+        if chars.min() < 0 or chars.max() >= len(self.vocab):
+            raise VrnnError(f"{self._path}: the cell picks characters outside its vocabulary")
+        check_finite_logits(logits, self._path)
+        self.calls = 0
 
     @property
     def config(self) -> schema.ModelConfig:
@@ -234,15 +306,19 @@ class OnnxCell:
         The contract is vrnn.runtime.generation.run_steps, which computes the same in numpy.
         """
         self.calls += 1
-        chars, logits, h, phi_z = self.session_for(len(prev_char)).run(
-            None,
-            {
-                schema.INPUT_PREV_CHAR: prev_char,
-                schema.INPUT_H: state[schema.INPUT_H],
-                schema.INPUT_PHI_Z: state[schema.INPUT_PHI_Z],
-                schema.INPUT_EPS: eps,
-                schema.INPUT_UNIFORM: uniform,
-                schema.INPUT_TEMPERATURE: np.array(temperature, np.float64),
-            },
-        )
+        feed = {
+            schema.INPUT_PREV_CHAR: prev_char,
+            schema.INPUT_H: state[schema.INPUT_H],
+            schema.INPUT_PHI_Z: state[schema.INPUT_PHI_Z],
+            schema.INPUT_EPS: eps,
+            schema.INPUT_UNIFORM: uniform,
+            schema.INPUT_TEMPERATURE: np.array(temperature, np.float64),
+        }
+        try:
+            chars, logits, h, phi_z = self.session_for(len(prev_char)).run(None, feed)
+        except VrnnError:
+            raise
+        except Exception as exc:  # onnxruntime's own types: a failed allocation, a shape the graph cannot take
+            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise VrnnError(f"{self._path}: onnxruntime failed running the cell: {first_line[:300]}") from None
         return chars, logits, {schema.INPUT_H: h, schema.INPUT_PHI_Z: phi_z}

@@ -15,7 +15,7 @@ import click
 
 from vrnn.runtime.atomic import atomic_write, check_writable_destination, refuse_overwriting_inputs
 from vrnn.runtime.bundled import BUNDLED_CELL, bundled_file
-from vrnn.runtime.errors import OneLineCommand, cli_errors
+from vrnn.runtime.errors import OneLineCommand, VrnnError, cli_errors
 from vrnn.runtime.generator import Generator, Sampler
 from vrnn.runtime.limits import check_threads
 from vrnn.runtime.sampling import SamplingOptions
@@ -86,6 +86,17 @@ def _write_samples(sink: IO[str], sampler: Sampler, settings: dict, interactive:
         sink.write(f"--- sample {i}/{num_samples} ---\n{text}\n")
 
 
+def require_stdout() -> None:
+    """Refuse to start when standard output is closed (`>&-`): the results would go nowhere, and the first
+    file the command opened would take descriptor 1."""
+    try:
+        os.fstat(1)
+    except OSError:
+        raise VrnnError("standard output is closed: nothing could be written (use -o FILE, or open it)") from None
+    if sys.stdout is None:
+        raise VrnnError("standard output is closed: nothing could be written (use -o FILE, or open it)")
+
+
 def emit_samples(
     sampler_factory: Callable[[int | None, int], Sampler],
     out: str | None,
@@ -99,7 +110,9 @@ def emit_samples(
     for `batch` samples at once.  `inputs` names the files the sampler reads, which `out` must not be.
     """
     check_threads(threads)
-    if out is not None:
+    if out is None:
+        require_stdout()
+    else:
         check_writable_destination(out)
         refuse_overwriting_inputs({"-o": out}, inputs)
     num_samples = settings["num_samples"]

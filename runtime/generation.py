@@ -19,11 +19,12 @@ from typing import Protocol
 
 import numpy as np
 
-from vrnn.runtime.errors import UsageError
+from vrnn.runtime.errors import UsageError, VrnnError
 from vrnn.runtime.sampling import SamplingOptions, choose, choose_unfiltered
 
 MAX_LENGTH = 10_000_000  # characters per call: beyond this, ask for it in pieces
 MAX_SAMPLES = 4096
+MAX_HELD_CHARS = 1 << 26  # samples x length of a batch, which is kept until done: 256 MiB of ids at most
 MAX_CALL_STEPS = 256  # steps per call: the call's fixed cost is spread thin, and text still streams
 MAX_CALL_VALUES = 1 << 16  # steps x samples per call: bounds the noise and logits held at once
 FORCED_UNIFORM = 0.5  # the uniform number of a step whose character is forced (its pick is discarded)
@@ -90,12 +91,24 @@ class ArrayNoise:
         return out
 
 
+def check_finite_logits(logits: np.ndarray, name: str = "the model") -> None:
+    """Refuse NaN or infinite logits in one line: a model with broken weights would print noise."""
+    if not np.isfinite(logits).all():
+        raise VrnnError(f"{name} produced non-finite logits (NaN or infinity): its weights are broken")
+
+
 def check_length(length: object, num_samples: object = 1) -> None:
     """Refuse a length or sample count that is not a sensible positive integer."""
     if isinstance(length, bool) or not isinstance(length, int) or not 1 <= length <= MAX_LENGTH:
         raise UsageError(f"--length must be an integer from 1 to {MAX_LENGTH}, got {length!r}")
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or not 1 <= num_samples <= MAX_SAMPLES:
         raise UsageError(f"--num-samples must be an integer from 1 to {MAX_SAMPLES}, got {num_samples!r}")
+    if num_samples > 1 and num_samples * length > MAX_HELD_CHARS:
+        raise UsageError(
+            f"--num-samples {num_samples} x --length {length} is {num_samples * length:,} characters, more than "
+            f"the {MAX_HELD_CHARS:,} a batch may hold until it is done: ask for fewer, or one sample at a time "
+            "(which streams)"
+        )
 
 
 def run_steps(
@@ -157,6 +170,7 @@ def generate_ids(
         n = min(per_call, remaining)
         step_eps, uniform = eps(n), noise.uniform(n)
         chars, logits, state = steps(prev, state, step_eps, uniform, options.temperature)
+        check_finite_logits(logits)
         if not cell_chooses:  # top-k, top-p or greedy: choose from this one step's logits here
             chars = choose(logits[0], uniform[0], options)[None]
         for i in range(n):

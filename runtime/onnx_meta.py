@@ -1,9 +1,10 @@
-"""Read an ONNX file's metadata without the `onnx` package and before building a session.
+"""Read an ONNX file's metadata and operators without the `onnx` package and before building a session.
 
 The runtime must refuse a file that is not a vrnn cell before handing it to
 onnxruntime, and it may not depend on `onnx`.  ModelProto is a protobuf message;
-this reader walks its top-level fields (wire format only, nothing executed) and
-returns `metadata_props` (field 14) as a dict.
+this reader walks its fields (wire format only, nothing executed): `metadata_props`
+(field 14) as a dict, and the operators of the graph and of every subgraph, so that
+a file which claims to be a cell but computes something else can be refused.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from vrnn.runtime.errors import VrnnError
 _IR_VERSION = 1
 _GRAPH = 7
 _METADATA_PROPS = 14
+_GRAPH_NODE = 1  # GraphProto.node
+_NODE_OP_TYPE, _NODE_ATTRIBUTE, _NODE_DOMAIN = 4, 5, 7  # NodeProto fields
+_ATTRIBUTE_GRAPH, _ATTRIBUTE_GRAPHS = 6, 11  # AttributeProto.g and .graphs
 
 
 class _Truncated(Exception):
@@ -77,3 +81,33 @@ def read_metadata(data: bytes, name: str) -> dict[str, str]:
     except (ValueError, UnicodeDecodeError):
         raise VrnnError(f"{name} is not an ONNX file") from None
     return meta
+
+
+def graph_operators(data: bytes, name: str) -> set[tuple[str, str]]:
+    """The (domain, op_type) pairs of every node of the model's graph and of its subgraphs (a Scan's body)."""
+    found: set[tuple[str, str]] = set()
+
+    def walk(graph: memoryview, depth: int) -> None:
+        if depth > 8:
+            raise ValueError("subgraphs nested too deeply")
+        for field, wire, node in _fields(graph):
+            if field != _GRAPH_NODE or wire != 2:
+                continue
+            parts = _fields(node)  # type: ignore[arg-type]
+            text = {f: bytes(v).decode("utf-8") for f, w, v in parts if w == 2 and f in (_NODE_OP_TYPE, _NODE_DOMAIN)}
+            found.add((text.get(_NODE_DOMAIN, ""), text.get(_NODE_OP_TYPE, "")))
+            for f, w, attribute in parts:
+                if f == _NODE_ATTRIBUTE and w == 2:
+                    for g, gw, sub in _fields(attribute):  # type: ignore[arg-type]
+                        if g in (_ATTRIBUTE_GRAPH, _ATTRIBUTE_GRAPHS) and gw == 2:
+                            walk(sub, depth + 1)  # type: ignore[arg-type]
+
+    try:
+        for field, wire, value in _fields(memoryview(data)):
+            if field == _GRAPH and wire == 2:
+                walk(value, 0)  # type: ignore[arg-type]
+    except _Truncated:
+        raise VrnnError(f"{name} is truncated or not an ONNX file") from None
+    except (ValueError, UnicodeDecodeError):
+        raise VrnnError(f"{name} is not an ONNX file") from None
+    return found

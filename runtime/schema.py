@@ -42,6 +42,14 @@ OUTPUT_H = "h_out"  # float32 [L, B, H]: state after the last step; feed back as
 OUTPUT_PHI_Z = "phi_z_out"  # float32 [B, E]: feed back as `phi_z`
 OUTPUT_NAMES = (OUTPUT_CHARS, OUTPUT_LOGITS, OUTPUT_H, OUTPUT_PHI_Z)
 
+# The operators a cell may use: those vrnn-export writes.  None of them makes a tensor whose size comes from
+# data (ConstantOfShape, Expand, Tile, Range, Reshape, Loop, ...), so what a cell allocates is bounded by its
+# file and its inputs; a file that uses anything else is not a vrnn cell, whatever its metadata says.
+CELL_OPERATORS = frozenset(
+    {"Add", "Cast", "Concat", "CumSum", "Div", "Elu", "Exp", "Gather", "Gemm", "Identity", "Less", "LessOrEqual", "Min",
+     "Mul", "ReduceMax", "ReduceSum", "Scan", "Sigmoid", "Slice", "Softplus", "Split", "Sub", "Tanh", "Unsqueeze"}
+)  # fmt: skip
+
 # (input, output) pairs that carry the recurrent state from one call to the next.
 STATE_PAIRS = ((INPUT_H, OUTPUT_H), (INPUT_PHI_Z, OUTPUT_PHI_Z))
 
@@ -64,6 +72,10 @@ REQUIRED_META_KEYS = (
     META_CONFIG,
     META_INTERFACE,
 )
+
+# Upper bounds of a model's sizes: far beyond anything that trains on one machine, and small enough that no
+# cell or checkpoint can make a loader allocate absurd state from its metadata alone.
+MAX_SIZES = {"vocab_size": 1 << 21, "embed_size": 1 << 16, "hidden_size": 1 << 16, "latent_size": 1 << 16, "layers": 64}
 
 # The encoder families (ModelConfig.posterior); checkpoints without the field are "filtering".
 POSTERIORS = ("filtering", "smoothing")
@@ -95,9 +107,9 @@ class ModelConfig:
                 continue
             value = getattr(self, field.name)
             low = 0 if field.name == "latent_size" else 1
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                kind = "a non-negative" if low == 0 else "a positive"
-                raise VrnnError(f"model config: {field.name} must be {kind} integer, got {value!r}")
+            high = MAX_SIZES[field.name]
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                raise VrnnError(f"model config: {field.name} must be an integer from {low} to {high}, got {value!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form, as stored in checkpoints."""

@@ -12,6 +12,7 @@ import torch
 from vrnn.models.checkpoint import load_checkpoint, model_from_checkpoint
 from vrnn.runtime.atomic import check_writable_destination, refuse_overwriting_inputs
 from vrnn.runtime.bundled import BUNDLED_CHECKPOINT, bundled_file
+from vrnn.runtime.cli import require_stdout
 from vrnn.runtime.errors import OneLineCommand, UsageError, VrnnError, cli_errors
 from vrnn.runtime.limits import check_seed
 from vrnn.runtime.schema import DEFAULT_START_CHAR
@@ -86,6 +87,7 @@ def main(
         raise UsageError(f"--plot-chars must be at least 1, got {plot_chars}")
     check_seed(seed)
     set_torch_threads(threads)
+    require_stdout()
     if plot is not None:
         if not matplotlib_available():
             raise VrnnError("--plot needs matplotlib: pip install 'vrnn[plot]'")
@@ -123,6 +125,8 @@ def main(
     with flushed_denormals():  # as in training: denormals only cost time
         score = score_text(model, ids, window, iwae_samples, batch_size, seed)
 
+    if not all(math.isfinite(v) for v in (score.elbo, score.iwae, score.nll, score.kl)):
+        raise VrnnError(f"{ckpt_path.name} gives non-finite scores on {text} (NaN or infinity): its weights are broken")
     if plot is not None:
         shown = min(plot_chars, score.chars)
         title = f"{ckpt_path.name} on {Path(text).name} ({split})"
@@ -130,7 +134,7 @@ def main(
 
     result = {"text": text, "split": split, "checkpoint": str(ckpt_path), "skipped_chars": dropped, **score.summary()}
     if as_json:
-        click.echo(json.dumps(result, indent=2))
+        click.echo(json.dumps(result, indent=2, allow_nan=False))
         return
     k = score.iwae_samples
     lines = [
