@@ -112,8 +112,9 @@ class Sampler:
         `noise` replaces the seeded noise (see vrnn.runtime.generation).
         """
         options = SamplingOptions(temperature, top_k, top_p, greedy, latent_temperature)
+        rows = self._ids(length, prime, options, seed, num_samples, noise)  # validates the request first
         columns = np.empty((num_samples, length), np.int32)  # compact: a batch is held until it is done
-        for i, ids in enumerate(self._ids(length, prime, options, seed, num_samples, noise)):
+        for i, ids in enumerate(rows):
             columns[:, i] = ids
         texts = [prime + self.vocab.decode(row) for row in columns]
         return texts[0] if num_samples == 1 else texts
