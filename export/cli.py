@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import click
 
-from vrnn.export.onnx_cell import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, build_cell
-from vrnn.export.torch_cell import TorchCell
-from vrnn.export.verify import TOLERANCE, max_differences
-from vrnn.models.checkpoint import file_sha256, load_checkpoint
+from vrnn.export.opsets import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 from vrnn.runtime.atomic import atomic_write, check_writable_destination, refuse_overwriting_inputs
-from vrnn.runtime.errors import OneLineCommand, UsageError, VrnnError, cli_errors
+from vrnn.runtime.errors import OneLineCommand, UsageError, VrnnError, cli_errors, require_extra
 from vrnn.runtime.schema import OUTPUT_CHARS as CHARS
 
 
@@ -19,6 +16,12 @@ def export_cell(checkpoint: str, out: str, opset: int = DEFAULT_OPSET, echo=None
         raise UsageError(f"--opset must be from {MIN_OPSET} to {MAX_OPSET}, got {opset}")
     check_writable_destination(out)
     refuse_overwriting_inputs({"CELL": out}, {"CHECKPOINT": checkpoint})
+    require_extra("vrnn-export", "torch", "onnx")
+    from vrnn.export.onnx_cell import build_cell  # PyTorch and onnx from here on
+    from vrnn.export.torch_cell import TorchCell
+    from vrnn.export.verify import TOLERANCE, max_differences
+    from vrnn.models.checkpoint import file_sha256, load_checkpoint
+
     payload = load_checkpoint(checkpoint)
     cell = TorchCell(payload)
     metrics = payload.get("metrics") or {}
@@ -53,7 +56,13 @@ def export_cell(checkpoint: str, out: str, opset: int = DEFAULT_OPSET, echo=None
 @click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("checkpoint", type=click.Path(readable=False))
 @click.argument("cell", type=click.Path(readable=False))
-@click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True, help="ONNX opset of the graph.")
+@click.option(
+    "--opset",
+    type=int,
+    default=DEFAULT_OPSET,
+    show_default=True,
+    help=f"ONNX opset of the graph, from {MIN_OPSET} to {MAX_OPSET}.",
+)
 @cli_errors
 def main(checkpoint: str, cell: str, opset: int) -> None:
     """Write CELL, the generation cell of CHECKPOINT, as one ONNX file.

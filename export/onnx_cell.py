@@ -43,12 +43,10 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 import vrnn
+from vrnn.export.opsets import DEFAULT_OPSET
 from vrnn.models.vrnn import VRNN
 from vrnn.runtime import schema
 from vrnn.runtime.vocab import Vocabulary
-
-DEFAULT_OPSET = 17
-MIN_OPSET, MAX_OPSET = 14, 21  # Split/Unsqueeze/ReduceSum with tensor inputs need 13; 14 is the oldest tested
 
 
 def _np(tensor: torch.Tensor) -> np.ndarray:

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import click
-import torch
 
-from vrnn.export.torch_cell import TorchCell
-from vrnn.models.checkpoint import load_checkpoint
 from vrnn.runtime.cell import default_threads
 from vrnn.runtime.cli import emit_samples, sampling_options
-from vrnn.runtime.errors import OneLineCommand, cli_errors
+from vrnn.runtime.errors import OneLineCommand, cli_errors, require_extra
 from vrnn.runtime.generator import Sampler
 
 
 def torch_sampler(checkpoint: str, threads: int = 1) -> Sampler:
     """A Sampler over the PyTorch model of a checkpoint (same API as vrnn.runtime.Generator)."""
+    require_extra("vrnn-sample", "torch")
+    import torch  # here, not at the top: `vrnn-sample --help` works without PyTorch
+
+    from vrnn.export.torch_cell import TorchCell
+    from vrnn.models.checkpoint import load_checkpoint
+
     torch.set_num_threads(threads)
     return Sampler(TorchCell(load_checkpoint(checkpoint)))
 

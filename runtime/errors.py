@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.util
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -69,6 +70,28 @@ class UsageError(VrnnError):
 
 
 F = TypeVar("F", bound=Callable[..., object])
+
+# What each optional module is installed with.
+EXTRAS = {"torch": "train", "onnx": "train", "matplotlib": "plot"}
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def require_extra(command: str, *modules: str) -> None:
+    """Refuse in one line, naming the extra to install, when `command` needs a module this install lacks
+    (the base install is the runtime: numpy, onnxruntime and click)."""
+    missing = [m for m in modules if not _installed(m)]
+    if missing:
+        extra = EXTRAS.get(missing[0], "train")
+        hint = " (install a CPU build of PyTorch first: see the README)" if "torch" in missing else ""
+        raise VrnnError(
+            f"{command} needs {' and '.join(missing)}, which this install lacks: pip install 'vrnn[{extra}]'{hint}"
+        )
 
 
 def fail(message: str, exit_code: int) -> None:

@@ -11,7 +11,7 @@ import pytest
 from conftest import bin_path
 
 from vrnn.export.cli import export_cell
-from vrnn.export.onnx_cell import MAX_OPSET, MIN_OPSET
+from vrnn.export.opsets import MAX_OPSET, MIN_OPSET
 from vrnn.export.torch_cell import TorchCell
 from vrnn.export.verify import TOLERANCE, max_differences
 from vrnn.models.checkpoint import file_sha256, load_checkpoint

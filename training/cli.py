@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-from pathlib import Path
 from typing import Any
 
 import click
-import torch
 
-from vrnn.models.checkpoint import load_checkpoint
-from vrnn.runtime.atomic import check_writable_destination, refuse_overwriting_inputs
-from vrnn.runtime.errors import OneLineCommand, UsageError, VrnnError, cli_errors
-from vrnn.runtime.limits import check_memory, check_threads
+from vrnn.runtime.errors import OneLineCommand, UsageError, VrnnError, cli_errors, require_extra
+from vrnn.runtime.limits import check_threads
 from vrnn.runtime.schema import ModelConfig
-from vrnn.runtime.vocab import Vocabulary, describe_chars
 from vrnn.training.config import PRESETS, TrainConfig
-from vrnn.training.data import Corpus, read_corpus
-from vrnn.training.distributed import Distribution, init_distribution, shutdown_distribution
-from vrnn.training.run_lock import exclusive_run
-from vrnn.training.trainer import OutputPaths, Trainer, estimate_training_bytes, resolve_device
 
 MODEL_OPTIONS = ("embed_size", "hidden_size", "latent_size", "layers", "posterior")
 TRAIN_OPTIONS = (
@@ -41,19 +30,13 @@ TRAIN_OPTIONS = (
 RESUMABLE_OPTIONS = ("steps", "eval_every")
 
 
-def _log(message: str) -> None:
-    click.echo(message, err=True)
-
-
 def set_torch_threads(threads: int | None) -> None:
     """Apply --threads (None: torch's default, all cores), refusing values below 1."""
     check_threads(threads)
     if threads is not None:
+        import torch
+
         torch.set_num_threads(threads)
-
-
-def _silent(message: str) -> None:
-    """The log of processes other than rank 0 under torchrun."""
 
 
 def build_configs(preset: str, vocab_size: int, overrides: dict[str, Any]) -> tuple[ModelConfig, TrainConfig]:
@@ -163,122 +146,10 @@ def main(
     Writes OUT (the resumable checkpoint), OUT.best.pt (weights with the best
     validation score), OUT.metrics.jsonl and OUT.png (loss curves) beside it.
     """
-    set_torch_threads(threads)
-    paths = OutputPaths(check_writable_destination(out, files_only=True))
-    for derived in (paths.best, paths.metrics, paths.plot):
-        check_writable_destination(derived, files_only=True)
-    outputs = {
-        "-o": paths.checkpoint,
-        "its best file": paths.best,
-        "its metrics": paths.metrics,
-        "its plot": paths.plot,
-    }
-    refuse_overwriting_inputs(outputs, {"CORPUS": corpus})
-    text, sha = read_corpus(corpus)
-    distribution, torch_device = init_distribution(resolve_device(device))
-    try:
-        # Rank 0 writes every file, so it alone takes the lock; its peers follow it.
-        with exclusive_run(paths.checkpoint) if distribution.is_main else contextlib.nullcontext():
-            if distribution.is_main:
-                paths.remove_stale_temp_files()
-            _train(corpus, text, sha, paths, preset, (resume, force, allow_corpus_change), quiet, distribution,
-                   torch_device, options)  # fmt: skip
-    except BaseException:
-        shutdown_distribution(wait_for_peers=False)
-        raise
-    shutdown_distribution(wait_for_peers=True)
+    require_extra("vrnn-train", "torch")
+    from vrnn.training.launch import train_from_cli  # PyTorch from here on
 
-
-def _train(
-    corpus: str,
-    text: str,
-    sha: str,
-    paths: OutputPaths,
-    preset: str | None,
-    flags: tuple[bool, bool, bool],
-    quiet: bool,
-    distribution: Distribution,
-    torch_device: torch.device,
-    options: dict[str, Any],
-) -> None:
-    log = _log if distribution.is_main else _silent
-    resume, force, allow_corpus_change = flags
-    if options.get("batch_size") is not None:
-        if options["batch_size"] < 1:
-            raise UsageError(f"--batch-size must be at least 1, got {options['batch_size']}")
-        options["batch_size"] *= distribution.world_size  # checkpoints record the global batch
-    if resume:
-        payload = load_checkpoint(paths.checkpoint)
-        saved = {  # with today's defaults for fields older checkpoints lack
-            **TrainConfig.from_dict(payload.get("train_config", {})).to_dict(),
-            **ModelConfig.from_dict(payload["model_config"]).to_dict(),
-        }
-        # Repeating the original command with --resume is fine; changing the run is not.
-        changed = [
-            k
-            for k in (*MODEL_OPTIONS, *TRAIN_OPTIONS, "warmup_steps", "lr_schedule")
-            if options.get(k) is not None and k not in RESUMABLE_OPTIONS and options[k] != saved.get(k)
-        ]
-        if changed:
-            flags = ", ".join("--" + k.replace("_", "-") for k in changed)
-            raise UsageError(f"{flags} cannot change when resuming (the checkpoint fixes them)")
-        recorded = payload.get("train_config", {}).get("preset")
-        if preset is not None and preset != recorded:
-            was = f"was trained with --preset {recorded}" if recorded else "does not record a preset"
-            raise UsageError(f"--preset {preset} cannot change when resuming (the checkpoint {was}): drop --preset")
-        vocab = Vocabulary(payload["vocab"])
-        found = Vocabulary.from_text(text)
-        if found != vocab:
-            extra, missing = set(found.chars) - set(vocab.chars), set(vocab.chars) - set(found.chars)
-            detail = f"new characters {describe_chars(extra)}" if extra else f"lacks {describe_chars(missing)}"
-            raise VrnnError(
-                f"{corpus} does not have the checkpoint's vocabulary ({detail}): resume with the same corpus"
-            )
-        trained_on = (payload.get("corpus") or {}).get("sha256")
-        if trained_on and trained_on != sha and not allow_corpus_change:
-            raise VrnnError(
-                f"{corpus} is not the text {paths.checkpoint} was trained on (its sha256 differs): resume with "
-                "the same corpus, or pass --allow-corpus-change to continue training on this one"
-            )
-        model_config = ModelConfig.from_dict(payload["model_config"])
-        train_config = TrainConfig.from_dict(payload.get("train_config", {}))
-        for key in RESUMABLE_OPTIONS:
-            if options.get(key) is not None:
-                setattr(train_config, key, options[key])
-        train_config.validate()
-    else:
-        if paths.checkpoint.exists() and not force:
-            raise UsageError(f"{paths.checkpoint} exists: pass --resume to continue it or --force to overwrite it")
-        vocab = Vocabulary.from_text(text)
-        preset = preset or "default"
-        if options.get("batch_size") is None:
-            options["batch_size"] = PRESETS[preset][1].get("batch_size", TrainConfig.batch_size)
-            options["batch_size"] *= distribution.world_size
-        model_config, train_config = build_configs(preset, len(vocab), options)
-        payload = None
-        if force and distribution.is_main:
-            for stale in (paths.metrics,):
-                if stale.exists():
-                    os.unlink(stale)
-
-    check_memory(
-        estimate_training_bytes(model_config, train_config),
-        f"training a {model_config.hidden_size}-unit model on batches of {train_config.batch_size} x "
-        f"{train_config.seq_len} characters",
-        "reduce --batch-size, --seq-len or the model's sizes",
-    )
-    data = Corpus.from_text(text, Path(corpus).name, sha, vocab)
-    data.check_window(train_config.seq_len)
-    trainer = Trainer(data, model_config, train_config, paths, torch_device, log, payload, distribution)
-    if not quiet:
-        processes = f", {distribution.world_size} processes" if distribution.enabled else ""
-        log(
-            f"vrnn: {trainer.model.num_parameters():,} parameters, vocabulary {len(vocab)}, "
-            f"{len(data.train):,} training / {len(data.val):,} validation characters, device {torch_device}"
-            f"{processes}, global batch {train_config.batch_size}"
-        )
-    trainer.run(quiet=quiet)
-    log(f"saved {paths.checkpoint} (best: {paths.best}, metrics: {paths.metrics})")
+    train_from_cli(corpus, out, preset, device, threads, (resume, force, allow_corpus_change), quiet, options)
 
 
 if __name__ == "__main__":

@@ -7,22 +7,15 @@ import math
 from pathlib import Path
 
 import click
-import torch
 
-from vrnn.models.checkpoint import load_checkpoint, model_from_checkpoint
 from vrnn.runtime.atomic import check_writable_destination, refuse_overwriting_inputs
 from vrnn.runtime.bundled import BUNDLED_CHECKPOINT, bundled_file
 from vrnn.runtime.cli import require_stdout
-from vrnn.runtime.errors import OneLineCommand, UsageError, VrnnError, cli_errors
+from vrnn.runtime.errors import OneLineCommand, UsageError, VrnnError, cli_errors, require_extra
 from vrnn.runtime.limits import check_seed
 from vrnn.runtime.schema import DEFAULT_START_CHAR
 from vrnn.runtime.vocab import describe_chars
-from vrnn.training.cli import set_torch_threads
 from vrnn.training.config import TrainConfig
-from vrnn.training.data import VALIDATION_FRACTION, read_corpus
-from vrnn.training.evaluation import score_text
-from vrnn.training.plot import draw_passage, matplotlib_available
-from vrnn.training.trainer import flushed_denormals
 
 MAX_IWAE_SAMPLES = 4096
 
@@ -86,6 +79,16 @@ def main(
     if plot_chars < 1:
         raise UsageError(f"--plot-chars must be at least 1, got {plot_chars}")
     check_seed(seed)
+    require_extra("vrnn-eval", "torch")
+    import torch  # PyTorch from here on: `--help` works without it
+
+    from vrnn.models.checkpoint import load_checkpoint, model_from_checkpoint
+    from vrnn.training.cli import set_torch_threads
+    from vrnn.training.data import VALIDATION_FRACTION, read_corpus
+    from vrnn.training.evaluation import score_text
+    from vrnn.training.plot import draw_passage, matplotlib_available
+    from vrnn.training.trainer import flushed_denormals
+
     set_torch_threads(threads)
     require_stdout()
     if plot is not None:
