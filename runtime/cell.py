@@ -102,6 +102,8 @@ def parse_cell_metadata(meta: dict[str, str], name: str) -> CellInfo:
         source = json.loads(meta.get(schema.META_SOURCE, "{}"))
     except (json.JSONDecodeError, TypeError) as exc:
         raise VrnnError(f"{name} has malformed metadata: {exc}") from None
+    except VrnnError as exc:
+        raise VrnnError(f"{name}: {exc}") from None
     start_char = meta[schema.META_START_CHAR]
     if len(vocab) != config.vocab_size:
         raise VrnnError(f"{name}: vocabulary has {len(vocab)} characters but the config says {config.vocab_size}")
