@@ -48,10 +48,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--iwae-samples", type=int, default=64)
     parser.add_argument("--extra", default="", help="more vrnn-train options for every variant, one string")
+    parser.add_argument("--table", action="store_true", help="print OUT/results.json as a markdown table and stop")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     results_path = args.out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    if args.table:
+        print(markdown_table(results))
+        return
     common = ["--preset", "shakespeare", "--steps", str(args.steps), "--hidden-size", str(args.hidden_size),
               "--threads", str(args.threads), "--quiet", *args.extra.split()]  # fmt: skip
     for name in args.only or list(VARIANTS):
@@ -96,6 +100,26 @@ def main() -> None:
         print(f"{name}: -ELBO {r['elbo_nats']:.4f} -IWAE-{r['iwae_samples']} {r['iwae_nats']:.4f} "
               f"KL {r['kl_nats']:.4f} active {r['active_units_kl']}/{r['latent_size']} "
               f"{r['chars_per_s']:,.0f} chars/s {wall:.0f} s", flush=True)  # fmt: skip
+
+
+def markdown_table(results: dict[str, dict]) -> str:
+    """The sweep as docs/latent.md shows it: one row per variant, the GRU's exact NLL beside the bounds."""
+    gru = results.get("gru", {}).get("iwae_nats")
+    rows = [
+        "| variant | −ELBO | −IWAE-K | vs GRU | KL/char | active (KL > 0.01) | active (variance) | aux | best step "
+        "| chars/s | wall | date |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        versus = f"{r['iwae_nats'] - gru:+.4f}" if gru is not None else ""
+        aux = f"{r['aux_nats']:.3f}" if r.get("aux_nats") is not None else ""
+        rows.append(
+            f"| {name} | {r['elbo_nats']:.4f} | {r['iwae_nats']:.4f} (K={r['iwae_samples']}) | {versus} "
+            f"| {r['kl_nats']:.4f} | {r['active_units_kl']}/{r['latent_size']} "
+            f"| {r['active_units_variance']}/{r['latent_size']} | {aux} | {r['best_step']} "
+            f"| {r['chars_per_s']:,.0f} | {r['train_wall_s'] / 60:.1f} min | {r['date']} |"
+        )
+    return "\n".join(rows)
 
 
 def _history(ckpt: Path) -> list[dict]:

@@ -80,7 +80,9 @@ def _filtered_probabilities(logits: np.ndarray, options: SamplingOptions) -> tup
         if options.top_k is not None:
             scaled[:, options.top_k :] = -np.inf
     probs = np.exp(scaled)  # the row maximum is already 0 (see _scaled) and survives top-k
-    probs /= probs.sum(axis=1, keepdims=True)
+    # A running sum, not numpy's pairwise one: the order of additions is part of docs/cell-spec.md, so
+    # that runtimes in other languages add in the same order.
+    probs /= np.cumsum(probs, axis=1)[:, -1:]
     if options.top_p is not None:
         before = np.cumsum(probs, axis=1) - probs  # mass strictly above each candidate
         probs = np.where(before < options.top_p, probs, 0.0)
