@@ -1,0 +1,37 @@
+"""The conformance fixtures of docs/cell-spec.md on the Python runtime: given each case's noise, the exact text.
+
+The same files are what the JavaScript runtime and the browser page are tested against."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from vrnn.runtime.cell import OnnxCell
+
+sys.path.insert(0, str(Path(__file__).parent / "conformance"))
+from make_fixtures import CASES, CELL, run_case
+
+DOCUMENT = json.loads(CASES.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def cell() -> OnnxCell:
+    return OnnxCell(CELL)
+
+
+@pytest.mark.parametrize("case", DOCUMENT["cases"], ids=[c["name"] for c in DOCUMENT["cases"]])
+def test_case_gives_its_text_byte_for_byte(cell: OnnxCell, case: dict) -> None:
+    texts, margin = run_case(cell, case)
+    assert texts == case["expected"]
+    assert margin > DOCUMENT["min_margin"]  # no choice is a float near-tie
+
+
+def test_the_cases_cover_every_option() -> None:
+    seen = {key for case in DOCUMENT["cases"] for key in case["options"]}
+    assert seen == {"temperature", "top_k", "top_p", "greedy", "latent_temperature"}
+    assert any(c["prime"] for c in DOCUMENT["cases"]) and any(c["batch"] > 1 for c in DOCUMENT["cases"])
+    assert any(c["length"] > c["steps_per_call"] > 1 for c in DOCUMENT["cases"])  # several calls
