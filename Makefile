@@ -1,6 +1,6 @@
 # One command to set up and run each main job.  Everything goes into .venv.
 #   make demo   set up, train a short model on Tiny Shakespeare, export it, sample from it
-#   make test   set up, lint, run the test suite
+#   make test   set up, lint, run the test suite (Python, then the JavaScript runtime's)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -8,7 +8,7 @@ CORPUS ?= tinyshakespeare
 RUN ?= runs/demo
 DEMO_STEPS ?= 300
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test lint js-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,12 @@ lint: setup
 
 test: lint
 	$(BIN)/python -m pytest
+	$(MAKE) js-test
+
+# The JavaScript runtime against the conformance fixtures (Node's own test runner; --ignore-scripts:
+# onnxruntime-node's install script downloads GPU binaries, which the CPU tests do not need).
+js-test:
+	cd clients/js && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error && node --test test/
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache clients/js/node_modules

@@ -4,9 +4,10 @@
     python tests/conformance/make_fixtures.py --check    # regenerate the texts from the committed files
 
 Any runtime (Python, JavaScript, a browser) that is given a case's noise must print the case's text
-byte for byte.  The noise of each case is drawn so that no choice is a float near-tie (every decision
-margin above MIN_MARGIN), so that exp's last bit, which differs between math libraries, cannot flip a
-pick.  Training the tiny model needs the `train` extra; --check needs only the runtime.
+byte for byte.  The noise of each case is drawn so that no choice is a near-tie (every decision margin
+above MIN_MARGIN): neither exp's last bit (math libraries differ) nor the float32 rounding of the logits
+(onnxruntime builds and versions differ) can flip a pick.  Training the tiny model needs the `train`
+extra; --check needs only the runtime.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from vrnn.runtime.sampling import SamplingOptions, decision_margin
 HERE = Path(__file__).resolve().parent
 CELL = HERE / "cell.onnx"
 CASES = HERE / "cases.json"
-MIN_MARGIN = 1e-9
+MIN_MARGIN = 1e-4  # well above float32 rounding of the logits: other onnxruntime builds and versions agree
 TEXT = (
     "ROMEO:\nBut soft, what light through yonder window breaks?\nIt is the east, and Juliet is the sun.\n\n"
     "JULIET:\nO Romeo, Romeo, wherefore art thou Romeo?\nDeny thy father and refuse thy name.\n\n"

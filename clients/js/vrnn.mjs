@@ -1,0 +1,402 @@
+// vrnn for JavaScript: sample text from a vrnn cell (docs/cell-spec.md, schema 2) with onnxruntime.
+//
+// One ES module, no build step, no dependency of its own: pass it the onnxruntime you have
+// (`import * as ort from "onnxruntime-node"` or "onnxruntime-web"), so the same code runs in Node and in a
+// browser.  Given the same noise it prints the same text as the Python runtime, byte for byte (the
+// conformance fixtures in tests/conformance prove it); its own seeded noise (SeededNoise) is not numpy's.
+
+export const CELL_FORMAT = "vrnn-cell";
+export const CELL_SCHEMA_VERSION = 2;
+export const INPUT_NAMES = ["prev_char", "h", "phi_z", "eps", "uniform", "temperature"];
+export const OUTPUT_NAMES = ["chars", "logits", "h_out", "phi_z_out"];
+export const FORCED_UNIFORM = 0.5;
+const MAX_CALL_STEPS = 256;
+const MAX_CALL_VALUES = 1 << 16;
+
+export class VrnnError extends Error {}
+
+// --- metadata, read from the file's bytes (onnxruntime-node/-web have no metadata API) -----------------
+
+function varint(bytes, pos) {
+  let result = 0n;
+  let shift = 0n;
+  for (;;) {
+    if (pos >= bytes.length) throw new VrnnError("truncated protobuf");
+    const byte = bytes[pos++];
+    result |= BigInt(byte & 0x7f) << shift;
+    if (!(byte & 0x80)) return [result, pos];
+    shift += 7n;
+    if (shift > 63n) throw new VrnnError("varint too long");
+  }
+}
+
+function* fields(bytes) {
+  let pos = 0;
+  while (pos < bytes.length) {
+    let key;
+    [key, pos] = varint(bytes, pos);
+    const field = Number(key >> 3n);
+    const wire = Number(key & 7n);
+    if (wire === 0) {
+      let value;
+      [value, pos] = varint(bytes, pos);
+      yield [field, wire, value];
+    } else if (wire === 2) {
+      let size;
+      [size, pos] = varint(bytes, pos);
+      const end = pos + Number(size);
+      if (end > bytes.length) throw new VrnnError("truncated protobuf");
+      yield [field, wire, bytes.subarray(pos, end)];
+      pos = end;
+    } else if (wire === 1 || wire === 5) {
+      pos += wire === 1 ? 8 : 4;
+      if (pos > bytes.length) throw new VrnnError("truncated protobuf");
+    } else {
+      throw new VrnnError(`unsupported protobuf wire type ${wire}`);
+    }
+  }
+}
+
+/** The metadata_props (ModelProto field 14: key 1, value 2) of an ONNX file, as a Map of strings. */
+export function readMetadata(bytes) {
+  const decoder = new TextDecoder("utf-8", { fatal: true });
+  const meta = new Map();
+  let sawGraph = false;
+  try {
+    for (const [field, wire, value] of fields(bytes)) {
+      if (field === 7) sawGraph = true;
+      if (field !== 14 || wire !== 2) continue;
+      let key = "";
+      let text = "";
+      for (const [f, w, v] of fields(value)) {
+        if (w !== 2) continue;
+        if (f === 1) key = decoder.decode(v);
+        if (f === 2) text = decoder.decode(v);
+      }
+      meta.set(key, text);
+    }
+  } catch (error) {
+    throw new VrnnError(`not an ONNX file (${error.message})`);
+  }
+  if (!sawGraph) throw new VrnnError("not an ONNX file (no graph)");
+  return meta;
+}
+
+function isOneCharacter(c) {
+  if (typeof c !== "string") return false;
+  const points = [...c];
+  if (points.length !== 1) return false;
+  const code = points[0].codePointAt(0);
+  return !(code >= 0xd800 && code <= 0xdfff); // a lone surrogate is not a character
+}
+
+/** Check that metadata describes a cell this runtime understands; returns {config, vocab, startChar, source}. */
+export function parseCellMetadata(meta) {
+  if (meta.get("vrnn.format") !== CELL_FORMAT) throw new VrnnError("an ONNX model but not a vrnn cell");
+  for (const key of ["vrnn.schema_version", "vrnn.vocab", "vrnn.start_char", "vrnn.config", "vrnn.interface"]) {
+    if (!meta.has(key)) throw new VrnnError(`cell lacks metadata ${key}`);
+  }
+  const version = Number(meta.get("vrnn.schema_version"));
+  if (!Number.isInteger(version) || version < 1) throw new VrnnError("cell has an invalid schema version");
+  if (version > CELL_SCHEMA_VERSION) {
+    throw new VrnnError(`cell schema version ${version}; this runtime reads up to ${CELL_SCHEMA_VERSION}: upgrade`);
+  }
+  if (version < CELL_SCHEMA_VERSION) throw new VrnnError(`cell schema version ${version} is no longer run: re-export it`);
+  let vocab, config, source;
+  try {
+    vocab = JSON.parse(meta.get("vrnn.vocab"));
+    config = JSON.parse(meta.get("vrnn.config"));
+    source = JSON.parse(meta.get("vrnn.source") ?? "{}");
+  } catch (error) {
+    throw new VrnnError(`cell has malformed metadata: ${error.message}`);
+  }
+  if (!Array.isArray(vocab) || vocab.length === 0 || !vocab.every(isOneCharacter)) {
+    throw new VrnnError("cell vocabulary must be a list of single characters");
+  }
+  if (new Set(vocab).size !== vocab.length) throw new VrnnError("cell vocabulary has duplicate characters");
+  for (const name of ["vocab_size", "embed_size", "hidden_size", "latent_size", "layers"]) {
+    const low = name === "latent_size" ? 0 : 1;
+    if (!Number.isInteger(config?.[name]) || config[name] < low || config[name] > (name === "vocab_size" ? 1 << 21 : 1 << 16)) {
+      throw new VrnnError(`cell config: ${name} is missing or out of range`);
+    }
+  }
+  if (vocab.length !== config.vocab_size) throw new VrnnError("cell vocabulary and config disagree");
+  const startChar = meta.get("vrnn.start_char");
+  if (!vocab.includes(startChar)) throw new VrnnError("cell start character is not in its vocabulary");
+  return { config, vocab, startChar, source };
+}
+
+// --- noise ----------------------------------------------------------------------------------------------
+
+/** Noise given as arrays: eps float32 [steps x batch x latent], uniform float64 [steps x batch], in order. */
+export class ArrayNoise {
+  constructor(eps, uniform) {
+    this.epsValues = Float32Array.from(eps);
+    this.uniformValues = Float64Array.from(uniform);
+    this.epsPos = 0;
+    this.uniformPos = 0;
+  }
+  eps(count) {
+    if (this.epsPos + count > this.epsValues.length) throw new VrnnError("not enough latent noise");
+    const out = this.epsValues.subarray(this.epsPos, this.epsPos + count);
+    this.epsPos += count;
+    return out;
+  }
+  uniform(count) {
+    if (this.uniformPos + count > this.uniformValues.length) throw new VrnnError("not enough uniform noise");
+    const out = this.uniformValues.subarray(this.uniformPos, this.uniformPos + count);
+    this.uniformPos += count;
+    return out;
+  }
+}
+
+// xoshiro128** (Blackman and Vigna), seeded by splitmix32; two independent streams as numpy's two children.
+function splitmix32(seed) {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x9e3779b9) >>> 0;
+    let z = state;
+    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
+    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
+    return (z ^ (z >>> 16)) >>> 0;
+  };
+}
+
+function xoshiro128(seed) {
+  const next = splitmix32(seed);
+  const s = new Uint32Array([next(), next(), next(), next()]);
+  const rotl = (x, k) => ((x << k) | (x >>> (32 - k))) >>> 0;
+  return () => {
+    const result = Math.imul(rotl(Math.imul(s[1], 5) >>> 0, 7), 9) >>> 0;
+    const t = (s[1] << 9) >>> 0;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 11);
+    return result;
+  };
+}
+
+/** This runtime's own seeded noise: same seed, same text (in this runtime; numpy's streams differ). */
+export class SeededNoise {
+  constructor(seed) {
+    const base = Number.isInteger(seed) ? seed : Math.floor(Math.random() * 2 ** 32);
+    const bits = { eps: xoshiro128(base ^ 0x5eed0001), uniform: xoshiro128(base ^ 0x5eed0002) };
+    // 53-bit doubles in [0, 1) from two 32-bit words
+    this.nextUniform = () => ((bits.uniform() >>> 5) * 67108864 + (bits.uniform() >>> 6)) / 9007199254740992;
+    const epsUniform = () => ((bits.eps() >>> 5) * 67108864 + (bits.eps() >>> 6)) / 9007199254740992;
+    this.spare = null;
+    this.nextNormal = () => {
+      if (this.spare !== null) {
+        const value = this.spare;
+        this.spare = null;
+        return value;
+      }
+      let u;
+      do u = epsUniform(); while (u === 0);
+      const radius = Math.sqrt(-2 * Math.log(u));
+      const angle = 2 * Math.PI * epsUniform();
+      this.spare = radius * Math.sin(angle);
+      return radius * Math.cos(angle);
+    };
+  }
+  eps(count) {
+    const out = new Float32Array(count);
+    for (let i = 0; i < count; i++) out[i] = this.nextNormal();
+    return out;
+  }
+  uniform(count) {
+    const out = new Float64Array(count);
+    for (let i = 0; i < count; i++) out[i] = this.nextUniform();
+    return out;
+  }
+}
+
+// --- choosing a character (docs/cell-spec.md section 4) ----------------------------------------------
+
+function scaled(logits, offset, vocab, temperature) {
+  const s = new Float64Array(vocab);
+  let max = -Infinity;
+  for (let i = 0; i < vocab; i++) max = Math.max(max, logits[offset + i]);
+  for (let i = 0; i < vocab; i++) {
+    s[i] = logits[offset + i] - max;
+    if (temperature !== 1) s[i] /= temperature;
+  }
+  return s;
+}
+
+/** Greedy: the first index of the largest logit. */
+export function chooseGreedy(logits, offset, vocab) {
+  let best = 0;
+  for (let i = 1; i < vocab; i++) if (logits[offset + i] > logits[offset + best]) best = i;
+  return best;
+}
+
+/** Top-k and/or top-p from one row of logits with the step's uniform number u. */
+export function chooseFiltered(logits, offset, vocab, u, { temperature = 1, topK = null, topP = null }) {
+  const s = scaled(logits, offset, vocab, temperature);
+  const order = Array.from({ length: vocab }, (_, i) => i).sort((a, b) => s[b] - s[a] || a - b); // stable
+  const probs = new Float64Array(vocab);
+  for (let j = 0; j < vocab; j++) probs[j] = topK !== null && j >= topK ? 0 : Math.exp(s[order[j]]);
+  let total = 0;
+  for (let j = 0; j < vocab; j++) total += probs[j];
+  for (let j = 0; j < vocab; j++) probs[j] /= total;
+  if (topP !== null) {
+    let running = 0;
+    for (let j = 0; j < vocab; j++) {
+      running += probs[j];
+      if (!(running - probs[j] < topP)) probs[j] = 0;
+    }
+  }
+  const cdf = new Float64Array(vocab);
+  let running = 0;
+  let lastNonZero = 0;
+  for (let j = 0; j < vocab; j++) {
+    running += probs[j];
+    cdf[j] = running;
+    if (probs[j] > 0) lastNonZero = j;
+  }
+  let picked = 0;
+  for (let j = 0; j < vocab; j++) if (cdf[j] / cdf[vocab - 1] <= u) picked++;
+  return order[Math.min(picked, lastNonZero)];
+}
+
+function checkOptions(o, vocabSize) {
+  const finite = (x) => typeof x === "number" && Number.isFinite(x);
+  if (!finite(o.temperature) || o.temperature <= 0) throw new VrnnError("temperature must be a finite number > 0");
+  if (o.topK !== null && !(Number.isInteger(o.topK) && o.topK >= 1 && o.topK <= vocabSize)) {
+    throw new VrnnError(`topK must be an integer from 1 to ${vocabSize}`);
+  }
+  if (o.topP !== null && !(finite(o.topP) && o.topP > 0 && o.topP <= 1)) throw new VrnnError("topP must be in (0, 1]");
+  if (o.greedy && (o.topK !== null || o.topP !== null || o.temperature !== 1)) {
+    throw new VrnnError("greedy cannot be combined with temperature, topK or topP");
+  }
+  if (!finite(o.latentTemperature) || o.latentTemperature < 0) {
+    throw new VrnnError("latentTemperature must be a finite number >= 0");
+  }
+  if (!Number.isInteger(o.length) || o.length < 1) throw new VrnnError("length must be a positive integer");
+  if (!Number.isInteger(o.batch) || o.batch < 1 || o.batch > 4096) throw new VrnnError("batch must be from 1 to 4096");
+}
+
+// --- the cell ----------------------------------------------------------------------------------------------
+
+export class VrnnCell {
+  /** Load a cell from its bytes (Uint8Array) with the given onnxruntime module; checks metadata and interface. */
+  static async load(ort, bytes, sessionOptions = {}) {
+    const info = parseCellMetadata(readMetadata(bytes));
+    const session = await ort.InferenceSession.create(bytes, sessionOptions);
+    const same = (a, b) => a.length === b.length && a.every((x, i) => x === b[i]);
+    if (!same(session.inputNames, INPUT_NAMES) || !same(session.outputNames, OUTPUT_NAMES)) {
+      throw new VrnnError(`cell has inputs ${session.inputNames} and outputs ${session.outputNames}: not the vrnn interface`);
+    }
+    const cell = new VrnnCell(ort, session, info);
+    await cell.probe();
+    return cell;
+  }
+
+  constructor(ort, session, { config, vocab, startChar, source }) {
+    this.ort = ort;
+    this.session = session;
+    this.config = config;
+    this.vocab = vocab;
+    this.startChar = startChar;
+    this.source = source;
+    this.index = new Map(vocab.map((c, i) => [c, i]));
+  }
+
+  initialState(batch) {
+    const { layers: L, hidden_size: H, embed_size: E } = this.config;
+    return { h: new Float32Array(L * batch * H), phiZ: new Float32Array(batch * E) };
+  }
+
+  /** One run(): n steps for `batch` samples.  Returns {chars: BigInt64Array [n*batch], logits, state}. */
+  async steps(prev, state, eps, uniform, temperature, batch) {
+    const { layers: L, hidden_size: H, embed_size: E, latent_size: Z } = this.config;
+    const n = uniform.length / batch;
+    const T = this.ort.Tensor;
+    const out = await this.session.run({
+      prev_char: new T("int64", BigInt64Array.from(prev, (c) => BigInt(c)), [batch]),
+      h: new T("float32", state.h, [L, batch, H]),
+      phi_z: new T("float32", state.phiZ, [batch, E]),
+      eps: new T("float32", eps, [n, batch, Z]),
+      uniform: new T("float64", uniform, [n, batch]),
+      temperature: new T("float64", new Float64Array([temperature]), []),
+    });
+    const logits = out.logits.data;
+    for (let i = 0; i < logits.length; i++) {
+      if (!Number.isFinite(logits[i])) throw new VrnnError("the cell produced non-finite logits: its weights are broken");
+    }
+    return { chars: out.chars.data, logits, state: { h: out.h_out.data, phiZ: out.phi_z_out.data } };
+  }
+
+  /** Two steps from the zero state: output sizes as the metadata says, picks inside the vocabulary. */
+  async probe() {
+    const { latent_size: Z, vocab_size: V, hidden_size: H, embed_size: E, layers: L } = this.config;
+    const start = this.index.get(this.startChar);
+    const r = await this.steps([start], this.initialState(1), new Float32Array(2 * Z), new Float64Array([0.5, 0.5]), 1, 1);
+    if (r.logits.length !== 2 * V || r.state.h.length !== L * H || r.state.phiZ.length !== E) {
+      throw new VrnnError("the cell's outputs do not have the sizes its metadata implies");
+    }
+    for (const c of r.chars) if (c < 0n || c >= BigInt(V)) throw new VrnnError("the cell picks characters outside its vocabulary");
+  }
+
+  /**
+   * Generate `length` characters per sample after `prime` (docs/cell-spec.md section 3).  Returns one text
+   * per sample: the prime followed by the sampled characters.  `onChars(rows)` sees each call's characters
+   * as they come (rows[i][b] is sample b's i-th new character), for streaming.
+   */
+  async generate({
+    length = 500, prime = "", temperature = 1, topK = null, topP = null, greedy = false,
+    latentTemperature = 1, batch = 1, seed = null, noise = null, onChars = null,
+  } = {}) {
+    const options = { length, temperature, topK, topP, greedy, latentTemperature, batch };
+    checkOptions(options, this.vocab.length);
+    const primeChars = [...prime];
+    for (const c of primeChars) if (!this.index.has(c)) throw new VrnnError(`prime has a character outside the vocabulary: ${JSON.stringify(c)}`);
+    noise ??= new SeededNoise(seed);
+    const { latent_size: Z, vocab_size: V } = this.config;
+    const scaleEps = (values) => {
+      if (latentTemperature === 1) return values;
+      const scale = Math.fround(latentTemperature);
+      return Float32Array.from(values, (x) => Math.fround(x * scale));
+    };
+    let state = this.initialState(batch);
+    let prev = new Array(batch).fill(this.index.get(this.startChar));
+    for (const c of primeChars) {
+      const forced = new Float64Array(batch).fill(FORCED_UNIFORM);
+      ({ state } = await this.steps(prev, state, scaleEps(noise.eps(batch * Z)), forced, 1, batch));
+      prev = new Array(batch).fill(this.index.get(c));
+    }
+    const unfiltered = !greedy && topK === null && topP === null;
+    const perCall = unfiltered ? Math.max(1, Math.min(MAX_CALL_STEPS, Math.floor(MAX_CALL_VALUES / batch))) : 1;
+    const texts = new Array(batch).fill(prime);
+    let remaining = length;
+    while (remaining > 0) {
+      const n = Math.min(perCall, remaining);
+      const eps = scaleEps(noise.eps(n * batch * Z));
+      const uniform = noise.uniform(n * batch);
+      const result = await this.steps(prev, state, eps, uniform, temperature, batch);
+      state = result.state;
+      const rows = [];
+      for (let i = 0; i < n; i++) {
+        const row = [];
+        for (let b = 0; b < batch; b++) {
+          const offset = (i * batch + b) * V;
+          let c;
+          if (unfiltered) c = Number(result.chars[i * batch + b]);
+          else if (greedy) c = chooseGreedy(result.logits, offset, V);
+          else c = chooseFiltered(result.logits, offset, V, uniform[i * batch + b], { temperature, topK, topP });
+          row.push(c);
+          texts[b] += this.vocab[c];
+        }
+        rows.push(row.map((c) => this.vocab[c]));
+        prev = row;
+      }
+      if (onChars) onChars(rows);
+      remaining -= n;
+    }
+    return texts;
+  }
+}
