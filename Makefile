@@ -1,6 +1,7 @@
 # One command to set up and run each main job.  Everything goes into .venv.
 #   make demo   set up, train a short model on Tiny Shakespeare, export it, sample from it
-#   make test   set up, lint, run the test suite (Python, then the JavaScript runtime's)
+#   make test   set up, lint, run the test suite (Python, then the JavaScript runtime's and the browser page's)
+#   make web    serve the browser demo at http://127.0.0.1:8000/clients/web/
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -8,7 +9,7 @@ CORPUS ?= tinyshakespeare
 RUN ?= runs/demo
 DEMO_STEPS ?= 300
 
-.PHONY: setup demo test lint js-test clean
+.PHONY: setup demo test lint js-test web clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,8 +40,15 @@ test: lint
 
 # The JavaScript runtime against the conformance fixtures (Node's own test runner; --ignore-scripts:
 # onnxruntime-node's install script downloads GPU binaries, which the CPU tests do not need).
-js-test:
-	cd clients/js && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error && node --test test/
+js-test: clients/js/node_modules/.package-lock.json
+	cd clients/js && node --test test/
+
+clients/js/node_modules/.package-lock.json: clients/js/package-lock.json
+	cd clients/js && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+
+# The browser demo: http://127.0.0.1:8000/clients/web/ (onnxruntime-web from clients/js/node_modules).
+web: clients/js/node_modules/.package-lock.json
+	node clients/web/serve.mjs 8000
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache clients/js/node_modules

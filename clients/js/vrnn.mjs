@@ -345,11 +345,12 @@ export class VrnnCell {
   /**
    * Generate `length` characters per sample after `prime` (docs/cell-spec.md section 3).  Returns one text
    * per sample: the prime followed by the sampled characters.  `onChars(rows)` sees each call's characters
-   * as they come (rows[i][b] is sample b's i-th new character), for streaming.
+   * as they come (rows[i][b] is sample b's i-th new character), for streaming.  Noise: `noise` (e.g. an
+   * ArrayNoise of given arrays), else this runtime's SeededNoise(seed).
    */
   async generate({
     length = 500, prime = "", temperature = 1, topK = null, topP = null, greedy = false,
-    latentTemperature = 1, batch = 1, seed = null, noise = null, onChars = null,
+    latentTemperature = 1, batch = 1, seed = null, noise = null, onChars = null, stepsPerCall = null,
   } = {}) {
     const options = { length, temperature, topK, topP, greedy, latentTemperature, batch };
     checkOptions(options, this.vocab.length);
@@ -370,7 +371,9 @@ export class VrnnCell {
       prev = new Array(batch).fill(this.index.get(c));
     }
     const unfiltered = !greedy && topK === null && topP === null;
-    const perCall = unfiltered ? Math.max(1, Math.min(MAX_CALL_STEPS, Math.floor(MAX_CALL_VALUES / batch))) : 1;
+    // Fewer steps per call (stepsPerCall) stream more smoothly; the noise streams, and so the text, are the same.
+    let perCall = unfiltered ? Math.max(1, Math.min(MAX_CALL_STEPS, Math.floor(MAX_CALL_VALUES / batch))) : 1;
+    if (Number.isInteger(stepsPerCall) && stepsPerCall >= 1) perCall = Math.min(perCall, stepsPerCall);
     const texts = new Array(batch).fill(prime);
     let remaining = length;
     while (remaining > 0) {
