@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from vrnn import __version__
 from vrnn.export.opsets import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 from vrnn.runtime.atomic import atomic_write, check_writable_destination, refuse_overwriting_inputs
 from vrnn.runtime.errors import OneLineCommand, UsageError, VrnnError, cli_errors, require_extra
@@ -54,6 +55,7 @@ def export_cell(checkpoint: str, out: str, opset: int = DEFAULT_OPSET, echo=None
 
 
 @click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", message="%(prog)s %(version)s")
 @click.argument("checkpoint", type=click.Path(readable=False))
 @click.argument("cell", type=click.Path(readable=False))
 @click.option(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from vrnn import __version__
 from vrnn.runtime.cell import default_threads
 from vrnn.runtime.cli import emit_samples, sampling_options
 from vrnn.runtime.errors import OneLineCommand, cli_errors, require_extra
@@ -23,8 +24,9 @@ def torch_sampler(checkpoint: str, threads: int = 1) -> Sampler:
 
 
 @click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", message="%(prog)s %(version)s")
 @click.argument("checkpoint", type=click.Path(readable=False))
-@sampling_options
+@sampling_options("Torch CPU threads.  [default: 1 below 32 samples, every core from 32 on]")
 @cli_errors
 def main(checkpoint: str, out: str | None, threads: int | None, **settings: object) -> None:
     """Sample text from CHECKPOINT with PyTorch.

@@ -29,7 +29,8 @@ import torch
 from vrnn.models.vrnn import VRNN
 from vrnn.runtime.atomic import atomic_write
 from vrnn.runtime.errors import VrnnError
-from vrnn.runtime.schema import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, ModelConfig
+from vrnn.runtime.onnx_meta import read_metadata
+from vrnn.runtime.schema import CELL_FORMAT, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, META_FORMAT, ModelConfig
 from vrnn.runtime.vocab import Vocabulary
 
 REQUIRED_KEYS = ("format", "version", "model_config", "vocab", "start_char", "model", "step")
@@ -67,6 +68,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
             payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for truncated or foreign files
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if _is_vrnn_cell(path):
+            raise VrnnError(f"{path} is an ONNX cell, not a checkpoint: sample from it with vrnn-run") from None
         if "weights_only" in str(exc) or "Unsupported global" in str(exc):
             raise VrnnError(
                 f"{path} holds pickled objects that a vrnn checkpoint never has; refusing to load it"
@@ -91,6 +94,16 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     except VrnnError as exc:
         raise VrnnError(f"{path}: {exc}") from None
     return payload
+
+
+def _is_vrnn_cell(path: Path) -> bool:
+    """Whether `path` holds an exported cell (a common mix-up with checkpoints)."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(64 << 20)
+        return read_metadata(data, str(path)).get(META_FORMAT) == CELL_FORMAT
+    except (OSError, VrnnError):
+        return False
 
 
 def check_fields(payload: dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ from typing import IO
 
 import click
 
+from vrnn import __version__
 from vrnn.runtime.atomic import atomic_write, check_writable_destination, refuse_overwriting_inputs
 from vrnn.runtime.bundled import BUNDLED_CELL, bundled_file
 from vrnn.runtime.errors import OneLineCommand, VrnnError, cli_errors
@@ -20,9 +21,18 @@ from vrnn.runtime.generator import Generator, Sampler
 from vrnn.runtime.limits import check_threads
 from vrnn.runtime.sampling import SamplingOptions
 
+RUN_THREADS_HELP = (
+    "Intra-op threads.  [default: every core once a step's matrix products reach 500k multiply-adds "
+    "(weights x samples), else 1]"
+)
 
-def sampling_options(func: Callable) -> Callable:
-    """The options common to vrnn-run and vrnn-sample."""
+
+def sampling_options(threads_help: str) -> Callable[[Callable], Callable]:
+    """The options common to vrnn-run and vrnn-sample (`threads_help`: how each picks its thread count)."""
+    return lambda func: _with_sampling_options(func, threads_help)
+
+
+def _with_sampling_options(func: Callable, threads_help: str) -> Callable:
     options = [
         click.option(
             "--length", "-n", type=int, default=500, show_default=True, help="Characters to generate (after the prime)."
@@ -55,7 +65,7 @@ def sampling_options(func: Callable) -> Callable:
             "--threads",
             type=int,
             default=None,
-            help="Intra-op threads.  [default: 1 for small models and batches, all cores for large ones]",
+            help=threads_help,
         ),
         click.option(
             "-o",
@@ -135,8 +145,9 @@ def emit_samples(
 
 
 @click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", message="%(prog)s %(version)s")
 @click.argument("cell", type=click.Path(readable=False), required=False)
-@sampling_options
+@sampling_options(RUN_THREADS_HELP)
 @cli_errors
 def main(cell: str | None, out: str | None, threads: int | None, **settings: object) -> None:
     """Sample text from CELL, a vrnn cell exported by vrnn-export (onnxruntime only).

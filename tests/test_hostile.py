@@ -191,6 +191,9 @@ def cases(a: Path) -> list[tuple[list[str], int, str]]:
         ([sample, ckpt, "-n", "5", "-o", ckpt], 2, "same file"),
         ([ev, corpus, "-c", ckpt, "--plot", ckpt], 2, "same file"),
         ([train, corpus, "-o", corpus, "--force", *tiny], 2, "same file"),
+        # A cell where a checkpoint belongs
+        ([sample, cell, "-n", "5"], 1, "vrnn-run"),
+        ([export, cell, str(a / "new.onnx")], 1, "ONNX cell"),
         # Standard output closed
         (["bash", "-c", f"'{run}' '{cell}' -n 5 >&-"], 1, "standard output is closed"),
         (["bash", "-c", f"'{sample}' '{ckpt}' -n 5 >&-"], 1, "standard output is closed"),

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+import vrnn
+
 HIDE = """
 import sys
 class Hide:
@@ -34,10 +36,12 @@ def run_without_torch(module: str, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
-def test_help_works_without_torch(command: str) -> None:
+def test_help_and_version_work_without_torch(command: str) -> None:
     result = run_without_torch(COMMANDS[command], "--help")
     assert result.returncode == 0, result.stderr
     assert "Usage:" in result.stdout and "Traceback" not in result.stderr
+    version = run_without_torch(COMMANDS[command], "--version")
+    assert version.returncode == 0 and version.stdout.strip().endswith(vrnn.__version__), version.stderr
 
 
 def test_torch_side_commands_name_the_extra_in_one_line(tmp_path: Path, trained: dict[str, Path]) -> None:

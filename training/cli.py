@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from vrnn import __version__
 from vrnn.runtime.errors import OneLineCommand, UsageError, VrnnError, cli_errors, require_extra
 from vrnn.runtime.limits import check_threads
 from vrnn.runtime.schema import ModelConfig
@@ -59,6 +60,7 @@ def build_configs(preset: str, vocab_size: int, overrides: dict[str, Any]) -> tu
 
 
 @click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", message="%(prog)s %(version)s")
 @click.argument("corpus")
 @click.option(
     "-o", "--out", type=click.Path(readable=False), required=True, help="Checkpoint to write (and to --resume from)."

@@ -44,7 +44,10 @@ def fetch_tinyshakespeare(url: str | None = None, timeout: float = 60.0) -> Path
             data = response.read(MAX_CORPUS_BYTES)
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise VrnnError(f"could not download Tiny Shakespeare from {url}: {reason}") from None
+        raise VrnnError(
+            f"could not download Tiny Shakespeare from {url}: {reason}; pass a local copy as CORPUS instead, "
+            f"put it at {target}, or point $VRNN_TINYSHAKESPEARE_URL at a mirror"
+        ) from None
     if _sha256(data) != TINYSHAKESPEARE_SHA256:
         raise VrnnError(f"download from {url} has the wrong sha256 (expected {TINYSHAKESPEARE_SHA256}); not using it")
     target.parent.mkdir(parents=True, exist_ok=True)

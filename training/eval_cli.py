@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from vrnn import __version__
 from vrnn.runtime.atomic import check_writable_destination, refuse_overwriting_inputs
 from vrnn.runtime.bundled import BUNDLED_CHECKPOINT, bundled_file
 from vrnn.runtime.cli import require_stdout
@@ -21,6 +22,7 @@ MAX_IWAE_SAMPLES = 4096
 
 
 @click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", message="%(prog)s %(version)s")
 @click.argument("text")
 @click.option(
     "--checkpoint", "-c", type=click.Path(readable=False), default=None, help="Checkpoint.  [default: bundled model]"
@@ -98,6 +100,7 @@ def main(
 
     ckpt_path = Path(checkpoint) if checkpoint is not None else bundled_file(BUNDLED_CHECKPOINT, "--checkpoint")
     refuse_overwriting_inputs({"--plot": plot}, {"TEXT": text, "--checkpoint": ckpt_path})
+    model_name = ckpt_path.name if checkpoint is not None else "the bundled model"
     payload = load_checkpoint(ckpt_path)
     model, vocab = model_from_checkpoint(payload)
     if window is None:
@@ -129,10 +132,10 @@ def main(
         score = score_text(model, ids, window, iwae_samples, batch_size, seed)
 
     if not all(math.isfinite(v) for v in (score.elbo, score.iwae, score.nll, score.kl)):
-        raise VrnnError(f"{ckpt_path.name} gives non-finite scores on {text} (NaN or infinity): its weights are broken")
+        raise VrnnError(f"{model_name} gives non-finite scores on {text} (NaN or infinity): its weights are broken")
     if plot is not None:
         shown = min(plot_chars, score.chars)
-        title = f"{ckpt_path.name} on {Path(text).name} ({split})"
+        title = f"{model_name} on {Path(text).name} ({split})"
         draw_passage(scored[:shown], score.char_nll[:shown], score.char_kl[:shown], plot, title)
 
     result = {"text": text, "split": split, "checkpoint": str(ckpt_path), "skipped_chars": dropped, **score.summary()}
@@ -141,7 +144,7 @@ def main(
         return
     k = score.iwae_samples
     lines = [
-        f"{ckpt_path.name} on {text} ({split}): {score.chars:,} characters, windows of {score.window}, "
+        f"{model_name} on {text} ({split}): {score.chars:,} characters, windows of {score.window}, "
         f"{k} sample{'s' if k > 1 else ''} per window" + (f", {dropped} unknown characters skipped" if dropped else ""),
         f"  -ELBO        {score.elbo:.4f} nats/char  {score.elbo_bits:.4f} bits/char",
         f"  -IWAE-{k:<6d} {score.iwae:.4f} nats/char  {score.iwae_bits:.4f} bits/char",

@@ -31,6 +31,8 @@ from vrnn.training.distributed import Distribution
 from vrnn.training.objective import Evaluation, evaluate, kl_weight, training_loss
 from vrnn.training.plot import draw_curves, matplotlib_available
 
+PROGRESS_SECONDS = 60.0  # without a terminal, a progress line this often
+
 
 class Interrupted(VrnnError):
     """Ctrl-C, SIGTERM or SIGHUP: the checkpoint was saved; exit 130, 143 or 129."""
@@ -340,8 +342,13 @@ class Trainer:
             item_show_func=lambda _: status["text"],
             file=sys.stderr,
         )
+        # Without a terminal (a log file, a scheduler) a progress bar draws nothing: log a line per validation
+        # and one every PROGRESS_SECONDS instead.
+        logged = quiet or not sys.stderr.isatty()
         if quiet or not main:
             bar = _NullBar()
+        elif logged:
+            bar = _PeriodicLog(self.log, tc.steps, lambda: status["text"])
         row = None
         with deferred_stop_signals() as stop, bar, flushed_denormals():
             bar.update(self.step)
@@ -363,7 +370,7 @@ class Trainer:
                         f"{row['val_elbo_nats']:.4f} nats/char = {row['val_bpc']:.4f} bits/char "
                         f"(kl {row['val_kl']:.4f}) | {speed:,.0f} chars/s"
                     )
-                    if quiet:
+                    if logged:
                         self.log(message)
                     sums = dict.fromkeys(sums, 0.0)
                     count, window_start = 0, time.perf_counter()
@@ -377,9 +384,29 @@ class Trainer:
                         f"continue with: vrnn-train ... -o {self.paths.checkpoint} --resume",
                         signal_exit_code(signum),
                     )
-        if main and not quiet:
+        if main and not logged:
             self.log(message)
         return row
+
+
+class _PeriodicLog:
+    """Stands in for the progress bar without a terminal: a line every PROGRESS_SECONDS."""
+
+    def __init__(self, log: Callable[[str], None], total: int, status: Callable[[], str]) -> None:
+        self.log, self.total, self.status = log, total, status
+        self.position, self.last = 0, time.monotonic()
+
+    def __enter__(self) -> _PeriodicLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, n: int) -> None:
+        self.position += n
+        if time.monotonic() - self.last >= PROGRESS_SECONDS:
+            self.last = time.monotonic()
+            self.log(f"step {self.position}/{self.total}: {self.status()}")
 
 
 class _NullBar:
