@@ -35,7 +35,7 @@ self.onmessage = async ({ data }) => {
       let count = 0;
       const texts = await cell.generate({
         ...data.options,
-        stepsPerCall: 8, // small calls: the text streams smoothly (the noise, and so the text, is the same)
+        stepsPerCall: data.stepsPerCall ?? 8, // small calls stream smoothly; the noise, and so the text, is the same
         onChars: (rows) => {
           first ??= performance.now() - started;
           count += rows.length;
