@@ -44,11 +44,11 @@ from onnx import TensorProto, helper, numpy_helper
 
 from vrnn.export.cli import export_cell
 from vrnn.export.sample_cli import torch_sampler
-from vrnn.models.checkpoint import save_checkpoint
+from vrnn.models.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_checkpoint
 from vrnn.models.vrnn import VRNN
 from vrnn.runtime import Generator
 from vrnn.runtime.cell import session_options, step_multiply_adds
-from vrnn.runtime.schema import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, ModelConfig
+from vrnn.runtime.schema import ModelConfig
 from vrnn.training.config import PRESETS
 
 VOCAB = [chr(i) for i in range(32, 97)]  # 65 characters, like Tiny Shakespeare

@@ -30,10 +30,46 @@ from vrnn.models.vrnn import VRNN
 from vrnn.runtime.atomic import atomic_write
 from vrnn.runtime.errors import VrnnError
 from vrnn.runtime.onnx_meta import read_metadata
-from vrnn.runtime.schema import CELL_FORMAT, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, META_FORMAT, ModelConfig
+from vrnn.runtime.schema import CELL_FORMAT, META_FORMAT, ModelConfig
 from vrnn.runtime.vocab import Vocabulary
 
+CHECKPOINT_FORMAT = "vrnn-checkpoint"
+CHECKPOINT_VERSION = 1
 REQUIRED_KEYS = ("format", "version", "model_config", "vocab", "start_char", "model", "step")
+
+
+def build_checkpoint(
+    *,
+    model: torch.nn.Module,
+    config: ModelConfig,
+    vocab: Vocabulary,
+    start_char: str,
+    step: int,
+    train_config: dict[str, Any],
+    metrics: dict[str, Any],
+    corpus: dict[str, str],
+    optimizer: torch.optim.Optimizer | None = None,
+    rng: dict[str, torch.Tensor] | None = None,
+) -> dict[str, Any]:
+    """The checkpoint dict (the format above): with `optimizer` and `rng` a resumable one, without them the
+    weights-only kind that `.best.pt` files and the bundled model are."""
+    payload: dict[str, Any] = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "model_config": config.to_dict(),
+        "vocab": list(vocab.chars),
+        "start_char": start_char,
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "step": step,
+        "train_config": train_config,
+        "metrics": metrics,
+        "corpus": corpus,
+    }
+    if optimizer is not None:
+        payload["optimizer"] = optimizer.state_dict()
+    if rng is not None:
+        payload["rng"] = rng
+    return payload
 
 
 def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:

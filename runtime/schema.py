@@ -14,10 +14,6 @@ from typing import Any
 
 from vrnn.runtime.errors import VrnnError
 
-# --- Checkpoints (written by vrnn.training, read by vrnn.export) -------------
-CHECKPOINT_FORMAT = "vrnn-checkpoint"
-CHECKPOINT_VERSION = 1
-
 # --- The exported generation cell -------------------------------------------
 CELL_FORMAT = "vrnn-cell"
 # 2: one run() generates N characters (an ONNX Scan with sampling inside); 1 was one character per run().

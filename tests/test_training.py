@@ -13,8 +13,7 @@ import pytest
 import torch
 from conftest import TINY_TEXT, bin_path
 
-from vrnn.models.checkpoint import load_checkpoint, model_from_checkpoint
-from vrnn.runtime.schema import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
+from vrnn.models.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_checkpoint, model_from_checkpoint
 from vrnn.training.cli import main as train_main
 from vrnn.training.data import Corpus, validation_windows
 from vrnn.training.objective import LN2, evaluate

@@ -19,11 +19,11 @@ import click
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from vrnn.models.checkpoint import save_checkpoint
+from vrnn.models.checkpoint import build_checkpoint, save_checkpoint
 from vrnn.models.vrnn import VRNN
 from vrnn.runtime.atomic import atomic_write, remove_stale_temp_files
 from vrnn.runtime.errors import EXIT_INTERRUPTED, STOP_SIGNALS, VrnnError, signal_exit_code
-from vrnn.runtime.schema import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, DEFAULT_START_CHAR, ModelConfig
+from vrnn.runtime.schema import DEFAULT_START_CHAR, ModelConfig
 from vrnn.training.allocator import keep_freed_memory
 from vrnn.training.config import TrainConfig
 from vrnn.training.data import Corpus, sample_windows
@@ -208,28 +208,27 @@ class Trainer:
         recorded = metrics.get("best_val_elbo_nats")
         self.best_elbo = min([*scores, *([float(recorded)] if recorded is not None else [])], default=math.inf)
 
-    def payload(self) -> dict[str, Any]:
-        """The checkpoint dict of the current state (see vrnn.models.checkpoint)."""
+    def payload(self, resumable: bool = True) -> dict[str, Any]:
+        """The checkpoint dict of the current state (vrnn.models.checkpoint); `resumable` False leaves out
+        the optimizer and generator states, as `.best.pt` files do."""
         last = self.history[-1] if self.history else {}
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "version": CHECKPOINT_VERSION,
-            "model_config": self.config.to_dict(),
-            "vocab": list(self.corpus.vocab.chars),
-            "start_char": self.corpus.vocab.start_char(DEFAULT_START_CHAR),
-            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-            "optimizer": self.optimizer.state_dict(),
-            "step": self.step,
-            "rng": {"data": self.data_rng.get_state(), "noise": self.noise_rng.get_state().cpu()},
-            "train_config": self.tc.to_dict(),
-            "metrics": {
+        return build_checkpoint(
+            model=self.model,
+            config=self.config,
+            vocab=self.corpus.vocab,
+            start_char=self.corpus.vocab.start_char(DEFAULT_START_CHAR),
+            step=self.step,
+            train_config=self.tc.to_dict(),
+            metrics={
                 "val_elbo_nats": last.get("val_elbo_nats"),
                 "val_bpc": last.get("val_bpc"),
                 "best_val_elbo_nats": self.best_elbo if math.isfinite(self.best_elbo) else None,
                 "history": self.history,
             },
-            "corpus": {"name": self.corpus.name, "sha256": self.corpus.sha256},
-        }
+            corpus={"name": self.corpus.name, "sha256": self.corpus.sha256},
+            optimizer=self.optimizer if resumable else None,
+            rng={"data": self.data_rng.get_state(), "noise": self.noise_rng.get_state().cpu()} if resumable else None,
+        )
 
     def save(self) -> None:
         """Write the resumable checkpoint (-o) atomically."""
@@ -271,10 +270,7 @@ class Trainer:
         # the history after the checkpoint, so it never holds a row the checkpoint does not.
         if result.elbo < self.best_elbo:
             self.best_elbo = result.elbo
-            best = self.payload()
-            best.pop("optimizer")  # the best file is for export and sampling, not for resuming
-            best.pop("rng")
-            save_checkpoint(self.paths.best, best)
+            save_checkpoint(self.paths.best, self.payload(resumable=False))  # for export and sampling
         self.save()
         self.write_metrics()
         if matplotlib_available():
