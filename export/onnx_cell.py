@@ -53,24 +53,14 @@ def _np(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().cpu().double().numpy()
 
 
+ONNX_TYPES = {"int64": TensorProto.INT64, "float32": TensorProto.FLOAT, "float64": TensorProto.DOUBLE}
+
+
 def interface(config: schema.ModelConfig) -> dict:
     """The JSON description of inputs, outputs and state stored in the cell's metadata."""
-    L, H, E, Z, V = config.layers, config.hidden_size, config.embed_size, config.latent_size, config.vocab_size
     return {
-        "inputs": [
-            {"name": schema.INPUT_PREV_CHAR, "dtype": "int64", "shape": ["batch"]},
-            {"name": schema.INPUT_H, "dtype": "float32", "shape": [L, "batch", H]},
-            {"name": schema.INPUT_PHI_Z, "dtype": "float32", "shape": ["batch", E]},
-            {"name": schema.INPUT_EPS, "dtype": "float32", "shape": ["steps", "batch", Z]},
-            {"name": schema.INPUT_UNIFORM, "dtype": "float64", "shape": ["steps", "batch"]},
-            {"name": schema.INPUT_TEMPERATURE, "dtype": "float64", "shape": []},
-        ],
-        "outputs": [
-            {"name": schema.OUTPUT_CHARS, "dtype": "int64", "shape": ["steps", "batch"]},
-            {"name": schema.OUTPUT_LOGITS, "dtype": "float32", "shape": ["steps", "batch", V]},
-            {"name": schema.OUTPUT_H, "dtype": "float32", "shape": [L, "batch", H]},
-            {"name": schema.OUTPUT_PHI_Z, "dtype": "float32", "shape": ["batch", E]},
-        ],
+        "inputs": [{"name": p.name, "dtype": p.dtype, "shape": list(p.dims(config))} for p in schema.CELL_INPUTS],
+        "outputs": [{"name": p.name, "dtype": p.dtype, "shape": list(p.dims(config))} for p in schema.CELL_OUTPUTS],
         "state": [{"input": i, "output": o, "initial": "zeros"} for i, o in schema.STATE_PAIRS],
         "noise": {
             schema.INPUT_EPS: "standard normal, a fresh row per step",
@@ -282,20 +272,8 @@ def build_cell(
     graph = helper.make_graph(
         g.nodes,
         "vrnn_cell",
-        inputs=[
-            info(schema.INPUT_PREV_CHAR, TensorProto.INT64, [batch]),
-            info(schema.INPUT_H, TensorProto.FLOAT, [L, batch, H]),
-            info(schema.INPUT_PHI_Z, TensorProto.FLOAT, [batch, E]),
-            info(schema.INPUT_EPS, TensorProto.FLOAT, ["steps", batch, Z]),
-            info(schema.INPUT_UNIFORM, TensorProto.DOUBLE, ["steps", batch]),
-            info(schema.INPUT_TEMPERATURE, TensorProto.DOUBLE, []),
-        ],
-        outputs=[
-            info(schema.OUTPUT_CHARS, TensorProto.INT64, ["steps", batch]),
-            info(schema.OUTPUT_LOGITS, TensorProto.FLOAT, ["steps", batch, V]),
-            info(schema.OUTPUT_H, TensorProto.FLOAT, [L, batch, H]),
-            info(schema.OUTPUT_PHI_Z, TensorProto.FLOAT, [batch, E]),
-        ],
+        inputs=[info(p.name, ONNX_TYPES[p.dtype], list(p.dims(c, batch))) for p in schema.CELL_INPUTS],
+        outputs=[info(p.name, ONNX_TYPES[p.dtype], list(p.dims(c, batch))) for p in schema.CELL_OUTPUTS],
         initializer=g.inits,
     )
     model_proto = helper.make_model(

@@ -20,18 +20,7 @@ from vrnn.runtime.vocab import Vocabulary
 
 MAX_CELL_BYTES = 2 * 1024**3  # protobuf's own limit for one file
 
-_EXPECTED_TYPES = {
-    schema.INPUT_PREV_CHAR: "tensor(int64)",
-    schema.INPUT_H: "tensor(float)",
-    schema.INPUT_PHI_Z: "tensor(float)",
-    schema.INPUT_EPS: "tensor(float)",
-    schema.INPUT_UNIFORM: "tensor(double)",
-    schema.INPUT_TEMPERATURE: "tensor(double)",
-    schema.OUTPUT_CHARS: "tensor(int64)",
-    schema.OUTPUT_LOGITS: "tensor(float)",
-    schema.OUTPUT_H: "tensor(float)",
-    schema.OUTPUT_PHI_Z: "tensor(float)",
-}
+ORT_TYPES = {"int64": "tensor(int64)", "float32": "tensor(float)", "float64": "tensor(double)"}  # onnxruntime's names
 
 
 @dataclass(frozen=True)
@@ -223,7 +212,7 @@ class OnnxCell:
         outputs = [v.name for v in self.session.get_outputs()]
         if inputs != list(schema.INPUT_NAMES) or outputs != list(schema.OUTPUT_NAMES):
             raise VrnnError(f"{name}: cell has inputs {inputs} and outputs {outputs}, expected the vrnn cell interface")
-        wrong = [n for n, t in _EXPECTED_TYPES.items() if found[n] != t]
+        wrong = [p.name for p in (*schema.CELL_INPUTS, *schema.CELL_OUTPUTS) if found[p.name] != ORT_TYPES[p.dtype]]
         if wrong:
             raise VrnnError(f"{name}: unexpected types for {', '.join(wrong)}")
         # Shapes: every rank, and every fixed size, as the metadata's config says (symbolic sizes are the
@@ -241,20 +230,8 @@ class OnnxCell:
                 )
 
     def _expected_shapes(self, batch: int | None, steps: int | None) -> dict[str, tuple[int | None, ...]]:
-        """Each input's and output's shape as the metadata's config implies it."""
-        c = self.config
-        return {
-            schema.INPUT_PREV_CHAR: (batch,),
-            schema.INPUT_H: (c.layers, batch, c.hidden_size),
-            schema.INPUT_PHI_Z: (batch, c.embed_size),
-            schema.INPUT_EPS: (steps, batch, c.latent_size),
-            schema.INPUT_UNIFORM: (steps, batch),
-            schema.INPUT_TEMPERATURE: (),
-            schema.OUTPUT_CHARS: (steps, batch),
-            schema.OUTPUT_LOGITS: (steps, batch, c.vocab_size),
-            schema.OUTPUT_H: (c.layers, batch, c.hidden_size),
-            schema.OUTPUT_PHI_Z: (batch, c.embed_size),
-        }
+        """Each input's and output's shape as the metadata's config implies it (schema.CELL_INPUTS/OUTPUTS)."""
+        return {p.name: p.dims(self.config, batch, steps) for p in (*schema.CELL_INPUTS, *schema.CELL_OUTPUTS)}
 
     def _probe(self, batch: int) -> None:
         """Two steps of `batch` samples from the zero state: the outputs must have the shapes the metadata

@@ -46,6 +46,39 @@ CELL_OPERATORS = frozenset(
      "Mul", "ReduceMax", "ReduceSum", "Scan", "Sigmoid", "Slice", "Softplus", "Split", "Sub", "Tanh", "Unsqueeze"}
 )  # fmt: skip
 
+
+@dataclass(frozen=True)
+class Port:
+    """One input or output of the cell: its name, element type and shape.  Shape entries are "batch" and
+    "steps" (the sizes a call chooses) or names of ModelConfig fields (fixed by the model)."""
+
+    name: str
+    dtype: str  # "int64", "float32" or "float64"
+    shape: tuple[str, ...]
+
+    def dims(self, config: ModelConfig, batch: int | str | None = "batch", steps: int | str | None = "steps"):
+        """The shape for `config`, with `batch` and `steps` standing for the call's sizes."""
+        sizes = {"batch": batch, "steps": steps}
+        return tuple(sizes[d] if d in sizes else getattr(config, d) for d in self.shape)
+
+
+# The cell's signature, in order: the one declaration the exporter, the metadata and every loader read.
+CELL_INPUTS = (
+    Port(INPUT_PREV_CHAR, "int64", ("batch",)),
+    Port(INPUT_H, "float32", ("layers", "batch", "hidden_size")),
+    Port(INPUT_PHI_Z, "float32", ("batch", "embed_size")),
+    Port(INPUT_EPS, "float32", ("steps", "batch", "latent_size")),
+    Port(INPUT_UNIFORM, "float64", ("steps", "batch")),
+    Port(INPUT_TEMPERATURE, "float64", ()),
+)
+CELL_OUTPUTS = (
+    Port(OUTPUT_CHARS, "int64", ("steps", "batch")),
+    Port(OUTPUT_LOGITS, "float32", ("steps", "batch", "vocab_size")),
+    Port(OUTPUT_H, "float32", ("layers", "batch", "hidden_size")),
+    Port(OUTPUT_PHI_Z, "float32", ("batch", "embed_size")),
+)
+assert tuple(p.name for p in CELL_INPUTS) == INPUT_NAMES and tuple(p.name for p in CELL_OUTPUTS) == OUTPUT_NAMES
+
 # (input, output) pairs that carry the recurrent state from one call to the next.
 STATE_PAIRS = ((INPUT_H, OUTPUT_H), (INPUT_PHI_Z, OUTPUT_PHI_Z))
 
