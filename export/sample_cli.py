@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from vrnn import __version__
-from vrnn.runtime.cell import default_threads
 from vrnn.runtime.cli import emit_samples, sampling_options
 from vrnn.runtime.errors import OneLineCommand, cli_errors, require_extra
 from vrnn.runtime.generator import Sampler
+
+# PyTorch's step at batch 1 is all per-operation overhead, which more threads only add to: every core
+# from this many samples on, one thread below.
+MULTI_THREAD_BATCH = 32
+
+
+def torch_threads(batch: int) -> int:
+    """Torch threads for sampling `batch` samples at once (vrnn-sample's default)."""
+    return 1 if batch < MULTI_THREAD_BATCH else max(1, os.cpu_count() or 1)
 
 
 def torch_sampler(checkpoint: str, threads: int = 1) -> Sampler:
@@ -35,7 +45,7 @@ def main(checkpoint: str, out: str | None, threads: int | None, **settings: obje
     exported from this checkpoint.
     """
     emit_samples(
-        lambda n, batch: torch_sampler(checkpoint, n or default_threads(batch)),
+        lambda n, batch: torch_sampler(checkpoint, n or torch_threads(batch)),
         out,
         threads,
         {"CHECKPOINT": checkpoint},

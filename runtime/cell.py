@@ -101,18 +101,9 @@ def parse_cell_metadata(meta: dict[str, str], name: str) -> CellInfo:
     return CellInfo(config, vocab, start_char, source if isinstance(source, dict) else {}, dict(meta))
 
 
-# The PyTorch path: every core from this many samples on, one thread below.
-MULTI_THREAD_BATCH = 32
-# The ONNX cell: every core once a step's matrix products reach this many multiply-adds (all
-# samples together), one thread below.  Measured 2026-11-25 on the cell with the GRU written out
-# (batch 1 without weight packing, see session_options), interleaved repetitions, 2 threads
-# against 1: the 64/512/32 cell (957k per sample) 1.07-1.21x at batch 1 in four runs of five (0.93x
-# in the fifth), 1.19-1.46x at 4 to 32; a 64/256/32 cell (285k) 0.99x at batch 1, 1.11-1.14x at 2,
-# 1.26x at 8; the write-up-size cell (45k) 0.95-0.97x at batch 1, 0.86x at 4, 0.99x at 8,
-# 0.76-1.02x at 16 over three runs, 1.03-1.08x from 24 to 64 and 1.38x at 256.  No threshold on
-# work alone fits every case (many small nodes pay a thread hand-off each): from 500k, the clear
-# losses (the small cell at 1 and 4 samples, up to 180k) get one thread and the gains two; the
-# small cell from 12 to 23 samples (542k-1.04M) gets two threads where they tie.
+# Every core once a step's matrix products reach this many multiply-adds (all samples together), one
+# thread below, where each node's thread hand-off costs more than the shared arithmetic saves.  The
+# measurements behind the threshold: docs/results.md, "Thread defaults".
 MULTI_THREAD_WORK = 500_000
 
 
@@ -124,14 +115,11 @@ def step_multiply_adds(config: schema.ModelConfig) -> int:
     return gru + H * (2 * Z + V) + Z * E + E * V  # prior and decoder's h-part, phi_z, decoder's z-part
 
 
-def default_threads(batch: int, config: schema.ModelConfig | None = None) -> int:
-    """Intra-op threads for generating `batch` samples at once: one where thread hand-offs cost more
-    than they save, every core where the matrix products dominate.  With the cell's `config` (the
-    ONNX path) the work per step decides; without it (the PyTorch path) the batch size does."""
+def default_threads(batch: int, config: schema.ModelConfig) -> int:
+    """Intra-op threads for generating `batch` samples at once with a cell of `config`: one where thread
+    hand-offs cost more than they save, every core where the matrix products dominate."""
     cores = max(1, os.cpu_count() or 1)
-    if config is not None:
-        return cores if batch * step_multiply_adds(config) >= MULTI_THREAD_WORK else 1
-    return 1 if batch < MULTI_THREAD_BATCH else cores
+    return cores if batch * step_multiply_adds(config) >= MULTI_THREAD_WORK else 1
 
 
 def read_cell_info(path: str | os.PathLike[str]) -> CellInfo:
@@ -145,10 +133,8 @@ def session_options(threads: int = 1, pack_weights: bool = True) -> ort.SessionO
     options = ort.SessionOptions()
     if not pack_weights:
         # onnxruntime repacks constant weights for its matrix-matrix kernel; a one-row product is then
-        # no longer sent to the matrix-vector kernel, which is faster.  Measured 2026-11-25, batch 1,
-        # interleaved: the 64/512/32 cell 89 against 105 us per character on one thread, the
-        # write-up-size cell 25 against 29; no slower on two threads; and 4 MiB less peak memory
-        # (no packed copies).  From batch 2 on, packing wins (124 against 260 us at batch 2).
+        # no longer sent to the matrix-vector kernel, which is faster at batch 1 (and no packed copies
+        # are kept); from batch 2 on packing wins.  Measurements: docs/results.md, "Weight packing".
         options.add_session_config_entry("session.disable_prepacking", "1")
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1

@@ -170,7 +170,8 @@ def test_output_file_and_samples(trained: dict[str, Path], tmp_path: Path) -> No
 
 
 def test_thread_default_follows_the_work_per_step(monkeypatch: pytest.MonkeyPatch) -> None:
-    from vrnn.runtime.cell import MULTI_THREAD_BATCH, MULTI_THREAD_WORK, default_threads, step_multiply_adds
+    from vrnn.export.sample_cli import MULTI_THREAD_BATCH, torch_threads
+    from vrnn.runtime.cell import MULTI_THREAD_WORK, default_threads, step_multiply_adds
     from vrnn.runtime.schema import ModelConfig
 
     monkeypatch.setattr("os.cpu_count", lambda: 8)
@@ -182,11 +183,11 @@ def test_thread_default_follows_the_work_per_step(monkeypatch: pytest.MonkeyPatc
     assert default_threads(1, bundled) == 8  # matrix products dominate even for one sample
     assert default_threads(1, writeup) == default_threads(8, writeup) == 1  # per-node cost dominates
     assert default_threads(32, writeup) == 8
-    # The PyTorch path (no config): by batch size.
-    assert default_threads(1) == default_threads(MULTI_THREAD_BATCH - 1) == 1
-    assert default_threads(MULTI_THREAD_BATCH) == default_threads(4096) == 8
+    # The PyTorch path (vrnn-sample): by batch size.
+    assert torch_threads(1) == torch_threads(MULTI_THREAD_BATCH - 1) == 1
+    assert torch_threads(MULTI_THREAD_BATCH) == torch_threads(4096) == 8
     monkeypatch.setattr("os.cpu_count", lambda: None)  # unknown: one thread, never zero
-    assert default_threads(256) == default_threads(256, bundled) == 1
+    assert torch_threads(256) == default_threads(256, bundled) == 1
 
 
 def test_single_samples_run_on_unpacked_weights_and_batches_on_packed(trained: dict[str, Path]) -> None:
