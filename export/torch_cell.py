@@ -15,7 +15,7 @@ import torch
 from vrnn.models.checkpoint import model_from_checkpoint
 from vrnn.runtime import schema
 from vrnn.runtime.errors import VrnnError
-from vrnn.runtime.generation import run_steps
+from vrnn.runtime.loop import run_steps
 
 
 class TorchCell:

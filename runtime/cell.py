@@ -13,8 +13,8 @@ import onnxruntime as ort
 
 from vrnn.runtime import schema
 from vrnn.runtime.errors import VrnnError
-from vrnn.runtime.generation import check_finite_logits
 from vrnn.runtime.limits import check_threads
+from vrnn.runtime.loop import check_finite_logits
 from vrnn.runtime.onnx_meta import graph_operators, read_metadata
 from vrnn.runtime.vocab import Vocabulary
 
@@ -268,7 +268,7 @@ class OnnxCell:
     ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """Run len(eps) steps in one call: the characters picked, every step's logits, the final state.
 
-        The contract is vrnn.runtime.generation.run_steps, which computes the same in numpy.
+        The contract is vrnn.runtime.loop.run_steps, which computes the same in numpy.
         """
         self.calls += 1
         feed = {

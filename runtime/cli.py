@@ -17,8 +17,8 @@ from vrnn import __version__
 from vrnn.runtime.atomic import atomic_write, check_writable_destination, refuse_overwriting_inputs
 from vrnn.runtime.bundled import BUNDLED_CELL, bundled_file
 from vrnn.runtime.errors import OneLineCommand, VrnnError, cli_errors
-from vrnn.runtime.generator import Generator, Sampler
 from vrnn.runtime.limits import check_threads
+from vrnn.runtime.sampler import Generator, Sampler
 from vrnn.runtime.sampling import SamplingOptions
 
 RUN_THREADS_HELP = (
@@ -80,18 +80,17 @@ def _with_sampling_options(func: Callable, threads_help: str) -> Callable:
     return func
 
 
-def _write_samples(sink: IO[str], sampler: Sampler, settings: dict, interactive: bool) -> None:
-    num_samples = settings.pop("num_samples")
-    prime = settings["prime"]
+def _write_samples(sink: IO[str], sampler: Sampler, request: dict, options: SamplingOptions, interactive: bool) -> None:
+    length, prime, seed, num_samples = (request[k] for k in ("length", "prime", "seed", "num_samples"))
     if num_samples == 1:
         sink.write(prime)
-        for char in sampler.stream(**settings):
+        for char in sampler.stream(length, prime, seed=seed, options=options):
             sink.write(char)
             if interactive or char == "\n":
                 sink.flush()
         sink.write("\n")
         return
-    texts = sampler.generate(num_samples=num_samples, **settings)
+    texts = sampler.generate(length, prime, seed=seed, num_samples=num_samples, options=options)
     for i, text in enumerate(texts, 1):
         sink.write(f"--- sample {i}/{num_samples} ---\n{text}\n")
 
@@ -127,19 +126,20 @@ def emit_samples(
         refuse_overwriting_inputs({"-o": out}, inputs)
     num_samples = settings["num_samples"]
     sampler = sampler_factory(threads, num_samples if isinstance(num_samples, int) else 1)
-    # Validate every option before the first character goes out (or a file is created).
+    # The options are built once, here, and every option is validated before the first character goes out
+    # (or a file is created).
     names = ("temperature", "top_k", "top_p", "greedy", "latent_temperature")
     options = SamplingOptions(*(settings[name] for name in names))
     sampler.check(settings["length"], settings["prime"], options, settings["num_samples"], settings["seed"])
     if out is not None:
         with atomic_write(out, "w") as handle:
-            _write_samples(handle, sampler, dict(settings), interactive=False)
+            _write_samples(handle, sampler, settings, options, interactive=False)
         return
     sys.stdout.flush()
     try:
         # UTF-8 whatever the locale says.
         with open(sys.stdout.fileno(), "w", encoding="utf-8", closefd=False) as stdout:
-            _write_samples(stdout, sampler, dict(settings), interactive=sys.stdout.isatty())
+            _write_samples(stdout, sampler, settings, options, interactive=sys.stdout.isatty())
     except BrokenPipeError:  # `vrnn-run ... | head` is fine
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 

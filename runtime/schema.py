@@ -23,7 +23,7 @@ CELL_SCHEMA_VERSION = 2
 # previous character, draws the latent from the prior with this step's `eps`, and
 # picks the next character by inverse-CDF sampling of softmax(logits / temperature)
 # with this step's `uniform` number.  Only noise enters the graph, so the same noise
-# gives the same characters as the numpy reference (vrnn.runtime.generation.run_steps).
+# gives the same characters as the numpy reference (vrnn.runtime.loop.run_steps).
 INPUT_PREV_CHAR = "prev_char"  # int64 [B]: the character before the first one to predict
 INPUT_H = "h"  # float32 [L, B, H]: GRU state after consuming all characters before prev_char
 INPUT_PHI_Z = "phi_z"  # float32 [B, E]: phi_z(z) of the latent drawn at the previous step

@@ -23,7 +23,7 @@ from vrnn.export.verify import TOLERANCE
 from vrnn.models.checkpoint import load_checkpoint
 from vrnn.runtime import Generator
 from vrnn.runtime.cell import OnnxCell
-from vrnn.runtime.generation import ArrayNoise, SeededNoise, generate_ids
+from vrnn.runtime.loop import ArrayNoise, SeededNoise, generate_ids
 from vrnn.runtime.sampling import SamplingOptions, choose_unfiltered, decision_margin
 
 # A logit error of TOLERANCE moves a softmax probability by at most ~2 * TOLERANCE / temperature;

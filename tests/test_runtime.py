@@ -210,3 +210,14 @@ def test_single_samples_run_on_unpacked_weights_and_batches_on_packed(trained: d
     assert batched == Generator(trained["cell"], batch=3).generate(40, seed=3, num_samples=3)
     assert generator.generate(40, seed=3) == Generator(trained["cell"], batch=3).generate(40, seed=3)
     assert not packing_disabled(OnnxCell(trained["cell"], batch=2).session)
+
+
+def test_sampler_from_onnx_is_the_generator_and_takes_options_whole(trained: dict[str, Path]) -> None:
+    from vrnn.runtime import Sampler, SamplingOptions
+
+    sampler = Sampler.from_onnx(trained["cell"])
+    expected = Generator(trained["cell"]).generate(60, prime="RO", temperature=0.7, top_k=5, seed=4)
+    assert sampler.generate(60, prime="RO", temperature=0.7, top_k=5, seed=4) == expected
+    options = SamplingOptions(temperature=0.7, top_k=5)
+    assert sampler.generate(60, prime="RO", seed=4, options=options) == expected
+    assert "RO" + "".join(sampler.stream(60, prime="RO", seed=4, options=options)) == expected

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from vrnn.runtime.errors import UsageError
-from vrnn.runtime.generation import SeededNoise
+from vrnn.runtime.loop import SeededNoise
 from vrnn.runtime.sampling import SamplingOptions, choose, decision_margin
 
 LOGITS = np.log(np.array([[0.1, 0.2, 0.3, 0.4], [0.7, 0.1, 0.1, 0.1]], dtype=np.float32))

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from vrnn.runtime.cell import OnnxCell
-from vrnn.runtime.generation import ArrayNoise, generate_ids, steps_per_call
+from vrnn.runtime.loop import ArrayNoise, generate_ids, steps_per_call
 from vrnn.runtime.sampling import SamplingOptions, decision_margin
 
 HERE = Path(__file__).resolve().parent

@@ -1,4 +1,8 @@
-"""The Python API for sampling text: `Generator(path).generate(500)`."""
+"""The Python API for sampling text: `Sampler.from_onnx(path).generate(500)` (or `Generator(path)`).
+
+A Sampler turns any backend that runs the cell's steps (the ONNX cell here, the PyTorch model in
+vrnn.export.torch_sampler) into text: priming, noise, sampling options, decoding.  Options are either
+keywords or one SamplingOptions object built once by the caller (`options=`), as the CLIs do."""
 
 from __future__ import annotations
 
@@ -11,8 +15,8 @@ import numpy as np
 from vrnn.runtime import schema
 from vrnn.runtime.cell import OnnxCell
 from vrnn.runtime.errors import UsageError, VrnnError
-from vrnn.runtime.generation import NoiseSource, SeededNoise, StepsFn, check_length, generate_ids
 from vrnn.runtime.limits import check_seed
+from vrnn.runtime.loop import NoiseSource, SeededNoise, StepsFn, check_length, generate_ids
 from vrnn.runtime.sampling import SamplingOptions
 from vrnn.runtime.vocab import Vocabulary
 
@@ -73,6 +77,17 @@ class Sampler:
             noise = SeededNoise(seed, num_samples, self.cell.config.latent_size)
         return generate_ids(self.cell.steps, self.cell.initial_state(num_samples), context, length, noise, options)
 
+    @classmethod
+    def from_onnx(
+        cls,
+        path: str | os.PathLike[str],
+        threads: int | None = 1,
+        providers: list[str] | None = None,
+        batch: int = 1,
+    ) -> Sampler:
+        """A Sampler over an exported cell with onnxruntime (no PyTorch needed); see Generator."""
+        return Generator(path, threads=threads, providers=providers, batch=batch)
+
     def stream(
         self,
         length: int,
@@ -83,10 +98,13 @@ class Sampler:
         greedy: bool = False,
         seed: int | None = None,
         latent_temperature: float = 1.0,
+        *,
+        options: SamplingOptions | None = None,
     ) -> Iterator[str]:
-        """Yield the characters of one sample as they are generated (the prime is not repeated)."""
+        """Yield the characters of one sample as they are generated (the prime is not repeated).
+        `options`, if given, replaces the individual sampling keywords."""
         chars = self.vocab.chars
-        options = SamplingOptions(temperature, top_k, top_p, greedy, latent_temperature)
+        options = options or SamplingOptions(temperature, top_k, top_p, greedy, latent_temperature)
         for ids in self._ids(length, prime, options, seed, 1, None):
             yield chars[ids[0]]
 
@@ -103,15 +121,16 @@ class Sampler:
         latent_temperature: float = 1.0,
         *,
         noise: NoiseSource | None = None,
+        options: SamplingOptions | None = None,
     ) -> str | list[str]:
         """Return `prime` followed by `length` generated characters; a list of such texts if num_samples > 1.
 
         The same seed (and options) gives the same text on every run and on both
         backends.  `latent_temperature` scales the latent noise (0: the prior's mean); `greedy` alone still
         varies with the seed through the latent, `greedy` with `latent_temperature=0` does not.
-        `noise` replaces the seeded noise (see vrnn.runtime.generation).
+        `noise` replaces the seeded noise (see vrnn.runtime.loop); `options`, if given, the sampling keywords.
         """
-        options = SamplingOptions(temperature, top_k, top_p, greedy, latent_temperature)
+        options = options or SamplingOptions(temperature, top_k, top_p, greedy, latent_temperature)
         rows = self._ids(length, prime, options, seed, num_samples, noise)  # validates the request first
         columns = np.empty((num_samples, length), np.int32)  # compact: a batch is held until it is done
         for i, ids in enumerate(rows):
