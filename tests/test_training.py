@@ -16,7 +16,7 @@ from conftest import TINY_TEXT, bin_path
 from vrnn.models.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_checkpoint, model_from_checkpoint
 from vrnn.training.cli import main as train_main
 from vrnn.training.data import Corpus, validation_windows
-from vrnn.training.objective import LN2, evaluate
+from vrnn.training.evaluation import LN2, evaluate
 
 
 def run_train(*args: str) -> subprocess.CompletedProcess:

@@ -8,7 +8,6 @@ import click
 
 from vrnn import __version__
 from vrnn.runtime.errors import OneLineCommand, UsageError, VrnnError, cli_errors, require_extra
-from vrnn.runtime.limits import check_threads
 from vrnn.runtime.schema import ModelConfig
 from vrnn.training.config import PRESETS, TrainConfig
 
@@ -29,15 +28,6 @@ TRAIN_OPTIONS = (
 )
 # Options that may change when a run is resumed; the rest would make it a different run.
 RESUMABLE_OPTIONS = ("steps", "eval_every")
-
-
-def set_torch_threads(threads: int | None) -> None:
-    """Apply --threads (None: torch's default, all cores), refusing values below 1."""
-    check_threads(threads)
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
 
 
 def build_configs(preset: str, vocab_size: int, overrides: dict[str, Any]) -> tuple[ModelConfig, TrainConfig]:

@@ -85,11 +85,10 @@ def main(
     import torch  # PyTorch from here on: `--help` works without it
 
     from vrnn.models.checkpoint import load_checkpoint, model_from_checkpoint
-    from vrnn.training.cli import set_torch_threads
     from vrnn.training.data import VALIDATION_FRACTION, read_corpus
     from vrnn.training.evaluation import score_text
     from vrnn.training.plot import draw_passage, matplotlib_available
-    from vrnn.training.trainer import flushed_denormals
+    from vrnn.training.torch_settings import flushed_denormals, set_torch_threads
 
     set_torch_threads(threads)
     require_stdout()

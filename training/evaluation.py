@@ -1,5 +1,8 @@
 """Scoring a text with a trained VRNN: ELBO, the importance-weighted bound, KL and active units.
 
+The one scoring module: `vrnn-eval` calls `score_text`, and the trainer's validation is `evaluate`, the
+same scorer with one sample per window.
+
 How a text is scored (this is what `vrnn-eval` reports):
 
 * The ids are cut into consecutive windows of `window` predicted characters that
@@ -167,3 +170,36 @@ def score_text(
         char_nll=np.concatenate(char_nll),
         char_kl=np.concatenate(char_kl),
     )
+
+
+@dataclass
+class Evaluation:
+    """Negative ELBO on a text, per character."""
+
+    nll: float  # nats/char reconstruction term
+    kl: float  # nats/char KL term
+    chars: int  # characters predicted
+    aux: float | None = None  # the smoothing posterior's auxiliary cost, not part of the bound
+    active_units_kl: int = 0  # latent dimensions with average KL > 0.01 nats
+
+    @property
+    def elbo(self) -> float:
+        """Negative ELBO in nats per character (lower is better)."""
+        return self.nll + self.kl
+
+    @property
+    def bpc(self) -> float:
+        """Negative ELBO in bits per character."""
+        return self.elbo / LN2
+
+
+def evaluate(model: VRNN, ids: torch.Tensor, seq_len: int, batch_size: int, seed: int = 0) -> Evaluation:
+    """Single-sample negative ELBO over `ids`: consecutive windows of seq_len (state reset per window).
+
+    Every character after the first is predicted once, given the preceding
+    character of its window as context.  The posterior noise comes from a
+    generator seeded with `seed`, so the score of given weights is deterministic.
+    This is vrnn-eval's `score_text` with one sample per window, on the model's device.
+    """
+    score = score_text(model, ids, seq_len, samples=1, batch_size=batch_size, seed=seed)
+    return Evaluation(score.nll, score.kl, score.chars, score.aux, score.active_units_kl)

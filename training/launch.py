@@ -20,11 +20,12 @@ from vrnn.runtime.errors import UsageError, VrnnError
 from vrnn.runtime.limits import check_memory
 from vrnn.runtime.schema import ModelConfig
 from vrnn.runtime.vocab import Vocabulary, describe_chars
-from vrnn.training.cli import MODEL_OPTIONS, RESUMABLE_OPTIONS, TRAIN_OPTIONS, build_configs, set_torch_threads
+from vrnn.training.cli import MODEL_OPTIONS, RESUMABLE_OPTIONS, TRAIN_OPTIONS, build_configs
 from vrnn.training.config import PRESETS, TrainConfig
 from vrnn.training.data import Corpus, read_corpus
 from vrnn.training.distributed import Distribution, init_distribution, shutdown_distribution
 from vrnn.training.run_lock import exclusive_run
+from vrnn.training.torch_settings import set_torch_threads
 from vrnn.training.trainer import OutputPaths, Trainer, estimate_training_bytes, resolve_device
 
 

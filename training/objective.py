@@ -2,19 +2,16 @@
 
 Training minimises, per character, cross-entropy + beta * KL, where beta ramps
 from 0 to 1 over the KL annealing steps and KL may be floored per latent
-dimension ("free bits", Kingma et al. 2016).  Validation reports the plain
-negative ELBO (beta = 1, no free bits): an upper bound on the true NLL.
+dimension ("free bits", Kingma et al. 2016).  Validation (vrnn.training.evaluation.evaluate)
+reports the plain negative ELBO (beta = 1, no free bits): an upper bound on the true NLL.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor
 
-from vrnn.models.vrnn import VRNN, ElboTerms
-from vrnn.training.evaluation import LN2, score_text
+from vrnn.models.vrnn import ElboTerms
 
 
 def kl_weight(step: int, anneal_steps: int) -> float:
@@ -36,36 +33,3 @@ def training_loss(
     if aux_weight > 0:
         loss = loss + aux_weight * aux
     return loss, nll, kl, aux
-
-
-@dataclass
-class Evaluation:
-    """Negative ELBO on a text, per character."""
-
-    nll: float  # nats/char reconstruction term
-    kl: float  # nats/char KL term
-    chars: int  # characters predicted
-    aux: float | None = None  # the smoothing posterior's auxiliary cost, not part of the bound
-    active_units_kl: int = 0  # latent dimensions with average KL > 0.01 nats
-
-    @property
-    def elbo(self) -> float:
-        """Negative ELBO in nats per character (lower is better)."""
-        return self.nll + self.kl
-
-    @property
-    def bpc(self) -> float:
-        """Negative ELBO in bits per character."""
-        return self.elbo / LN2
-
-
-def evaluate(model: VRNN, ids: Tensor, seq_len: int, batch_size: int, seed: int = 0) -> Evaluation:
-    """Single-sample negative ELBO over `ids`: consecutive windows of seq_len (state reset per window).
-
-    Every character after the first is predicted once, given the preceding
-    character of its window as context.  The posterior noise comes from a
-    generator seeded with `seed`, so the score of given weights is deterministic.
-    This is vrnn-eval's `score_text` with one sample per window, on the model's device.
-    """
-    score = score_text(model, ids, seq_len, samples=1, batch_size=batch_size, seed=seed)
-    return Evaluation(score.nll, score.kl, score.chars, score.aux, score.active_units_kl)

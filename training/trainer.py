@@ -28,8 +28,10 @@ from vrnn.training.allocator import keep_freed_memory
 from vrnn.training.config import TrainConfig
 from vrnn.training.data import Corpus, sample_windows
 from vrnn.training.distributed import Distribution
-from vrnn.training.objective import Evaluation, evaluate, kl_weight, training_loss
+from vrnn.training.evaluation import Evaluation, evaluate
+from vrnn.training.objective import kl_weight, training_loss
 from vrnn.training.plot import draw_curves, matplotlib_available
+from vrnn.training.torch_settings import flushed_denormals
 
 PROGRESS_SECONDS = 60.0  # without a terminal, a progress line this often
 
@@ -110,18 +112,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise VrnnError("--device cuda was requested but no CUDA device is available")
     return torch.device(name)
-
-
-@contextmanager
-def flushed_denormals() -> Any:
-    """Denormal floats (tiny gradients late in a run) cost CPUs many times a normal operation's time: a small
-    GRU run stalled about 5x without flushing them to zero, which changes no score we report.  The setting is
-    the process's (the CPU's control register), so it is restored on the way out."""
-    torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        torch.set_flush_denormal(False)
 
 
 @contextmanager
