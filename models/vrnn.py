@@ -34,7 +34,8 @@ consumes the previous character:
         return logits, h_{t-1}, phi_z(z_t)
 
 Training (`forward`) evaluates exactly this recurrence with z_t drawn from the
-encoder instead of the prior, and is tested against `step` for that reason.
+encoder instead of the prior, and is tested against `step` for that reason, and
+against vrnn.models.reference, the same equations one step at a time.
 """
 
 from __future__ import annotations

@@ -9,42 +9,15 @@ from pathlib import Path
 import onnx
 import pytest
 import torch
-import torch.nn.functional as F
 from conftest import bin_path
 
 from vrnn.export.cli import export_cell
+from vrnn.models import reference
 from vrnn.models.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from vrnn.models.vrnn import VRNN, gaussian_kl, gaussian_params
+from vrnn.models.vrnn import VRNN
 from vrnn.runtime import schema
 from vrnn.runtime.schema import ModelConfig
 from vrnn.training.cli import main as train_main
-
-
-def smoothing_reference(model: VRNN, tokens: torch.Tensor, eps: torch.Tensor):
-    """The smoothing VRNN written from its equations, one step at a time: b_t = GRU_back(phi_x(x_t), b_{t+1}),
-    q(z_t | b_t, h_{t-1}), and the auxiliary -log N(b_t; MLP(z_t)) per dimension of b."""
-    B, T = tokens.shape[0], tokens.shape[1] - 1
-    back = torch.nn.GRUCell(model.config.embed_size, model.config.hidden_size).to(eps.dtype)
-    back.load_state_dict({k.removesuffix("_l0"): v for k, v in model.backward_rnn.state_dict().items()})
-    b = torch.zeros(B, model.config.hidden_size, dtype=eps.dtype)
-    backward = [None] * T
-    for t in reversed(range(T)):
-        b = back(model.phi_x(tokens[:, t + 1]), b)
-        backward[t] = b
-    h, phi_z = (s.to(eps.dtype) for s in model.initial_state(B))
-    nll, kl, aux = [], [], []
-    for t in range(T):
-        h = torch.stack([model.rnn[0](torch.cat([model.phi_x(tokens[:, t]), phi_z], -1), h[0])])
-        mu_p, sigma_p = gaussian_params(model.prior(h[0]))
-        mu_q, sigma_q = gaussian_params(model.encoder(torch.cat([backward[t], h[0]], -1)))
-        z = mu_q + sigma_q * eps[t]
-        phi_z = model.phi_z(z)
-        logits = model.decoder(torch.cat([phi_z, h[0]], -1))
-        nll.append(F.cross_entropy(logits, tokens[:, t + 1], reduction="none"))
-        kl.append(gaussian_kl(mu_q, sigma_q, mu_p, sigma_p))
-        mu_a, sigma_a = gaussian_params(model.aux(z))
-        aux.append(-torch.distributions.Normal(mu_a, sigma_a).log_prob(backward[t].detach()).mean(-1))
-    return torch.stack(nll, 1), torch.stack(kl, 1), torch.stack(aux, 1)
 
 
 def test_smoothing_forward_matches_its_equations() -> None:
@@ -56,7 +29,7 @@ def test_smoothing_forward_matches_its_equations() -> None:
         tokens = torch.randint(0, vocab, (3, 10))
         eps = torch.randn(9, 3, 4, dtype=torch.float64)
         terms = model(tokens, eps)
-        nll, kl, aux = smoothing_reference(model, tokens, eps)
+        nll, kl, aux = reference.elbo_terms(model, tokens, eps)
         torch.testing.assert_close(terms.nll, nll, rtol=1e-10, atol=1e-12)
         torch.testing.assert_close(terms.kl, kl, rtol=1e-10, atol=1e-12)
         torch.testing.assert_close(terms.aux, aux, rtol=1e-10, atol=1e-12)
