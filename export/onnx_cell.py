@@ -27,6 +27,9 @@ exactly:
   1.06x at batch 1, a tie at the write-up's size at batch 1.
 * the decoder's phi_z-part is a Gemm that adds the h-part as its bias input.
 
+Two separate jobs: `fold_weights` turns the model's parameters into the graph's constant arrays
+(arithmetic only), and `_step_nodes` / `_sampling_nodes` lay out the graph, one `op` per formula term.
+
 The sampling nodes repeat vrnn.runtime.sampling's unfiltered inverse-CDF choice
 in float64, operation for operation.  Inputs, outputs and their meaning are in
 vrnn.runtime.schema; vrnn.export.verify runs this graph against `VRNN.step` and
@@ -36,6 +39,7 @@ the numpy sampler.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -86,6 +90,12 @@ class _Graph:
     def node(self, op: str, inputs: list[str], outputs: list[str], **attrs: object) -> None:
         self.nodes.append(helper.make_node(op, inputs, outputs, **attrs))
 
+    def op(self, op_type: str, *inputs: str, out: str | list[str], **attrs: object) -> str | list[str]:
+        """Append a node and return its output name(s), so that the graph reads like the formula:
+        g.op("Tanh", g.op("Add", a, b, out="s"), out="t") is tanh(a + b)."""
+        self.node(op_type, list(inputs), [out] if isinstance(out, str) else out, **attrs)
+        return out
+
 
 class _State:
     """Names of one step's carried values: the character, then per layer h [B, H] and the parts of
@@ -103,76 +113,100 @@ class _State:
         return [self.char, *self.h, *self.gh_ru, *self.gh_n, self.phi_z]
 
 
-def _products_of_new_state(g: _Graph, model: VRNN, layer: int) -> tuple[str, str, str]:
-    """The one Gemm that reads layer `layer`'s new state: the names of its weight [H, N] and bias [N]
-    constants and of its Split's sizes.  Top layer: prior (mu, pre-sigma), the decoder's h-part,
-    then this layer's next gh_ru and gh_n; below it: the next layer's gx_ru and gx_n, then gh_ru, gh_n."""
+@dataclass
+class LayerProducts:
+    """The one Gemm that reads a layer's new state h [B, H]: h @ weight + bias, split into parts of `sizes`.
+    Top layer: prior (mu, pre-sigma), the decoder's h-part, then the layer's next gh_ru and gh_n; below
+    it: the next layer's gx_ru and gx_n, then gh_ru and gh_n."""
+
+    weight: np.ndarray  # [H, N] float32
+    bias: np.ndarray  # [N] float32
+    sizes: np.ndarray  # int64, summing to N
+
+
+@dataclass
+class CellWeights:
+    """The model's parameters folded into the arrays the graph uses (float32, in the graph's layouts)."""
+
+    gx_table: np.ndarray  # [V, 3H]: phi_x(c) W_ih[:, :E]^T + b_ih for every character c (computed in float64)
+    gx_phi_z: np.ndarray  # [E, 3H]: the first layer's input weight for phi_z
+    layers: list[LayerProducts]
+    phi_z_weight: np.ndarray  # [Z, E]
+    phi_z_bias: np.ndarray  # [E]
+    decoder_z: np.ndarray  # [E, V]: the decoder's phi_z part (its h-part is in the top layer's products)
+
+
+def fold_weights(model: VRNN) -> CellWeights:
+    """Fold a model's parameters into the cell's constant arrays: no graph, only arithmetic on weights."""
     c = model.config
-    E, H, Z, V = c.embed_size, c.hidden_size, c.latent_size, c.vocab_size
-    cell = model.rnn[layer]
-    if layer == c.layers - 1:
-        w_dec_h = _np(model.decoder.weight)[:, E:]  # decoder input is [phi_z, h]
-        w = np.concatenate([_np(model.prior.weight), w_dec_h, _np(cell.weight_hh)])
-        b = np.concatenate([_np(model.prior.bias), _np(model.decoder.bias), _np(cell.bias_hh)])
-        sizes = [Z, Z, V, 2 * H, H]
-    else:
-        above = model.rnn[layer + 1]
-        w = np.concatenate([_np(above.weight_ih), _np(cell.weight_hh)])
-        b = np.concatenate([_np(above.bias_ih), _np(cell.bias_hh)])
-        sizes = [2 * H, H, 2 * H, H]
+    E, H, Z, V, L = c.embed_size, c.hidden_size, c.latent_size, c.vocab_size, c.layers
     f32 = np.float32
-    return (g.const(f"new_h{layer}_W", w.T.astype(f32)), g.const(f"new_h{layer}_B", b.astype(f32)),
-            g.const(f"new_h{layer}_split", np.array(sizes, np.int64)))  # fmt: skip
+    first = model.rnn[0]
+    with torch.no_grad():
+        phi_x = torch.nn.functional.elu(model.phi_x_proj(model.embedding.weight)).double()
+        table = _np(phi_x @ first.weight_ih[:, :E].double().T + first.bias_ih.double())
+    layers = []
+    for i, cell in enumerate(model.rnn):
+        if i == L - 1:  # decoder input is [phi_z, h]: its h-part reads the top layer's state
+            w = np.concatenate([_np(model.prior.weight), _np(model.decoder.weight)[:, E:], _np(cell.weight_hh)])
+            b = np.concatenate([_np(model.prior.bias), _np(model.decoder.bias), _np(cell.bias_hh)])
+            sizes = [Z, Z, V, 2 * H, H]
+        else:
+            above = model.rnn[i + 1]
+            w = np.concatenate([_np(above.weight_ih), _np(cell.weight_hh)])
+            b = np.concatenate([_np(above.bias_ih), _np(cell.bias_hh)])
+            sizes = [2 * H, H, 2 * H, H]
+        layers.append(LayerProducts(w.T.astype(f32), b.astype(f32), np.array(sizes, np.int64)))
+    return CellWeights(
+        gx_table=table.astype(f32),
+        gx_phi_z=_np(first.weight_ih)[:, E:].T.astype(f32),
+        layers=layers,
+        phi_z_weight=_np(model.phi_z_proj.weight).T.astype(f32),
+        phi_z_bias=_np(model.phi_z_proj.bias).astype(f32),
+        decoder_z=_np(model.decoder.weight)[:, :E].T.astype(f32),
+    )
 
 
 def _step_nodes(
-    g: _Graph, model: VRNN, state: _State, eps: str, nxt: _State, logits: str
+    g: _Graph, weights: CellWeights, state: _State, eps: str, nxt: _State, logits: str
 ) -> list[tuple[str, str, str]]:
     """`VRNN.step` on the named values: from `state` and `eps` to `nxt` (all but its character) and
-    `logits`; returns each layer's `_products_of_new_state` constants (the first step's gh needs them).
+    `logits`; returns each layer's product constants (weight, bias, split) for the first step's gh.
     PyTorch's GRU cell, gates (r, u, n):
         r, u = sigmoid(gx_ru + gh_ru);  n = tanh(gx_n + r * gh_n);  h' = n + u * (h - n)
     with gx = x W_ih + b_ih and gh = h W_hh + b_hh, gh carried from the previous step."""
-    c = model.config
-    E, H, L = c.embed_size, c.hidden_size, c.layers
+    H = weights.gx_phi_z.shape[1] // 3
     f32 = np.float32
-    first = model.rnn[0]
-    with torch.no_grad():  # phi_x(c) W_ih[:, :E] + b_ih for every character c, in float64: [V, 3H]
-        phi_x = torch.nn.functional.elu(model.phi_x_proj(model.embedding.weight)).double()
-        table = _np(phi_x @ first.weight_ih[:, :E].double().T + first.bias_ih.double())
-    g.node("Gather", [g.const("gx_table", table.astype(f32)), state.char], ["gx_char"])
-    g.node("Gemm", [state.phi_z, g.const("gx_phi_z_W", _np(first.weight_ih)[:, E:].T.astype(f32)), "gx_char"], ["gx0"])
-    g.node("Split", ["gx0", g.const("ru_n_split", np.array([2 * H, H], np.int64))], ["gx_ru0", "gx_n0"], axis=1)
+    gx_char = g.op("Gather", g.const("gx_table", weights.gx_table), state.char, out="gx_char")
+    gx0 = g.op("Gemm", state.phi_z, g.const("gx_phi_z_W", weights.gx_phi_z), gx_char, out="gx0")
+    g.op("Split", gx0, g.const("ru_n_split", np.array([2 * H, H], np.int64)), out=["gx_ru0", "gx_n0"], axis=1)
     gate_split = g.const("r_u_split", np.array([H, H], np.int64))
-    products = []  # each layer's _products_of_new_state constants
-    for i in range(L):
-        g.node("Add", [f"gx_ru{i}", state.gh_ru[i]], [f"ru_pre{i}"])
-        g.node("Sigmoid", [f"ru_pre{i}"], [f"ru{i}"])
-        g.node("Split", [f"ru{i}", gate_split], [f"r{i}", f"u{i}"], axis=1)
-        g.node("Mul", [f"r{i}", state.gh_n[i]], [f"r_gh_n{i}"])
-        g.node("Add", [f"gx_n{i}", f"r_gh_n{i}"], [f"n_pre{i}"])
-        g.node("Tanh", [f"n_pre{i}"], [f"n{i}"])
-        g.node("Sub", [state.h[i], f"n{i}"], [f"h_minus_n{i}"])
-        g.node("Mul", [f"u{i}", f"h_minus_n{i}"], [f"u_h_minus_n{i}"])
-        g.node("Add", [f"n{i}", f"u_h_minus_n{i}"], [nxt.h[i]])
-        products.append(_products_of_new_state(g, model, i))
-        weight, bias, split = products[-1]
-        g.node("Gemm", [nxt.h[i], weight, bias], [f"new_h{i}"])
-        if i < L - 1:
+    products = []
+    for i, layer in enumerate(weights.layers):
+        ru = g.op("Sigmoid", g.op("Add", f"gx_ru{i}", state.gh_ru[i], out=f"ru_pre{i}"), out=f"ru{i}")
+        r, u = g.op("Split", ru, gate_split, out=[f"r{i}", f"u{i}"], axis=1)
+        r_gh_n = g.op("Mul", r, state.gh_n[i], out=f"r_gh_n{i}")
+        n = g.op("Tanh", g.op("Add", f"gx_n{i}", r_gh_n, out=f"n_pre{i}"), out=f"n{i}")
+        h_minus_n = g.op("Sub", state.h[i], n, out=f"h_minus_n{i}")
+        h = g.op("Add", n, g.op("Mul", u, h_minus_n, out=f"u_h_minus_n{i}"), out=nxt.h[i])  # n + u (h - n)
+        constants = (g.const(f"new_h{i}_W", layer.weight), g.const(f"new_h{i}_B", layer.bias),
+                     g.const(f"new_h{i}_split", layer.sizes))  # fmt: skip
+        products.append(constants)
+        new_h = g.op("Gemm", h, constants[0], constants[1], out=f"new_h{i}")
+        if i < len(weights.layers) - 1:
             parts = [f"gx_ru{i + 1}", f"gx_n{i + 1}", nxt.gh_ru[i], nxt.gh_n[i]]
         else:
             parts = ["prior_mu", "prior_pre_sigma", "logits_h", nxt.gh_ru[i], nxt.gh_n[i]]
-        g.node("Split", [f"new_h{i}", split], parts, axis=1)
+        g.op("Split", new_h, constants[2], out=parts, axis=1)
 
-    g.node("Softplus", ["prior_pre_sigma"], ["prior_softplus"])
-    g.node("Add", ["prior_softplus", g.const("sigma_floor", np.array(schema.SIGMA_FLOOR, f32))], ["prior_sigma"])
-    g.node("Mul", ["prior_sigma", eps], ["z_noise"])
-    g.node("Add", ["prior_mu", "z_noise"], ["z"])
-    phi_z_w = g.const("phi_z_W", _np(model.phi_z_proj.weight).T.astype(f32))
-    g.node("Gemm", ["z", phi_z_w, g.const("phi_z_B", _np(model.phi_z_proj.bias).astype(f32))], ["phi_z_pre"])
-    g.node("Elu", ["phi_z_pre"], [nxt.phi_z])
-    w_dec_z = _np(model.decoder.weight)[:, :E].T
-    g.node("Gemm", [nxt.phi_z, g.const("dec_z_W", w_dec_z.astype(f32)), "logits_h"], [logits])
+    # z = mu_p + (softplus(pre_sigma) + floor) * eps;  phi_z = ELU(z W + b);  logits = phi_z W_dz + logits_h
+    softplus = g.op("Softplus", "prior_pre_sigma", out="prior_softplus")
+    sigma = g.op("Add", softplus, g.const("sigma_floor", np.array(schema.SIGMA_FLOOR, f32)), out="prior_sigma")
+    z = g.op("Add", "prior_mu", g.op("Mul", sigma, eps, out="z_noise"), out="z")
+    phi_z_w = g.const("phi_z_W", weights.phi_z_weight)
+    phi_z_pre = g.op("Gemm", z, phi_z_w, g.const("phi_z_B", weights.phi_z_bias), out="phi_z_pre")
+    phi_z = g.op("Elu", phi_z_pre, out=nxt.phi_z)
+    g.op("Gemm", phi_z, g.const("dec_z_W", weights.decoder_z), "logits_h", out=logits)
     return products
 
 
@@ -214,7 +248,7 @@ def build_cell(
     # The Scan body: one step.  Its names must differ from the outer graph's (SSA across scopes).
     body = _Graph()
     state, nxt = _State("_t", L), _State("_next", L)
-    products = _step_nodes(body, model, state, "eps_t", nxt, "logits_t")
+    products = _step_nodes(body, fold_weights(model), state, "eps_t", nxt, "logits_t")
     _sampling_nodes(body, "logits_t", "uniform_t", schema.INPUT_TEMPERATURE, nxt.char, opset)
     body.node("Identity", [nxt.char], ["char_scan"])  # a value cannot be both carried state and scan output
     g.inits += body.inits
