@@ -22,9 +22,8 @@ exactly:
   new state: with the prior and the decoder's h-part for the top layer, with
   the next layer's input product below it.  That Gemm's W_hh part is the next
   step's, carried through the Scan as extra state (gh_ru, gh_n) and computed
-  for the first step before the Scan.  Measured against the GRU-node graph
-  (2026-11-25, `default` preset): 1.14x the characters/s at batch 256 and
-  1.06x at batch 1, a tie at the write-up's size at batch 1.
+  for the first step before the Scan.  Faster than the GRU-node graph at
+  batch 1 and 256 (docs/results.md).
 * the decoder's phi_z-part is a Gemm that adds the h-part as its bias input.
 
 Two separate jobs: `fold_weights` turns the model's parameters into the graph's constant arrays

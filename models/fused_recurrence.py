@@ -10,9 +10,8 @@ autograd loop in `VRNN._recurrence_autograd` is the reference it is tested again
 
 At the write-up's sizes a step's tensors hold a few thousand numbers, so each
 operation's fixed cost (a few microseconds) weighs as much as its arithmetic.  The
-loops are written for the fewest operations per step, 10 forward and 7 backward
-(a straightforward version of this Function had 14 and 14; this one takes about a quarter
-less time at the write-up's size):
+loops are written for the fewest operations per step, 10 forward and 7 backward (what each
+trick bought is in docs/results.md):
 
 - The state is one buffer S[t] = [h_t, phi_z_t] ([T+1, B, H+E]), and the GRU's two
   products with it are one, S[t] @ W_cat, with W_cat [H+E, 4H] laid out so that the

@@ -2,9 +2,8 @@
 
 glibc hands large freed blocks back to the kernel (munmap, or trimming the top of
 the heap), so every training step asks for them again and the kernel zero-fills
-them page by page on first touch.  A write-up-size step allocates and frees about
-100 MB this way: 26,000 page faults, about 50 ms of a 0.3 s step on this
-project's machines (measured with getrusage).  With mmap off for malloc and
+them page by page on first touch (26,000 page faults per write-up-size step;
+docs/results.md).  With mmap off for malloc and
 trimming raised to 1 GiB, the second step onwards faults nothing.  The cost is
 that the process keeps its peak heap until it exits, which a trainer does anyway.
 """

@@ -114,14 +114,10 @@ PRESETS: dict[str, tuple[dict[str, int], dict[str, Any]]] = {
             "eval_every": 200,
         },
     ),
-    # The bundled model: Tiny Shakespeare on 2 CPU cores in well under two hours.  2250 steps
-    # of 32 x 256 characters = 18M characters, about 18 passes over the training split.  A
-    # 1.1M-parameter model over-fits 1M characters within a few passes: dropout 0.4 on the
-    # decoder's view of the state, weight decay and a cosine schedule that is already low when
-    # over-fitting starts hold it off, and the best validation checkpoint is kept.  A short KL
-    # warm-up costs fewer steps than a long one.  256-character windows (nanoGPT's block size)
-    # give every character more context in training and make validation score 256-character
-    # windows; with 128-character windows and twice the steps the best run scored 1.505 at 128.
+    # The bundled model: Tiny Shakespeare on 2 CPU cores in under an hour (18M characters, about 18
+    # passes).  The model over-fits 1M characters within a few passes: dropout on the decoder's view of
+    # the state, weight decay and a cosine schedule hold it off, and the best validation checkpoint is kept.
+    # How the values were found: docs/results.md.
     "shakespeare": (
         {"embed_size": 64, "hidden_size": 512, "latent_size": 32, "layers": 1},
         {
