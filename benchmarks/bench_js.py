@@ -45,7 +45,7 @@ def node_json(mode: str, cell: Path, length: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cell", type=Path, default=REPO / "runtime" / "bundled" / "shakespeare.onnx")
+    parser.add_argument("--cell", type=Path, default=REPO / "runtime" / "bundled-cell" / "shakespeare.onnx")
     parser.add_argument("--length", type=int, default=20000)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()

@@ -1,8 +1,8 @@
 """Where the bundled Tiny Shakespeare model lives inside the installed package.
 
-`vrnn-run` without a CELL samples from the bundled cell; `vrnn-eval` without
---checkpoint scores with the bundled (weights-only) checkpoint.  Both files are
-package data in `vrnn/runtime/bundled/`; the runtime only ever opens the cell.
+`vrnn-run` without a CELL samples from the bundled cell, package data of the runtime in
+`vrnn/runtime/bundled-cell/`.  The checkpoint it was exported from lives with the torch side
+(vrnn.models.bundled), which `vrnn-eval` and `vrnn-sample` use.
 """
 
 from __future__ import annotations
@@ -11,9 +11,7 @@ from pathlib import Path
 
 from vrnn.runtime.errors import VrnnError
 
-BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
-BUNDLED_CELL = BUNDLED_DIR / "shakespeare.onnx"
-BUNDLED_CHECKPOINT = BUNDLED_DIR / "shakespeare.pt"
+BUNDLED_CELL = Path(__file__).resolve().parent / "bundled-cell" / "shakespeare.onnx"
 
 
 def bundled_file(path: Path, option: str) -> Path:

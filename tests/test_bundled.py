@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from conftest import bin_path
 
+from vrnn.models.bundled import BUNDLED_CHECKPOINT
 from vrnn.models.checkpoint import file_sha256, load_checkpoint
-from vrnn.runtime.bundled import BUNDLED_CELL, BUNDLED_CHECKPOINT, bundled_file
+from vrnn.runtime.bundled import BUNDLED_CELL, bundled_file
 from vrnn.runtime.errors import VrnnError
 from vrnn.runtime.onnx_meta import read_metadata
 from vrnn.runtime.schema import META_SOURCE

@@ -10,7 +10,7 @@ import click
 
 from vrnn import __version__
 from vrnn.runtime.atomic import check_writable_destination, refuse_overwriting_inputs
-from vrnn.runtime.bundled import BUNDLED_CHECKPOINT, bundled_file
+from vrnn.runtime.bundled import bundled_file
 from vrnn.runtime.cli import require_stdout
 from vrnn.runtime.errors import OneLineCommand, UsageError, VrnnError, cli_errors, require_extra
 from vrnn.runtime.limits import check_seed
@@ -84,6 +84,7 @@ def main(
     require_extra("vrnn-eval", "torch")
     import torch  # PyTorch from here on: `--help` works without it
 
+    from vrnn.models.bundled import BUNDLED_CHECKPOINT
     from vrnn.models.checkpoint import load_checkpoint, model_from_checkpoint
     from vrnn.training.data import VALIDATION_FRACTION, read_corpus
     from vrnn.training.evaluation import score_text

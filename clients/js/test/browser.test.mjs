@@ -47,7 +47,7 @@ test("the page streams the text this module writes in Node for the same seed", a
   await page.waitForFunction(() => window.vrnn.state === "done", { timeout: 120000 });
   const shown = await page.$eval("#output", (element) => element.textContent);
   const stats = await page.evaluate(() => window.vrnn);
-  const bundled = readFileSync(fileURLToPath(new URL("../../../runtime/bundled/shakespeare.onnx", import.meta.url)));
+  const bundled = readFileSync(fileURLToPath(new URL("../../../runtime/bundled-cell/shakespeare.onnx", import.meta.url)));
   const cell = await VrnnCell.load(ort, bundled);
   const [expected] = await cell.generate({ length: 300, temperature: 0.8, topP: 0.95, seed: 7, prime: "ROMEO:" });
   assert.equal(stats.text, expected);

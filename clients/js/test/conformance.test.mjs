@@ -9,7 +9,7 @@ import { ArrayNoise, VrnnCell, VrnnError, readMetadata, parseCellMetadata } from
 const fixtures = new URL("../../../tests/conformance/", import.meta.url);
 const cellBytes = readFileSync(fileURLToPath(new URL("cell.onnx", fixtures)));
 const document = JSON.parse(readFileSync(fileURLToPath(new URL("cases.json", fixtures)), "utf-8"));
-const bundled = readFileSync(fileURLToPath(new URL("../../../runtime/bundled/shakespeare.onnx", import.meta.url)));
+const bundled = readFileSync(fileURLToPath(new URL("../../../runtime/bundled-cell/shakespeare.onnx", import.meta.url)));
 
 function optionsOf(c) {
   const o = c.options;
