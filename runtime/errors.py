@@ -8,6 +8,7 @@ non-zero exit status, never a traceback.  Library code raises `VrnnError` (or
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import functools
 import importlib.util
 import signal
@@ -50,6 +51,9 @@ def terminating_signals() -> Iterator[None]:
     except ValueError:  # not the main thread
         yield
         return
+    # `kill -USR1 PID` prints every thread's stack to stderr: how a command that seems stuck is diagnosed.
+    with contextlib.suppress(AttributeError, ValueError, RuntimeError, OSError):
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         yield
     finally:

@@ -162,7 +162,13 @@ def test_sigterm_mid_write_leaves_neither_output_nor_temp_file(
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.02)
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
+    try:
+        _, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:  # stuck: every command dumps its stacks on SIGUSR1
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(2)
+        proc.kill()
+        raise AssertionError(f"{command} did not stop on SIGTERM; its stacks:\n{proc.communicate()[1]}") from None
     assert proc.returncode == 143 and err.count("\n") == 1 and "SIGTERM" in err, err
     assert out.read_text() == "a file the user made\n" and temp_files(tmp_path) == []
 
