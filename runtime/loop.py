@@ -73,22 +73,22 @@ class ArrayNoise:
     """Noise given as arrays (tests, or callers that bring their own randomness)."""
 
     def __init__(self, eps: np.ndarray, uniform: np.ndarray) -> None:
-        self._eps, self._uniform = np.asarray(eps, np.float32), np.asarray(uniform, np.float64)
-        self._eps_pos = self._uniform_pos = 0
+        self._arrays = {"latent": np.asarray(eps, np.float32), "uniform": np.asarray(uniform, np.float64)}
+        self._positions = {"latent": 0, "uniform": 0}
+
+    def _take(self, which: str, steps: int) -> np.ndarray:
+        start = self._positions[which]
+        out = self._arrays[which][start : start + steps]
+        self._positions[which] = start + steps
+        if len(out) != steps:
+            raise UsageError(f"not enough {which} noise for the requested length")
+        return out
 
     def eps(self, steps: int) -> np.ndarray:
-        out = self._eps[self._eps_pos : self._eps_pos + steps]
-        self._eps_pos += steps
-        if len(out) != steps:
-            raise UsageError("not enough latent noise for the requested length")
-        return out
+        return self._take("latent", steps)
 
     def uniform(self, steps: int) -> np.ndarray:
-        out = self._uniform[self._uniform_pos : self._uniform_pos + steps]
-        self._uniform_pos += steps
-        if len(out) != steps:
-            raise UsageError("not enough uniform noise for the requested length")
-        return out
+        return self._take("uniform", steps)
 
 
 def check_finite_logits(logits: np.ndarray, name: str = "the model") -> None:

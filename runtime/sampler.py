@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -78,15 +78,10 @@ class Sampler:
         return generate_ids(self.cell.steps, self.cell.initial_state(num_samples), context, length, noise, options)
 
     @classmethod
-    def from_onnx(
-        cls,
-        path: str | os.PathLike[str],
-        threads: int | None = 1,
-        providers: list[str] | None = None,
-        batch: int = 1,
-    ) -> Sampler:
-        """A Sampler over an exported cell with onnxruntime (no PyTorch needed); see Generator."""
-        return Generator(path, threads=threads, providers=providers, batch=batch)
+    def from_onnx(cls, path: str | os.PathLike[str], **session: Any) -> Sampler:
+        """A Sampler over an exported cell with onnxruntime (no PyTorch needed); `session` takes Generator's
+        threads, providers and batch."""
+        return Generator(path, **session)
 
     def stream(
         self,
