@@ -7,14 +7,14 @@ Notation, per time step t (x_t a character, z_t a latent vector, h the GRU state
     prior     p(z_t | h_{t-1})              = N(mu_p, sigma_p)    Linear(h) -> [2Z]
     encoder   q(z_t | phi_x(x_t), h_{t-1})  = N(mu_q, sigma_q)    Linear([phi_x, h]) -> [2Z]   ("filtering")
           or  q(z_t | b_t, h_{t-1})         = N(mu_q, sigma_q)    Linear([b, h]) -> [2Z]       ("smoothing")
-              with b_t = GRU_back(phi_x(x_t), b_{t+1}) run backwards over the window [H]
+              with b_t = GRU_back(phi_x(x_t), b_{t+1}) run backwards over the window [Hb]
     decoder   p(x_t | z_t, h_{t-1})         = softmax(Linear([phi_z(z_t), h_{t-1}]))  [V]
     recurrence h_t = GRU([phi_x(x_t), phi_z(z_t)], h_{t-1})
 
 The smoothing posterior (SRNN, Fraccaro et al. 2016; Z-forcing, Goyal et al. 2017) sees the
 future of the window, which a filtering one cannot: whatever z_t could carry about x_t alone the
 GRU receives for free.  Its auxiliary cost (Z-forcing) asks z_t to predict b_t:
-    aux       p(b_t | z_t)                  = N(mu_a, sigma_a)    MLP(z) -> [2H], b_t held fixed
+    aux       p(b_t | z_t)                  = N(mu_a, sigma_a)    MLP(z) -> [2Hb], b_t held fixed
 reported per dimension of b (its mean, not its sum, so that its weight does not scale with H).
 Only prior, decoder and GRU make the generation cell, so every posterior exports the same way.
 
@@ -119,10 +119,11 @@ class VRNN(nn.Module):
             self.phi_z_proj = nn.Linear(Z, E)
             self.prior = nn.Linear(H, 2 * Z)
             # input [phi_x(x_t), h_{t-1}] (filtering) or [b_t, h_{t-1}] (smoothing)
-            self.encoder = nn.Linear((H if self.smoothing else E) + H, 2 * Z)
+            Hb = config.backward_width
+            self.encoder = nn.Linear((Hb if self.smoothing else E) + H, 2 * Z)
         if self.smoothing:
-            self.backward_rnn = nn.GRU(E, H)  # b_t = GRU_back(phi_x(x_t), b_{t+1}), run on the reversed window
-            self.aux = nn.Sequential(nn.Linear(Z, E), nn.Tanh(), nn.Linear(E, 2 * H))  # p(b_t | z_t)
+            self.backward_rnn = nn.GRU(E, Hb)  # b_t = GRU_back(phi_x(x_t), b_{t+1}), run on the reversed window
+            self.aux = nn.Sequential(nn.Linear(Z, E), nn.Tanh(), nn.Linear(E, 2 * Hb))  # p(b_t | z_t)
         self.decoder = nn.Linear(E + H, V)  # input [phi_z(z_t), h_{t-1}]
         self.rnn = nn.ModuleList(nn.GRUCell(2 * E if i == 0 else H, H) for i in range(L))
         self.use_fused_recurrence = True  # one layer: hand-written BPTT (tests switch it off for the reference)
@@ -215,7 +216,7 @@ class VRNN(nn.Module):
             else:
                 enc_x = F.linear(fx[1:], w_enc_x, self.encoder.bias)
         if backward_states is not None:
-            enc_x = F.linear(backward_states, self.encoder.weight[:, :H], self.encoder.bias)  # [T, B, 2Z]
+            enc_x = F.linear(backward_states, self.encoder.weight[:, :-H], self.encoder.bias)  # [T, B, 2Z]
         if fused:
             states, mu_q, sigma_q = FusedRecurrence.apply(
                 x_part,

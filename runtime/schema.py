@@ -104,8 +104,17 @@ REQUIRED_META_KEYS = (
 
 # Upper bounds of a model's sizes: far beyond anything that trains on one machine, and small enough that no
 # cell or checkpoint can make a loader allocate absurd state from its metadata alone.
-MAX_SIZES = {"vocab_size": 1 << 21, "embed_size": 1 << 16, "hidden_size": 1 << 16, "latent_size": 1 << 16, "layers": 64}
+MAX_SIZES = {
+    "vocab_size": 1 << 21,
+    "embed_size": 1 << 16,
+    "hidden_size": 1 << 16,
+    "latent_size": 1 << 16,
+    "layers": 64,
+    "backward_size": 1 << 16,
+}
 
+# ModelConfig fields that shape only the training model (the encoder): not part of the cell's metadata.
+TRAINING_ONLY_FIELDS = ("posterior", "backward_size")
 # The encoder families (ModelConfig.posterior); checkpoints without the field are "filtering".
 POSTERIORS = ("filtering", "smoothing")
 
@@ -125,6 +134,7 @@ class ModelConfig:
     # Training only (the generation cell never sees the encoder): "filtering" q(z_t | x_t, h_{t-1}) or
     # "smoothing" q(z_t | b_t, h_{t-1}) with b_t a backward GRU's summary of x_t..x_T.
     posterior: str = "filtering"
+    backward_size: int = 0  # the smoothing posterior's backward GRU width; 0 = hidden_size
 
     def __post_init__(self) -> None:
         if self.posterior not in POSTERIORS:
@@ -135,7 +145,7 @@ class ModelConfig:
             if field.name == "posterior":
                 continue
             value = getattr(self, field.name)
-            low = 0 if field.name == "latent_size" else 1
+            low = 0 if field.name in ("latent_size", "backward_size") else 1
             high = MAX_SIZES[field.name]
             if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
                 raise VrnnError(f"model config: {field.name} must be an integer from {low} to {high}, got {value!r}")
@@ -146,7 +156,12 @@ class ModelConfig:
 
     def cell_dict(self) -> dict[str, int]:
         """The sizes the generation cell depends on, as stored in its metadata (the posterior is not one)."""
-        return {k: v for k, v in self.to_dict().items() if k != "posterior"}
+        return {k: v for k, v in self.to_dict().items() if k not in TRAINING_ONLY_FIELDS}
+
+    @property
+    def backward_width(self) -> int:
+        """The smoothing posterior's backward GRU width (backward_size, or hidden_size when 0)."""
+        return self.backward_size or self.hidden_size
 
     @classmethod
     def from_dict(cls, data: Any) -> ModelConfig:

@@ -23,8 +23,9 @@ from vrnn.training.cli import main as train_main
 def test_smoothing_forward_matches_its_equations() -> None:
     """Both ways forward computes phi_x (a per-character table or per position)."""
     torch.manual_seed(0)
-    for vocab in (11, 64):
-        config = ModelConfig(vocab_size=vocab, embed_size=6, hidden_size=9, latent_size=4, posterior="smoothing")
+    for vocab, backward in ((11, 0), (64, 0), (11, 5)):  # 5: a backward GRU narrower than the forward one
+        config = ModelConfig(vocab_size=vocab, embed_size=6, hidden_size=9, latent_size=4, posterior="smoothing",
+                             backward_size=backward)  # fmt: skip
         model = VRNN(config).double()
         tokens = torch.randint(0, vocab, (3, 10))
         eps = torch.randn(9, 3, 4, dtype=torch.float64)
@@ -40,7 +41,8 @@ def test_smoothing_fused_recurrence_matches_autograd_values_and_gradients() -> N
     """The fused BPTT with the backward GRU feeding the encoder, against the autograd loop, in float64:
     every parameter's gradient, the backward GRU's and the auxiliary network's included."""
     torch.manual_seed(3)
-    config = ModelConfig(vocab_size=11, embed_size=6, hidden_size=9, latent_size=5, posterior="smoothing")
+    config = ModelConfig(vocab_size=11, embed_size=6, hidden_size=9, latent_size=5, posterior="smoothing",
+                         backward_size=7)  # fmt: skip
     model = VRNN(config).double()
     tokens = torch.randint(0, 11, (4, 13))
     eps = torch.randn(12, 4, 5, dtype=torch.float64)
@@ -84,21 +86,21 @@ def test_config_refuses_what_cannot_work() -> None:
 def smoothing_run(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: Path) -> Path:
     ckpt = tmp_path_factory.mktemp("smoothing") / "ckpt.pt"
     train_main([str(tiny_corpus), "-o", str(ckpt), "--preset", "tiny", "--steps", "40", "--seq-len", "24",
-                "--posterior", "smoothing", "--aux-weight", "0.5", "--eval-every", "20", "--quiet",
-                "--threads", "1"], standalone_mode=False)  # fmt: skip
+                "--posterior", "smoothing", "--aux-weight", "0.5", "--backward-size", "12", "--eval-every", "20",
+                "--quiet", "--threads", "1"], standalone_mode=False)  # fmt: skip
     return ckpt
 
 
 def test_smoothing_run_is_recorded_exported_and_scored(smoothing_run: Path, tiny_corpus: Path) -> None:
     payload = load_checkpoint(smoothing_run)
-    assert payload["model_config"]["posterior"] == "smoothing"
+    assert payload["model_config"]["posterior"] == "smoothing" and payload["model_config"]["backward_size"] == 12
     assert payload["train_config"]["aux_weight"] == 0.5
     assert all("val_aux" in row and "train_aux" in row for row in payload["metrics"]["history"])
     cell = smoothing_run.with_name("cell.onnx")
     export_cell(str(smoothing_run), str(cell))
     meta = {p.key: p.value for p in onnx.load(str(cell)).metadata_props}
     assert json.loads(meta[schema.META_SOURCE])["posterior"] == "smoothing"
-    assert "posterior" not in json.loads(meta[schema.META_CONFIG])  # the cell's contract is unchanged
+    assert not {"posterior", "backward_size"} & set(json.loads(meta[schema.META_CONFIG]))  # the cell is unchanged
     run = subprocess.run([bin_path("vrnn-run"), str(cell), "-n", "40", "--seed", "1"], capture_output=True, text=True)
     sample = subprocess.run(
         [bin_path("vrnn-sample"), str(smoothing_run), "-n", "40", "--seed", "1"], capture_output=True, text=True

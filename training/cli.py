@@ -11,7 +11,7 @@ from vrnn.runtime.errors import OneLineCommand, UsageError, VrnnError, cli_error
 from vrnn.runtime.schema import ModelConfig
 from vrnn.training.config import PRESETS, TrainConfig
 
-MODEL_OPTIONS = ("embed_size", "hidden_size", "latent_size", "layers", "posterior")
+MODEL_OPTIONS = ("embed_size", "hidden_size", "latent_size", "layers", "posterior", "backward_size")
 TRAIN_OPTIONS = (
     "steps",
     "batch_size",
@@ -91,6 +91,11 @@ def build_configs(preset: str, vocab_size: int, overrides: dict[str, Any]) -> tu
     type=click.Choice(["filtering", "smoothing"]),
     help="Encoder q(z_t | x_t, h) ('filtering'), or q(z_t | b_t, h) with a backward GRU over the window "
     "('smoothing').  [default: preset's]",
+)
+@click.option(
+    "--backward-size",
+    type=int,
+    help="Width of the smoothing posterior's backward GRU (0: --hidden-size); narrower is cheaper.",
 )
 @click.option(
     "--aux-weight",

@@ -88,7 +88,8 @@ def estimate_training_bytes(config: ModelConfig, tc: TrainConfig) -> float:
     with torch.device("meta"):  # shapes only: nothing is allocated
         params = VRNN(config).num_parameters()
     H, E, Z, V = config.hidden_size, config.embed_size, config.latent_size, config.vocab_size
-    per_position = 16 * H * config.layers + 8 * E + 8 * Z + 6 * V + (8 * H if config.posterior == "smoothing" else 0)
+    backward = 8 * config.backward_width if config.posterior == "smoothing" else 0
+    per_position = 16 * H * config.layers + 8 * E + 8 * Z + 6 * V + backward
     return 4.0 * (4 * params + tc.seq_len * tc.batch_size * per_position)
 
 
