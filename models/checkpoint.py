@@ -189,11 +189,11 @@ def check_fields(payload: dict[str, Any]) -> None:
 
 
 def model_from_checkpoint(payload: dict[str, Any]) -> tuple[VRNN, Vocabulary]:
-    """Rebuild the model (in eval mode, on CPU) and its vocabulary from a loaded checkpoint."""
+    """Rebuild the model (in eval mode, on CPU) and its vocabulary from a loaded checkpoint (its fields checked
+    by check_fields, as load_checkpoint does, so that a payload built by hand gets the same checks)."""
+    check_fields(payload)
     config = ModelConfig.from_dict(payload["model_config"])
     vocab = Vocabulary(payload["vocab"])
-    if len(vocab) != config.vocab_size:
-        raise VrnnError(f"checkpoint vocabulary has {len(vocab)} characters but the config says {config.vocab_size}")
     with torch.device("meta"):  # the shapes the config implies, before allocating anything it asks for
         expected = {name: tuple(t.shape) for name, t in VRNN(config).state_dict().items()}
     weights = payload["model"]

@@ -100,9 +100,10 @@ def require_stdout() -> None:
     file the command opened would take descriptor 1."""
     try:
         os.fstat(1)
+        closed = sys.stdout is None
     except OSError:
-        raise VrnnError("standard output is closed: nothing could be written (use -o FILE, or open it)") from None
-    if sys.stdout is None:
+        closed = True
+    if closed:
         raise VrnnError("standard output is closed: nothing could be written (use -o FILE, or open it)")
 
 

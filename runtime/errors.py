@@ -44,21 +44,29 @@ def _raise_terminated(signum: int, frame: object) -> None:
 
 
 @contextlib.contextmanager
+def handling_signals(signals: tuple[int, ...], handler: Callable[[int, object], None]) -> Iterator[bool]:
+    """Install `handler` for `signals` for the duration and restore the previous handlers after; yields whether
+    it could (Python lets only the main thread install signal handlers)."""
+    try:
+        previous = {sig: signal.signal(sig, handler) for sig in signals}
+    except ValueError:  # not the main thread: leave the signals alone
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@contextlib.contextmanager
 def terminating_signals() -> Iterator[None]:
     """SIGTERM and SIGHUP raise Terminated for the duration (main thread only), so every `with` unwinds."""
-    try:
-        previous = {sig: signal.signal(sig, _raise_terminated) for sig in STOP_SIGNALS if sig != signal.SIGINT}
-    except ValueError:  # not the main thread
+    with handling_signals((signal.SIGTERM, signal.SIGHUP), _raise_terminated) as installed:
+        if installed:  # `kill -USR1 PID` prints every thread's stack to stderr: how a stuck command is diagnosed
+            with contextlib.suppress(AttributeError, ValueError, RuntimeError, OSError):
+                faulthandler.register(signal.SIGUSR1, all_threads=True)
         yield
-        return
-    # `kill -USR1 PID` prints every thread's stack to stderr: how a command that seems stuck is diagnosed.
-    with contextlib.suppress(AttributeError, ValueError, RuntimeError, OSError):
-        faulthandler.register(signal.SIGUSR1, all_threads=True)
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 class VrnnError(Exception):

@@ -31,12 +31,15 @@ def check_seed(seed: object, name: str = "--seed") -> None:
         raise UsageError(f"{name} must be an integer from 0 to 2**63-1, got {seed!r}")
 
 
-def check_float(value: object, name: str, low: float, high: float, low_open: bool = False) -> float:
-    """Refuse a non-finite number, or one outside [low, high] ((low, high] when low_open), naming the option."""
+def check_float(
+    value: object, name: str, low: float, high: float, low_open: bool = False, high_open: bool = False
+) -> float:
+    """Refuse a non-finite number, or one outside [low, high] (an end excluded when low_open or high_open),
+    naming the option."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise UsageError(f"{name} must be a finite number, got {value!r}")
-    if value < low or (low_open and value == low) or value > high:
-        interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+    if value < low or (low_open and value == low) or value > high or (high_open and value == high):
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
         raise UsageError(f"{name} must be in {interval}, got {value!r}")
     return float(value)
 

@@ -54,9 +54,7 @@ class TrainConfig:
         for name in ("kl_anneal_steps", "warmup_steps", "eval_chars"):
             if getattr(self, name) < 0:
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
-        check_float(self.dropout, "--dropout", 0.0, 1.0)
-        if self.dropout >= 1.0:
-            raise UsageError(f"--dropout must be in [0, 1), got {self.dropout}")
+        check_float(self.dropout, "--dropout", 0.0, 1.0, high_open=True)
         check_seed(self.seed)
         if self.lr_schedule not in ("constant", "cosine"):
             raise UsageError(f"--lr-schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")

@@ -133,8 +133,9 @@ def score_text(
         eps = torch.randn((t, b * samples, z_size), generator=generator).to(device)
         terms = model(tokens, eps)
         nll = terms.nll.double().cpu().reshape(b, samples, t)
-        unit_kl_sum += terms.kl.double().sum((0, 1)).cpu() / samples
-        kl = terms.kl.double().sum(-1).cpu().reshape(b, samples, t)
+        kl_units = terms.kl.double()  # [b*K, T, Z]
+        unit_kl_sum += kl_units.sum((0, 1)).cpu() / samples
+        kl = kl_units.sum(-1).cpu().reshape(b, samples, t)
         if terms.aux is not None:
             aux_sum = (aux_sum or 0.0) + terms.aux.double().sum().item() / samples
         log_w = (terms.log_ratio.double().cpu().reshape(b, samples, t) - nll).sum(-1)  # [b, K]

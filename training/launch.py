@@ -49,16 +49,10 @@ def train_from_cli(
 ) -> None:
     """Run `vrnn-train` with its parsed options; `flags` are (--resume, --force, --allow-corpus-change)."""
     set_torch_threads(threads)
-    paths = OutputPaths(check_writable_destination(out, files_only=True))
-    for derived in (paths.best, paths.metrics, paths.plot):
-        check_writable_destination(derived, files_only=True)
-    outputs = {
-        "-o": paths.checkpoint,
-        "its best file": paths.best,
-        "its metrics": paths.metrics,
-        "its plot": paths.plot,
-    }
-    refuse_overwriting_inputs(outputs, {"CORPUS": corpus})
+    paths = OutputPaths(Path(out))
+    for output in paths.named().values():
+        check_writable_destination(output, files_only=True)
+    refuse_overwriting_inputs(paths.named(), {"CORPUS": corpus})
     text, sha = read_corpus(corpus)
     distribution, torch_device = init_distribution(resolve_device(device))
     try:
@@ -94,10 +88,10 @@ def _train(
         options["batch_size"] *= distribution.world_size  # checkpoints record the global batch
     if resume:
         payload = load_checkpoint(paths.checkpoint)
-        saved = {  # with today's defaults for fields older checkpoints lack
-            **TrainConfig.from_dict(payload.get("train_config", {})).to_dict(),
-            **ModelConfig.from_dict(payload["model_config"]).to_dict(),
-        }
+        # With today's defaults for the fields older checkpoints lack.
+        model_config = ModelConfig.from_dict(payload["model_config"])
+        train_config = TrainConfig.from_dict(payload.get("train_config", {}))
+        saved = {**train_config.to_dict(), **model_config.to_dict()}
         # Repeating the original command with --resume is fine; changing the run is not.
         changed = [
             k
@@ -105,8 +99,8 @@ def _train(
             if options.get(k) is not None and k not in RESUMABLE_OPTIONS and options[k] != saved.get(k)
         ]
         if changed:
-            flags = ", ".join("--" + k.replace("_", "-") for k in changed)
-            raise UsageError(f"{flags} cannot change when resuming (the checkpoint fixes them)")
+            names = ", ".join("--" + k.replace("_", "-") for k in changed)
+            raise UsageError(f"{names} cannot change when resuming (the checkpoint fixes them)")
         recorded = payload.get("train_config", {}).get("preset")
         if preset is not None and preset != recorded:
             was = f"was trained with --preset {recorded}" if recorded else "does not record a preset"
@@ -125,8 +119,6 @@ def _train(
                 f"{corpus} is not the text {paths.checkpoint} was trained on (its sha256 differs): resume with "
                 "the same corpus, or pass --allow-corpus-change to continue training on this one"
             )
-        model_config = ModelConfig.from_dict(payload["model_config"])
-        train_config = TrainConfig.from_dict(payload.get("train_config", {}))
         for key in RESUMABLE_OPTIONS:
             if options.get(key) is not None:
                 setattr(train_config, key, options[key])

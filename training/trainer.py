@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from vrnn.models.checkpoint import build_checkpoint, save_checkpoint
 from vrnn.models.vrnn import VRNN
 from vrnn.runtime.atomic import atomic_write, remove_stale_temp_files
-from vrnn.runtime.errors import EXIT_INTERRUPTED, STOP_SIGNALS, VrnnError, signal_exit_code
+from vrnn.runtime.errors import EXIT_INTERRUPTED, STOP_SIGNALS, VrnnError, handling_signals, signal_exit_code
 from vrnn.runtime.schema import DEFAULT_START_CHAR, ModelConfig
 from vrnn.training.allocator import keep_freed_memory
 from vrnn.training.config import TrainConfig
@@ -59,13 +59,17 @@ class OutputPaths:
         self.metrics = stem.with_name(stem.name + ".metrics.jsonl")
         self.plot = stem.with_name(stem.name + ".png")
 
+    def named(self) -> dict[str, Path]:
+        """Every file a run writes, by the name its messages give it."""
+        return {"-o": self.checkpoint, "its best file": self.best, "its metrics": self.metrics, "its plot": self.plot}
+
     def remove_stale_temp_files(self) -> None:
         """Remove what killed writes left beside these outputs: temporary files of dead vrnn processes, and
         those of older vrnn versions (named after the output: `.ckpt.pt.XXXXXXXX.tmp`), which only a run
         of this checkpoint, now locked by this one, can have written."""
         directory = self.checkpoint.parent
         remove_stale_temp_files(directory)
-        for output in (self.checkpoint, self.best, self.metrics, self.plot):
+        for output in self.named().values():
             for leftover in directory.glob(f".{glob.escape(output.name)}.????????.tmp"):
                 with contextlib.suppress(FileNotFoundError):
                     leftover.unlink()
@@ -124,16 +128,8 @@ def deferred_stop_signals() -> Any:
     def handler(signum: int, frame: object) -> None:
         flag["signal"] = signum
 
-    try:
-        previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
-    except ValueError:  # not the main thread: leave the signals alone
+    with handling_signals(STOP_SIGNALS, handler):
         yield flag
-        return
-    try:
-        yield flag
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 class Trainer:
