@@ -44,6 +44,10 @@ VARIANTS: dict[str, list[str]] = {
     "smoothing-backward128": ["--posterior", "smoothing", "--backward-size", "128"],
     # Fewer latent dimensions, each held above the KL-activity threshold (0.0125 > 0.01 nats) by free bits.
     "smoothing-z8-freebits0.0125": ["--posterior", "smoothing", "--latent-size", "8", "--free-bits", "0.0125"],
+    # The bundled-size candidate (hidden 512): the two findings above together, the backward GRU at half width.
+    "smoothing-z8-freebits0.0125-backward256": (
+        ["--posterior", "smoothing", "--latent-size", "8", "--free-bits", "0.0125", "--backward-size", "256"]
+    ),
 }
 
 

@@ -75,11 +75,17 @@ def interface(config: schema.ModelConfig) -> dict:
 
 
 class _Graph:
-    """Nodes and initializers under construction."""
+    """Nodes and initializers under construction, in one of schema.WEIGHT_FORMATS.
 
-    def __init__(self) -> None:
+    `root` is the outermost graph: a Scan body keeps its constants and the nodes that decode stored
+    weights there, so that they run once per session (constant folding) rather than once per step."""
+
+    def __init__(self, weights: str = "float32", root: _Graph | None = None) -> None:
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[onnx.TensorProto] = []
+        self.weights = weights
+        self.root = root or self
+        self.stored: dict[str, str] = {}  # matrix name -> the float32 value's name (each matrix stored once)
 
     def const(self, name: str, value: np.ndarray) -> str:
         # (np.ascontiguousarray would turn a scalar into shape [1]: CumSum's axis must be 0-d)
@@ -94,6 +100,67 @@ class _Graph:
         g.op("Tanh", g.op("Add", a, b, out="s"), out="t") is tanh(a + b)."""
         self.node(op_type, list(inputs), [out] if isinstance(out, str) else out, **attrs)
         return out
+
+    def matrix(self, name: str, value: np.ndarray) -> str:
+        """A float32 weight matrix [K, N] (x @ value, or rows gathered) stored in the cell's weight format;
+        returns the name of its float32 value.  float16 and int8 are decoded by a node of the root graph,
+        which onnxruntime folds into a float32 constant when the session loads (a matrix that is only read
+        this way costs its float32 size in memory, and its stored size on disk)."""
+        root = self.root
+        if name in root.stored:
+            return root.stored[name]
+        if self.weights == "float32":
+            root.const(name, value)
+        elif self.weights == "float16":
+            root.op("Cast", root.const(f"{name}_f16", value.astype(np.float16)), out=name, to=TensorProto.FLOAT)
+        else:
+            # Cast and Mul rather than DequantizeLinear: onnxruntime keeps DequantizeLinear nodes (for its QDQ
+            # fusions) and would run them at every run(), which is every character with --top-k or --top-p.
+            quantized, scale = quantize_columns(value)
+            as_float = root.op("Cast", root.const(f"{name}_q", quantized), out=f"{name}_q_f32", to=TensorProto.FLOAT)
+            root.op("Mul", as_float, root.const(f"{name}_scale", scale), out=name)
+        root.stored[name] = name
+        return name
+
+    def state_product(self, h: str, name: str, weight: np.ndarray, bias: np.ndarray, out: str) -> str:
+        """h @ weight + bias for a GRU state h [B, K], whose entries lie inside (-1, 1).
+
+        float32 and float16 cells: one Gemm.  int8 cells: the state is quantized with the fixed scale 1/127
+        (uint8, zero point 128: no data-dependent scale, so a row's result does not depend on the other rows
+        of the batch) and multiplied by the int8 weights in integer arithmetic, then scaled back per column."""
+        root = self.root
+        if self.weights != "int8":
+            bias_name = root.stored.get(f"{name}_B") or root.const(f"{name}_B", bias)
+            root.stored[f"{name}_B"] = bias_name
+            return self.op("Gemm", h, self.matrix(name, weight), bias_name, out=out)
+        if f"{name}_q" not in root.stored:
+            quantized, scale = quantize_columns(weight)
+            root.const(f"{name}_q", quantized)
+            root.const(f"{name}_rescale", (scale.astype(np.float64) / STATE_QUANT_LEVELS).astype(np.float32))
+            root.const(f"{name}_B", bias)
+            root.stored[f"{name}_q"] = f"{name}_q"
+            if "state_scale" not in root.stored:
+                root.stored["state_scale"] = root.const("state_scale", np.array(1 / STATE_QUANT_LEVELS, np.float32))
+                root.stored["state_zero"] = root.const("state_zero", np.array(128, np.uint8))
+        h_q = self.op("QuantizeLinear", h, "state_scale", "state_zero", out=f"{out}_h_q")
+        acc = self.op("MatMulInteger", h_q, f"{name}_q", "state_zero", out=f"{out}_i32")
+        acc_f = self.op("Cast", acc, out=f"{out}_acc", to=TensorProto.FLOAT)
+        scaled = self.op("Mul", acc_f, f"{name}_rescale", out=f"{out}_scaled")
+        return self.op("Add", scaled, f"{name}_B", out=out)
+
+
+# int8: weights in [-127, 127] (symmetric, so no zero point); the state's 1/127 steps cover (-1, 1).
+WEIGHT_QUANT_LEVELS = 127
+STATE_QUANT_LEVELS = 127
+
+
+def quantize_columns(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 quantization with one scale per column (output channel) of `matrix` [K, N]:
+    matrix ~= quantized * scale, |quantized| <= 127, scale [N] float32 (1 for an all-zero column)."""
+    peak = np.max(np.abs(matrix.astype(np.float64)), axis=0)
+    scale = np.where(peak > 0, peak / WEIGHT_QUANT_LEVELS, 1.0).astype(np.float32)
+    quantized = np.clip(np.rint(matrix / scale.astype(np.float64)), -WEIGHT_QUANT_LEVELS, WEIGHT_QUANT_LEVELS)
+    return quantized.astype(np.int8), scale
 
 
 class _State:
@@ -168,16 +235,16 @@ def fold_weights(model: VRNN) -> CellWeights:
 
 def _step_nodes(
     g: _Graph, weights: CellWeights, state: _State, eps: str, nxt: _State, logits: str
-) -> list[tuple[str, str, str]]:
+) -> list[tuple[LayerProducts, str]]:
     """`VRNN.step` on the named values: from `state` and `eps` to `nxt` (all but its character) and
-    `logits`; returns each layer's product constants (weight, bias, split) for the first step's gh.
+    `logits`; returns each layer's products and the name of their split, for the first step's gh.
     PyTorch's GRU cell, gates (r, u, n):
         r, u = sigmoid(gx_ru + gh_ru);  n = tanh(gx_n + r * gh_n);  h' = n + u * (h - n)
     with gx = x W_ih + b_ih and gh = h W_hh + b_hh, gh carried from the previous step."""
     H = weights.gx_phi_z.shape[1] // 3
     f32 = np.float32
-    gx_char = g.op("Gather", g.const("gx_table", weights.gx_table), state.char, out="gx_char")
-    gx0 = g.op("Gemm", state.phi_z, g.const("gx_phi_z_W", weights.gx_phi_z), gx_char, out="gx0")
+    gx_char = g.op("Gather", g.matrix("gx_table", weights.gx_table), state.char, out="gx_char")
+    gx0 = g.op("Gemm", state.phi_z, g.matrix("gx_phi_z_W", weights.gx_phi_z), gx_char, out="gx0")
     g.op("Split", gx0, g.const("ru_n_split", np.array([2 * H, H], np.int64)), out=["gx_ru0", "gx_n0"], axis=1)
     gate_split = g.const("r_u_split", np.array([H, H], np.int64))
     products = []
@@ -188,24 +255,22 @@ def _step_nodes(
         n = g.op("Tanh", g.op("Add", f"gx_n{i}", r_gh_n, out=f"n_pre{i}"), out=f"n{i}")
         h_minus_n = g.op("Sub", state.h[i], n, out=f"h_minus_n{i}")
         h = g.op("Add", n, g.op("Mul", u, h_minus_n, out=f"u_h_minus_n{i}"), out=nxt.h[i])  # n + u (h - n)
-        constants = (g.const(f"new_h{i}_W", layer.weight), g.const(f"new_h{i}_B", layer.bias),
-                     g.const(f"new_h{i}_split", layer.sizes))  # fmt: skip
-        products.append(constants)
-        new_h = g.op("Gemm", h, constants[0], constants[1], out=f"new_h{i}")
+        new_h = g.state_product(h, f"new_h{i}_W", layer.weight, layer.bias, out=f"new_h{i}")
+        products.append((layer, g.const(f"new_h{i}_split", layer.sizes)))
         if i < len(weights.layers) - 1:
             parts = [f"gx_ru{i + 1}", f"gx_n{i + 1}", nxt.gh_ru[i], nxt.gh_n[i]]
         else:
             parts = ["prior_mu", "prior_pre_sigma", "logits_h", nxt.gh_ru[i], nxt.gh_n[i]]
-        g.op("Split", new_h, constants[2], out=parts, axis=1)
+        g.op("Split", new_h, products[-1][1], out=parts, axis=1)
 
     # z = mu_p + (softplus(pre_sigma) + floor) * eps;  phi_z = ELU(z W + b);  logits = phi_z W_dz + logits_h
     softplus = g.op("Softplus", "prior_pre_sigma", out="prior_softplus")
     sigma = g.op("Add", softplus, g.const("sigma_floor", np.array(schema.SIGMA_FLOOR, f32)), out="prior_sigma")
     z = g.op("Add", "prior_mu", g.op("Mul", sigma, eps, out="z_noise"), out="z")
-    phi_z_w = g.const("phi_z_W", weights.phi_z_weight)
+    phi_z_w = g.matrix("phi_z_W", weights.phi_z_weight)
     phi_z_pre = g.op("Gemm", z, phi_z_w, g.const("phi_z_B", weights.phi_z_bias), out="phi_z_pre")
     phi_z = g.op("Elu", phi_z_pre, out=nxt.phi_z)
-    g.op("Gemm", phi_z, g.const("dec_z_W", weights.decoder_z), "logits_h", out=logits)
+    g.op("Gemm", phi_z, g.matrix("dec_z_W", weights.decoder_z), "logits_h", out=logits)
     return products
 
 
@@ -235,17 +300,25 @@ def _sampling_nodes(g: _Graph, logits: str, uniform: str, temperature: str, out:
 
 
 def build_cell(
-    model: VRNN, vocab: Vocabulary, start_char: str, source: dict, opset: int = DEFAULT_OPSET
+    model: VRNN,
+    vocab: Vocabulary,
+    start_char: str,
+    source: dict,
+    opset: int = DEFAULT_OPSET,
+    weights: str = "float32",
 ) -> onnx.ModelProto:
-    """Return the ONNX ModelProto that generates with `model`, with self-describing metadata."""
+    """Return the ONNX ModelProto that generates with `model`, with self-describing metadata; `weights`
+    (schema.WEIGHT_FORMATS) says how the file stores its weight matrices."""
+    if weights not in schema.WEIGHT_FORMATS:
+        raise ValueError(f"weights must be one of {schema.WEIGHT_FORMATS}, got {weights!r}")
     c = model.config
     V, E, H, Z, L = c.vocab_size, c.embed_size, c.hidden_size, c.latent_size, c.layers
-    g = _Graph()  # initializers live in the outer graph; the Scan body reads them from there
+    g = _Graph(weights)  # initializers live in the outer graph; the Scan body reads them from there
     g.const("axis0", np.array([0], np.int64))
     g.const("axis1", np.array([1], np.int64))
 
     # The Scan body: one step.  Its names must differ from the outer graph's (SSA across scopes).
-    body = _Graph()
+    body = _Graph(weights, root=g)
     state, nxt = _State("_t", L), _State("_next", L)
     products = _step_nodes(body, fold_weights(model), state, "eps_t", nxt, "logits_t")
     _sampling_nodes(body, "logits_t", "uniform_t", schema.INPUT_TEMPERATURE, nxt.char, opset)
@@ -285,9 +358,9 @@ def build_cell(
     initial.char, initial.phi_z = schema.INPUT_PREV_CHAR, schema.INPUT_PHI_Z
     final.char, final.phi_z = "last_char", schema.OUTPUT_PHI_Z
     g.node("Unsqueeze", [schema.INPUT_UNIFORM, g.const("axis2", np.array([2], np.int64))], ["uniform_col"])
-    for i, (weight, bias, split) in enumerate(products):
+    for i, (layer, split) in enumerate(products):
         g.node("Gather", [schema.INPUT_H, g.const(f"layer{i}", np.array(i, np.int64))], [initial.h[i]], axis=0)
-        g.node("Gemm", [initial.h[i], weight, bias], [f"new_h{i}_in"])
+        g.state_product(initial.h[i], f"new_h{i}_W", layer.weight, layer.bias, out=f"new_h{i}_in")
         unused = [f"new_h{i}_in_{k}" for k in range(3 if i == L - 1 else 2)]
         g.node("Split", [f"new_h{i}_in", split], [*unused, initial.gh_ru[i], initial.gh_n[i]], axis=1)
     g.node(
@@ -326,6 +399,7 @@ def build_cell(
         schema.META_CONFIG: json.dumps(c.cell_dict()),
         schema.META_INTERFACE: json.dumps(interface(c)),
         schema.META_SOURCE: json.dumps(source),
+        schema.META_WEIGHTS: weights,
     }
     helper.set_model_props(model_proto, metadata)
     onnx.checker.check_model(model_proto, full_check=True)

@@ -32,6 +32,7 @@ class CellInfo:
     start_char: str
     source: dict[str, Any]
     metadata: dict[str, str]
+    weights: str = "float32"  # how the file stores its weight matrices (schema.WEIGHT_FORMATS)
 
 
 def read_file(path: str | os.PathLike[str], what: str) -> bytes:
@@ -94,11 +95,17 @@ def parse_cell_metadata(meta: dict[str, str], name: str) -> CellInfo:
     except VrnnError as exc:
         raise VrnnError(f"{name}: {exc}") from None
     start_char = meta[schema.META_START_CHAR]
+    weights = meta.get(schema.META_WEIGHTS, "float32")
+    if weights not in schema.WEIGHT_FORMATS:
+        raise VrnnError(
+            f"{name} stores its weights as {weights[:40]!r}; this vrnn reads {', '.join(schema.WEIGHT_FORMATS)}: "
+            "upgrade vrnn"
+        )
     if len(vocab) != config.vocab_size:
         raise VrnnError(f"{name}: vocabulary has {len(vocab)} characters but the config says {config.vocab_size}")
     if start_char not in vocab:
         raise VrnnError(f"{name}: start character {start_char!r} is not in the vocabulary")
-    return CellInfo(config, vocab, start_char, source if isinstance(source, dict) else {}, dict(meta))
+    return CellInfo(config, vocab, start_char, source if isinstance(source, dict) else {}, dict(meta), weights)
 
 
 # Every core once a step's matrix products reach this many multiply-adds (all samples together), one
@@ -152,21 +159,23 @@ class OnnxCell:
 
     def __init__(
         self,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | bytes,
         threads: int | None = 1,
         providers: list[str] | None = None,
         batch: int = 1,
     ) -> None:
-        """`batch` is the number of samples the caller means to generate at once: it picks the first
-        session's settings, and with `threads` None the thread count (default_threads)."""
+        """`path` is the cell's file (or its bytes).  `batch` is the number of samples the caller means to
+        generate at once: it picks the first session's settings, and with `threads` None the thread count
+        (default_threads)."""
         check_threads(threads)
-        self._path = str(path)
-        data = read_file(path, "ONNX cell")
+        in_memory = isinstance(path, bytes)  # a cell being exported, before it is written
+        self._path = "the exported cell" if in_memory else str(path)
+        data = path if in_memory else read_file(path, "ONNX cell")
         self.info = parse_cell_metadata(read_metadata(data, self._path), self._path)
         check_operators(graph_operators(data, self._path), self._path)
         # onnxruntime reads a regular file itself once our copy is gone (peak RSS); anything else (a FIFO)
         # can be read only once, so its bytes are kept for the sessions.
-        self._model: str | bytes = self._path if Path(path).is_file() else data
+        self._model: str | bytes = self._path if not in_memory and Path(path).is_file() else data
         del data
         self.threads = default_threads(batch, self.info.config) if threads is None else threads
         self._providers = providers or ["CPUExecutionProvider"]

@@ -43,8 +43,17 @@ OUTPUT_NAMES = (OUTPUT_CHARS, OUTPUT_LOGITS, OUTPUT_H, OUTPUT_PHI_Z)
 # file and its inputs; a file that uses anything else is not a vrnn cell, whatever its metadata says.
 CELL_OPERATORS = frozenset(
     {"Add", "Cast", "Concat", "CumSum", "Div", "Elu", "Exp", "Gather", "Gemm", "Identity", "Less", "LessOrEqual", "Min",
-     "Mul", "ReduceMax", "ReduceSum", "Scan", "Sigmoid", "Slice", "Softplus", "Split", "Sub", "Tanh", "Unsqueeze"}
+     "Mul", "ReduceMax", "ReduceSum", "Scan", "Sigmoid", "Slice", "Softplus", "Split", "Sub", "Tanh", "Unsqueeze",
+     # int8 cells (WEIGHT_FORMATS): the state's products in integer arithmetic
+     "QuantizeLinear", "MatMulInteger"}
 )  # fmt: skip
+
+# How a cell stores its weight matrices (metadata META_WEIGHTS; absent = float32).  The interface is the same
+# for all three: the arithmetic between the weights and the outputs is float32, sampling float64.
+#   float32: as trained.   float16: matrices stored as float16, cast to float32 once when the session loads.
+#   int8: matrices stored as int8 with one float32 scale per output column (symmetric); the products of the
+#         GRU state run in integer arithmetic (the state, always inside (-1, 1), quantized with scale 1/127).
+WEIGHT_FORMATS = ("float32", "float16", "int8")
 
 
 @dataclass(frozen=True)
@@ -85,6 +94,10 @@ STATE_PAIRS = ((INPUT_H, OUTPUT_H), (INPUT_PHI_Z, OUTPUT_PHI_Z))
 # The character that serves as context before any text (and before a prime).
 DEFAULT_START_CHAR = "\n"
 
+# vrnn-train validates on the last 10% of the corpus (as nanoGPT's shakespeare_char); vrnn-eval and
+# vrnn-score take --split val to mean the same characters.
+VALIDATION_FRACTION = 0.1
+
 # metadata_props keys of the ONNX cell.  Values are strings; structured values are JSON.
 META_FORMAT = "vrnn.format"
 META_SCHEMA_VERSION = "vrnn.schema_version"
@@ -93,6 +106,7 @@ META_START_CHAR = "vrnn.start_char"  # the context character for unprimed text
 META_CONFIG = "vrnn.config"  # JSON object: ModelConfig fields
 META_INTERFACE = "vrnn.interface"  # JSON object: inputs, outputs, state pairs, initial state
 META_SOURCE = "vrnn.source"  # JSON object: checkpoint sha256, training step, validation score
+META_WEIGHTS = "vrnn.weights"  # one of WEIGHT_FORMATS; optional (cells written before it are float32)
 REQUIRED_META_KEYS = (
     META_FORMAT,
     META_SCHEMA_VERSION,

@@ -13,21 +13,29 @@ import pytest
 from vrnn.runtime.cell import OnnxCell
 
 sys.path.insert(0, str(Path(__file__).parent / "conformance"))
-from make_fixtures import CASES, CELL, run_case
+from make_fixtures import CASES, CELLS, run_case
 
 DOCUMENT = json.loads(CASES.read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="module")
-def cell() -> OnnxCell:
-    return OnnxCell(CELL)
+def cells() -> dict[str, OnnxCell]:
+    return {weights: OnnxCell(path) for weights, path in CELLS.items()}
 
 
+@pytest.mark.parametrize("weights", list(CELLS))
 @pytest.mark.parametrize("case", DOCUMENT["cases"], ids=[c["name"] for c in DOCUMENT["cases"]])
-def test_case_gives_its_text_byte_for_byte(cell: OnnxCell, case: dict) -> None:
+def test_case_gives_its_text_byte_for_byte(cells: dict[str, OnnxCell], case: dict, weights: str) -> None:
+    cell = cells[weights]
+    assert cell.info.weights == weights  # the metadata names the format
     texts, margin = run_case(cell, case)
-    assert texts == case["expected"]
+    assert texts == case["expected"][weights]
     assert margin > DOCUMENT["min_margin"]  # no choice is a float near-tie
+
+
+def test_the_weight_formats_shrink_the_file() -> None:
+    sizes = {weights: path.stat().st_size for weights, path in CELLS.items()}
+    assert sizes["int8"] < sizes["float16"] < sizes["float32"]
 
 
 def test_the_cases_cover_every_option() -> None:

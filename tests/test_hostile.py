@@ -1,4 +1,4 @@
-"""A hostile user's table: lying cells, malformed checkpoints, values that cannot work, across all five commands.
+"""A hostile user's table: lying cells, malformed checkpoints, values that cannot work, across all six commands.
 
 Every case must end with a non-zero exit (the stated one), exactly one line on stderr naming the problem, no
 traceback, no input changed, and no file left behind: no output, no temporary file.
@@ -121,8 +121,9 @@ def arena(tmp_path_factory: pytest.TempPathFactory, trained: dict[str, Path], ti
 
 def cases(a: Path) -> list[tuple[list[str], int, str]]:
     """(argv, exit status, words the one line must contain)."""
-    run, sample, train, ev, export = (bin_path(c) for c in ("vrnn-run", "vrnn-sample", "vrnn-train", "vrnn-eval",
-                                                            "vrnn-export"))  # fmt: skip
+    run, sample, train, ev, export, score = (
+        bin_path(c) for c in ("vrnn-run", "vrnn-sample", "vrnn-train", "vrnn-eval", "vrnn-export", "vrnn-score")
+    )
     cell, ckpt, corpus = str(a / "cell.onnx"), str(a / "ckpt.pt"), str(a / "corpus.txt")
     out = str(a / "new-output.txt")
     tiny = ["--preset", "tiny", "--threads", "1", "-q", "--steps", "2"]
@@ -135,7 +136,11 @@ def cases(a: Path) -> list[tuple[list[str], int, str]]:
         ("temperature-rank1", "temperature"), ("16gib", "ConstantOfShape"), ("nan", "non-finite"),
     ):  # fmt: skip
         table.append(([run, str(a / f"cell-{name}.onnx"), "-n", "20", "-o", out], 1, words))
+        table.append(([score, str(a / f"cell-{name}.onnx"), corpus, "-k", "1"], 1, words))
     table.append(([run, str(a / "cell-nan.onnx"), "-n", "20", "--greedy"], 1, "non-finite"))
+    table.append(([score, cell, str(a)], 1, "is a directory"))
+    table.append(([score, cell, str(a / "missing.txt")], 1, "cannot read"))
+    table.append(([score, str(a / "missing.onnx"), corpus], 1, "missing.onnx"))
     # Checkpoints that lie, through every tool that reads one
     for name, words in (
         ("vocab-int", "vocab"), ("step-text", "step"), ("metrics-text", "metrics"),

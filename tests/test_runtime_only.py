@@ -27,6 +27,7 @@ COMMANDS = {
     "vrnn-export": "vrnn.export.cli",
     "vrnn-sample": "vrnn.export.sample_cli",
     "vrnn-run": "vrnn.runtime.cli",
+    "vrnn-score": "vrnn.runtime.score_cli",
 }
 
 
@@ -62,3 +63,5 @@ def test_torch_side_commands_name_the_extra_in_one_line(tmp_path: Path, trained:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.txt"]  # nothing written
     ran = run_without_torch(COMMANDS["vrnn-run"], str(trained["cell"]), "-n", "5", "--seed", "1")
     assert ran.returncode == 0 and len(ran.stdout) == 6, ran.stderr
+    scored = run_without_torch(COMMANDS["vrnn-score"], str(trained["cell"]), str(text.parent / "t.txt"), "-k", "1")
+    assert scored.returncode == 0 and "nats/char" in scored.stdout, scored.stderr

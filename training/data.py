@@ -13,12 +13,12 @@ import torch
 
 from vrnn.runtime.atomic import atomic_write
 from vrnn.runtime.errors import VrnnError
+from vrnn.runtime.schema import VALIDATION_FRACTION
 from vrnn.runtime.vocab import Vocabulary
 
 TINYSHAKESPEARE = "tinyshakespeare"
 TINYSHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 TINYSHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
-VALIDATION_FRACTION = 0.1  # the last 10% of the text, as nanoGPT's shakespeare_char
 MAX_CORPUS_BYTES = 2 * 1024**3
 
 

@@ -7,6 +7,7 @@
 
 export const CELL_FORMAT = "vrnn-cell";
 export const CELL_SCHEMA_VERSION = 2;
+export const WEIGHT_FORMATS = ["float32", "float16", "int8"]; // metadata vrnn.weights (absent: float32)
 export const INPUT_NAMES = ["prev_char", "h", "phi_z", "eps", "uniform", "temperature"];
 export const OUTPUT_NAMES = ["chars", "logits", "h_out", "phi_z_out"];
 export const FORCED_UNIFORM = 0.5;
@@ -123,7 +124,9 @@ export function parseCellMetadata(meta) {
   if (vocab.length !== config.vocab_size) throw new VrnnError("cell vocabulary and config disagree");
   const startChar = meta.get("vrnn.start_char");
   if (!vocab.includes(startChar)) throw new VrnnError("cell start character is not in its vocabulary");
-  return { config, vocab, startChar, source };
+  const weights = meta.get("vrnn.weights") ?? "float32"; // how the file stores its matrices; same interface
+  if (!WEIGHT_FORMATS.includes(weights)) throw new VrnnError(`cell stores its weights as ${weights}: upgrade`);
+  return { config, vocab, startChar, source, weights };
 }
 
 // --- noise ----------------------------------------------------------------------------------------------
@@ -296,8 +299,9 @@ export class VrnnCell {
     return cell;
   }
 
-  constructor(ort, session, { config, vocab, startChar, source }) {
+  constructor(ort, session, { config, vocab, startChar, source, weights }) {
     this.ort = ort;
+    this.weights = weights;
     this.session = session;
     this.config = config;
     this.vocab = vocab;

@@ -45,13 +45,16 @@ self.onmessage = async ({ data }) => {
       const seconds = (performance.now() - started) / 1000;
       self.postMessage({ type: "done", text: texts[0], chars: count, seconds, firstCharMs: first });
     } else if (data.type === "conformance") {
-      const { cell: fixtureCell } = await loadCell(data.cell);
       const cases = await (await fetch(data.cases)).json();
       const results = [];
-      for (const c of cases.cases) {
-        const texts = await fixtureCell.generate({ ...optionsOf(c), length: c.length, prime: c.prime, batch: c.batch,
-                                                   noise: new ArrayNoise(c.eps, c.uniform) });
-        results.push({ name: c.name, pass: JSON.stringify(texts) === JSON.stringify(c.expected) });
+      for (const [weights, file] of Object.entries(cases.cells)) { // one cell per weight format
+        const { cell: fixtureCell } = await loadCell(new URL(file, data.cases).href);
+        for (const c of cases.cases) {
+          const texts = await fixtureCell.generate({ ...optionsOf(c), length: c.length, prime: c.prime,
+                                                     batch: c.batch, noise: new ArrayNoise(c.eps, c.uniform) });
+          const pass = JSON.stringify(texts) === JSON.stringify(c.expected[weights]);
+          results.push({ name: `${c.name} (${weights})`, pass });
+        }
       }
       self.postMessage({ type: "conformance", results });
     }

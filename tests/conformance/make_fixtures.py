@@ -1,10 +1,12 @@
-"""Write the conformance fixtures of docs/cell-spec.md: a tiny cell, noise, options and the exact text.
+"""Write the conformance fixtures of docs/cell-spec.md: a tiny cell in each weight format, noise, options
+and the exact texts.
 
-    python tests/conformance/make_fixtures.py            # rewrite cell.onnx and cases.json here
+    python tests/conformance/make_fixtures.py            # rewrite the cells and cases.json here
     python tests/conformance/make_fixtures.py --check    # regenerate the texts from the committed files
 
-Any runtime (Python, JavaScript, a browser) that is given a case's noise must print the case's text
-byte for byte.  The noise of each case is drawn so that no choice is a near-tie (every decision margin
+Any runtime (Python, JavaScript, a browser) that is given a case's noise must print the case's text for
+each cell byte for byte (the float16 and int8 cells are the same model, so their texts may differ from
+the float32 cell's).  The noise of each case is drawn so that no choice is a near-tie (every decision margin
 above MIN_MARGIN): neither exp's last bit (math libraries differ) nor the float32 rounding of the logits
 (onnxruntime builds and versions differ) can flip a pick.  Training the tiny model needs the `train`
 extra; --check needs only the runtime.
@@ -25,7 +27,7 @@ from vrnn.runtime.loop import ArrayNoise, generate_ids, steps_per_call
 from vrnn.runtime.sampling import SamplingOptions, decision_margin
 
 HERE = Path(__file__).resolve().parent
-CELL = HERE / "cell.onnx"
+CELLS = {"float32": HERE / "cell.onnx", "float16": HERE / "cell-float16.onnx", "int8": HERE / "cell-int8.onnx"}
 CASES = HERE / "cases.json"
 MIN_MARGIN = 1e-4  # well above float32 rounding of the logits: other onnxruntime builds and versions agree
 TEXT = (
@@ -77,9 +79,10 @@ def run_case(cell: OnnxCell, case: dict) -> tuple[list[str], float]:
     return [prime + cell.vocab.decode(row) for row in rows], min(margins)
 
 
-def make_case(cell: OnnxCell, name: str, spec: tuple[dict, str, int, int], seed: int) -> dict:
+def make_case(cells: dict[str, OnnxCell], name: str, spec: tuple[dict, str, int, int], seed: int) -> dict:
+    """A case whose noise leaves every cell's every decision clear of a near-tie, with each cell's texts."""
     options, prime, length, batch = spec
-    latent = cell.config.latent_size
+    latent = cells["float32"].config.latent_size
     rng = np.random.default_rng(seed)
     for _ in range(1000):
         case = {
@@ -94,14 +97,15 @@ def make_case(cell: OnnxCell, name: str, spec: tuple[dict, str, int, int], seed:
             "eps": [float(str(x)) for x in rng.standard_normal((len(prime) + length) * batch * latent, np.float32)],
             "uniform": rng.random(length * batch).tolist(),
         }
-        texts, margin = run_case(cell, case)
-        if margin > MIN_MARGIN:
-            case["expected"] = texts
+        runs = {weights: run_case(cell, case) for weights, cell in cells.items()}
+        if min(margin for _, margin in runs.values()) > MIN_MARGIN:
+            case["expected"] = {weights: texts for weights, (texts, _) in runs.items()}
             return case
     raise RuntimeError(f"{name}: no noise without near-ties in 1000 draws")
 
 
-def train_cell(target: Path) -> None:
+def train_cells() -> None:
+    """Train the tiny model and export it in every weight format (CELLS)."""
     from vrnn.export.cli import export_cell
     from vrnn.training.cli import main as train_main
 
@@ -110,7 +114,8 @@ def train_cell(target: Path) -> None:
         corpus.write_text(TEXT, encoding="utf-8")
         train_main([str(corpus), "-o", str(ckpt), "--preset", "tiny", "--steps", "150", "--seq-len", "32",
                     "--threads", "1", "--quiet", "--seed", "7"], standalone_mode=False)  # fmt: skip
-        export_cell(str(ckpt), str(target))
+        for weights, target in CELLS.items():
+            export_cell(str(ckpt), str(target), weights=weights)
 
 
 def main() -> int:
@@ -118,23 +123,26 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="regenerate the texts and compare; write nothing")
     args = parser.parse_args()
     if args.check:
-        cell = OnnxCell(CELL)
-        wrong = [c["name"] for c in json.loads(CASES.read_text())["cases"] if run_case(cell, c)[0] != c["expected"]]
+        cells = {weights: OnnxCell(path) for weights, path in CELLS.items()}
+        wrong = [f"{c['name']} ({weights})" for c in json.loads(CASES.read_text())["cases"]
+                 for weights, cell in cells.items() if run_case(cell, c)[0] != c["expected"][weights]]  # fmt: skip
         print("all cases reproduce" if not wrong else f"cases that differ: {wrong}")
         return 1 if wrong else 0
-    train_cell(CELL)
-    cell = OnnxCell(CELL)
-    cases = [make_case(cell, name, spec, seed) for seed, (name, spec) in enumerate(CASES_SPEC.items())]
+    train_cells()
+    cells = {weights: OnnxCell(path) for weights, path in CELLS.items()}
+    cases = [make_case(cells, name, spec, seed) for seed, (name, spec) in enumerate(CASES_SPEC.items())]
     document = {
         "about": "Conformance cases of docs/cell-spec.md (schema 2). eps: float32 values in C order "
-        "[prime + length, batch, latent]; uniform: float64 in C order [length, batch]; expected: one text per "
-        "sample, the prime followed by the sampled characters (no trailing newline).",
-        "cell": CELL.name,
+        "[prime + length, batch, latent]; uniform: float64 in C order [length, batch]; expected: per weight "
+        "format (the cells below, one model), one text per sample, the prime followed by the sampled "
+        "characters (no trailing newline).",
+        "cells": {weights: path.name for weights, path in CELLS.items()},
         "min_margin": MIN_MARGIN,
         "cases": cases,
     }
     CASES.write_text(json.dumps(document, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    print(f"wrote {CELL} ({CELL.stat().st_size} bytes) and {len(cases)} cases to {CASES}")
+    sizes = ", ".join(f"{path.name} ({path.stat().st_size} bytes)" for path in CELLS.values())
+    print(f"wrote {sizes} and {len(cases)} cases to {CASES}")
     return 0
 
 

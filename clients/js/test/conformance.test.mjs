@@ -7,8 +7,9 @@ import * as ort from "onnxruntime-node";
 import { ArrayNoise, VrnnCell, VrnnError, readMetadata, parseCellMetadata } from "../vrnn.mjs";
 
 const fixtures = new URL("../../../tests/conformance/", import.meta.url);
-const cellBytes = readFileSync(fileURLToPath(new URL("cell.onnx", fixtures)));
 const document = JSON.parse(readFileSync(fileURLToPath(new URL("cases.json", fixtures)), "utf-8"));
+const cellFile = (weights) => readFileSync(fileURLToPath(new URL(document.cells[weights], fixtures)));
+const cellBytes = cellFile("float32");
 const bundled = readFileSync(fileURLToPath(new URL("../../../runtime/bundled-cell/shakespeare.onnx", import.meta.url)));
 
 function optionsOf(c) {
@@ -24,13 +25,17 @@ function optionsOf(c) {
 
 const cell = await VrnnCell.load(ort, cellBytes);
 
-for (const c of document.cases) {
-  test(`conformance: ${c.name}`, async () => {
-    const texts = await cell.generate({
-      ...optionsOf(c), length: c.length, prime: c.prime, batch: c.batch, noise: new ArrayNoise(c.eps, c.uniform),
+for (const weights of Object.keys(document.cells)) {
+  const variant = await VrnnCell.load(ort, cellFile(weights));
+  for (const c of document.cases) {
+    test(`conformance (${weights}): ${c.name}`, async () => {
+      assert.equal(variant.weights, weights);
+      const texts = await variant.generate({
+        ...optionsOf(c), length: c.length, prime: c.prime, batch: c.batch, noise: new ArrayNoise(c.eps, c.uniform),
+      });
+      assert.deepEqual(texts, c.expected[weights]);
     });
-    assert.deepEqual(texts, c.expected);
-  });
+  }
 }
 
 test("streaming sees every character once, in order", async () => {
