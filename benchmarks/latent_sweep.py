@@ -48,6 +48,8 @@ VARIANTS: dict[str, list[str]] = {
     "smoothing-z8-freebits0.0125-backward256": (
         ["--posterior", "smoothing", "--latent-size", "8", "--free-bits", "0.0125", "--backward-size", "256"]
     ),
+    # The same without free bits, all 32 dimensions: what the smoothing posterior alone does at this size.
+    "smoothing-backward256": ["--posterior", "smoothing", "--backward-size", "256"],
 }
 
 

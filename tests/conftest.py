@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+# Token files and downloads go to a cache of the test session's own, never the user's ~/.cache/vrnn
+# (commands run by the tests inherit it).
+os.environ["VRNN_CACHE"] = tempfile.mkdtemp(prefix="vrnn-test-cache-")
 
 # A few hundred characters with structure worth learning (speaker lines, repeated words).
 TINY_TEXT = (

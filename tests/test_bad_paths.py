@@ -77,7 +77,7 @@ def cases(a: Path) -> list[tuple[str, list[str], str]]:
     return [
         # vrnn-train: the corpus, the checkpoint path
         ("vrnn-train", [str(missing), "-o", str(out / "t.pt"), *tiny], "corpus not found"),
-        ("vrnn-train", [str(directory), "-o", str(out / "t.pt"), *tiny], "corpus is a directory"),
+        ("vrnn-train", [str(directory), "-o", str(out / "t.pt"), *tiny], "corpus directory has no files"),
         ("vrnn-train", [str(a / "locked-corpus.txt"), "-o", str(out / "t.pt"), *tiny], "permission denied"),
         ("vrnn-train", [str(corpus), "-o", str(no_dir / "t.pt"), *tiny], "output directory does not exist"),
         ("vrnn-train", [str(corpus), "-o", str(readonly / "t.pt"), *tiny], "output directory is not writable"),

@@ -19,9 +19,9 @@ COMMON = ["--preset", "tiny", "--seq-len", "16", "--steps", "20", "--eval-every"
 RELATIVE_TOLERANCE = 1e-4  # float sums in another order (two local means, then an all-reduce)
 
 
-def torchrun(nproc: int, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+def torchrun(nproc: int, *args: str, timeout: float = 240, cache: Path | None = None) -> subprocess.CompletedProcess:
     """`torchrun --standalone --nproc-per-node=N vrnn-train ...` with one thread per process."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **({"VRNN_CACHE": str(cache)} if cache else {})}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
                bin_path("vrnn-train"), *args]  # fmt: skip
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
@@ -86,3 +86,15 @@ def test_a_failing_rank_ends_the_run_with_a_message(tiny_corpus: Path, tmp_path:
     assert proc.returncode != 0
     assert "--batch-size must be at least 1" in proc.stderr
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_the_ranks_build_one_token_file_and_share_it(tmp_path: Path, tiny_corpus: Path) -> None:
+    """Both ranks start on a corpus no token file exists for: one builds it while the other waits, and
+    both train from the same file."""
+    corpus = tmp_path / "fresh.txt"
+    corpus.write_text(tiny_corpus.read_text(encoding="utf-8") * 2, encoding="utf-8")
+    cache = tmp_path / "cache"
+    run = torchrun(2, str(corpus), "-o", str(tmp_path / "m.pt"), "--batch-size", "4", *COMMON, cache=cache)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert len(list((cache / "tokens").glob("*.tokens"))) == 1
+    assert len(list((cache / "tokens").glob("sources-*.json"))) == 1

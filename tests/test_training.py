@@ -38,7 +38,7 @@ def test_tiny_corpus_is_overfit(tmp_path: Path, tiny_corpus: Path) -> None:
     payload = load_checkpoint(ckpt)
     model, vocab = model_from_checkpoint(payload)
     corpus = Corpus.from_text(TINY_TEXT, "tiny", "", vocab)
-    score = evaluate(model, corpus.train, seq_len=48, batch_size=16)
+    score = evaluate(model, corpus.ids(corpus.train), seq_len=48, batch_size=16)
     assert score.elbo < 1.0, score
     assert score.bpc == pytest.approx(score.elbo / LN2)
 

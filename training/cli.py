@@ -24,10 +24,11 @@ TRAIN_OPTIONS = (
     "dropout",
     "weight_decay",
     "eval_every",
+    "val_chars",
     "seed",
 )
 # Options that may change when a run is resumed; the rest would make it a different run.
-RESUMABLE_OPTIONS = ("steps", "eval_every")
+RESUMABLE_OPTIONS = ("steps", "eval_every", "val_chars")
 
 
 def build_configs(preset: str, vocab_size: int, overrides: dict[str, Any]) -> tuple[ModelConfig, TrainConfig]:
@@ -51,7 +52,7 @@ def build_configs(preset: str, vocab_size: int, overrides: dict[str, Any]) -> tu
 
 @click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, "--version", message="%(prog)s %(version)s")
-@click.argument("corpus")
+@click.argument("corpus", nargs=-1, required=True)
 @click.option(
     "-o", "--out", type=click.Path(readable=False), required=True, help="Checkpoint to write (and to --resume from)."
 )
@@ -107,6 +108,12 @@ def build_configs(preset: str, vocab_size: int, overrides: dict[str, Any]) -> tu
     "--weight-decay", type=float, help="Decoupled (AdamW) weight decay of weight matrices and embedding (0: off)."
 )
 @click.option("--eval-every", type=int, help="Validate, checkpoint and plot every N steps.")
+@click.option(
+    "--val-chars",
+    type=int,
+    help="Score at most N validation characters per validation, in 16 stretches spread over the split "
+    "(0: all of it).  [default: 1,000,000]",
+)
 @click.option("--seed", type=int, help="Seed of initialisation, window sampling and latent noise.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--threads", type=int, default=None, help="Torch CPU threads.  [default: all cores]")
@@ -120,7 +127,7 @@ def build_configs(preset: str, vocab_size: int, overrides: dict[str, Any]) -> tu
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar; one log line per validation.")
 @cli_errors
 def main(
-    corpus: str,
+    corpus: tuple[str, ...],
     out: str,
     preset: str | None,
     device: str,
@@ -131,14 +138,17 @@ def main(
     quiet: bool,
     **options: Any,
 ) -> None:
-    """Train a VRNN on CORPUS, a UTF-8 text file (or 'tinyshakespeare', downloaded once and checked).
+    """Train a VRNN on CORPUS: a UTF-8 text file (or 'tinyshakespeare', downloaded once and checked), or
+    several files, directories or glob patterns, concatenated in sorted path order with a newline between
+    two files.
 
-    The vocabulary is the corpus's sorted set of characters; the last 10% of the
-    text is the validation split and training windows are drawn at random from the
-    first 90%.  Every --eval-every steps the validation score is computed: the
-    negative ELBO (cross-entropy + KL, one posterior sample, noise seeded so the
-    score is deterministic) over the whole validation split cut into consecutive
-    --seq-len windows with the state reset per window, in nats/char and bits/char.
+    The first use encodes the corpus once into a token file in the cache ($VRNN_CACHE/tokens), which later
+    runs memory-map: a corpus need not fit in memory.  The vocabulary is the corpus's sorted set of
+    characters; the last 10% of the text is the validation split and training windows are drawn at random
+    from the first 90%.  Every --eval-every steps the validation score is computed: the negative ELBO
+    (cross-entropy + KL, one posterior sample, noise seeded so the score is deterministic) over the
+    validation split (at most --val-chars of it) cut into consecutive --seq-len windows with the state
+    reset per window, in nats/char and bits/char.
 
     Writes OUT (the resumable checkpoint), OUT.best.pt (weights with the best
     validation score), OUT.metrics.jsonl and OUT.png (loss curves) beside it.

@@ -9,17 +9,23 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from vrnn.runtime.atomic import atomic_write
 from vrnn.runtime.errors import VrnnError
 from vrnn.runtime.schema import VALIDATION_FRACTION
 from vrnn.runtime.vocab import Vocabulary
+from vrnn.training.tokens import TokenFile
 
 TINYSHAKESPEARE = "tinyshakespeare"
 TINYSHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 TINYSHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
-MAX_CORPUS_BYTES = 2 * 1024**3
+MAX_CORPUS_BYTES = 2 * 1024**3  # of a corpus read into memory (vrnn-eval, downloads); training memory-maps
+# vrnn-train's default --val-chars: a validation scores at most about this many characters (all of a smaller
+# split), in VALIDATION_PIECES stretches spread over the split.
+DEFAULT_VAL_CHARS = 1_000_000
+VALIDATION_PIECES = 16
 
 
 def cache_dir() -> Path:
@@ -86,21 +92,33 @@ def read_corpus(source: str) -> tuple[str, str]:
 
 @dataclass
 class Corpus:
-    """A text as token ids, with its vocabulary and the 90/10 train/validation split."""
+    """A text as token ids, with its vocabulary and the 90/10 train/validation split.
+
+    The ids are numpy arrays: in memory (`from_text`), or a read-only memory map of a token file
+    (`from_tokens`, vrnn.training.tokens), which windows are read from without loading the corpus."""
 
     vocab: Vocabulary
-    train: torch.Tensor  # int64 [N_train]
-    val: torch.Tensor  # int64 [N_val]
+    train: np.ndarray  # [N_train] integer ids
+    val: np.ndarray  # [N_val]
     sha256: str
     name: str
 
     @classmethod
     def from_text(cls, text: str, name: str, sha256: str, vocab: Vocabulary | None = None) -> Corpus:
-        """Encode `text` (with its own vocabulary unless one is given) and split it."""
+        """Encode `text` in memory (with its own vocabulary unless one is given) and split it."""
         vocab = vocab or Vocabulary.from_text(text)
-        ids = torch.from_numpy(vocab.encode(text, what=f"corpus {name}"))
+        ids = vocab.encode(text, what=f"corpus {name}")
         split = int(len(ids) * (1 - VALIDATION_FRACTION))
         return cls(vocab, ids[:split], ids[split:], sha256, name)
+
+    @classmethod
+    def from_tokens(cls, tokens: TokenFile, name: str) -> Corpus:
+        """A prepared token file, read through its memory map."""
+        return cls(tokens.vocab, tokens.train, tokens.val, tokens.sha256, name)
+
+    def ids(self, array: np.ndarray) -> torch.Tensor:
+        """Ids read from the corpus as an int64 tensor."""
+        return torch.from_numpy(np.asarray(array, dtype=np.int64))
 
     def check_window(self, seq_len: int) -> None:
         """Refuse a corpus whose splits cannot hold one window of seq_len + 1 characters."""
@@ -113,10 +131,24 @@ class Corpus:
             )
 
 
-def sample_windows(ids: torch.Tensor, batch: int, seq_len: int, generator: torch.Generator) -> torch.Tensor:
-    """`batch` random windows of seq_len + 1 consecutive ids ([B, T+1]): a context character and T targets."""
-    starts = torch.randint(0, len(ids) - seq_len, (batch,), generator=generator)
-    return torch.stack([ids[s : s + seq_len + 1] for s in starts.tolist()])
+def sample_windows(corpus: Corpus, batch: int, seq_len: int, generator: torch.Generator) -> torch.Tensor:
+    """`batch` random windows of seq_len + 1 consecutive ids of the training split ([B, T+1], int64): a context
+    character and T targets.  Only the windows are read (a memory-mapped corpus stays on disk)."""
+    ids = corpus.train
+    starts = torch.randint(0, len(ids) - seq_len, (batch,), generator=generator).numpy()
+    return corpus.ids(ids[starts[:, None] + np.arange(seq_len + 1)])
+
+
+def validation_subset(corpus: Corpus, val_chars: int, pieces: int = VALIDATION_PIECES) -> list[torch.Tensor]:
+    """The validation split, or, when it is longer than `val_chars` (> 0), `pieces` stretches of about
+    val_chars / pieces characters spread evenly over it: the same ones at every validation, so a validation
+    costs the same on any corpus.  Each stretch's first id is context (as in validation_windows)."""
+    val = corpus.val
+    if not val_chars or len(val) <= val_chars + 1:
+        return [corpus.ids(val)]
+    length = max(2, val_chars // pieces + 1)
+    starts = np.linspace(0, len(val) - length, pieces).astype(np.int64)
+    return [corpus.ids(val[s : s + length]) for s in starts]
 
 
 def validation_windows(ids: torch.Tensor, seq_len: int) -> list[torch.Tensor]:

@@ -95,22 +95,29 @@ class TextScore:
 
 @torch.no_grad()
 def score_text(
-    model: VRNN, ids: torch.Tensor, window: int, samples: int = 1, batch_size: int = 64, seed: int = 0
+    model: VRNN,
+    ids: torch.Tensor | list[torch.Tensor],
+    window: int,
+    samples: int = 1,
+    batch_size: int = 64,
+    seed: int = 0,
 ) -> TextScore:
-    """Score ids[1:] given ids[0] as described in the module docstring.
+    """Score ids[1:] given ids[0] as described in the module docstring; `ids` may also be a list of such
+    stretches (a validation subset, data.validation_subset), scored as if one followed the other.
 
     `batch_size` counts latent trajectories per forward pass (windows x samples).
     The encoder noise comes from a CPU generator seeded with `seed`, so a score is
     reproducible; the model may live on any device.
     """
-    if len(ids) < 2:
+    pieces = ids if isinstance(ids, list) else [ids]
+    if not pieces or any(len(piece) < 2 for piece in pieces):
         raise ValueError("need at least one character to score after the context character")
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     z_size = model.config.latent_size
     generator = torch.Generator().manual_seed(seed)
-    windows = validation_windows(ids, window)
+    windows = [w for piece in pieces for w in validation_windows(piece, window)]
     per_pass = max(1, batch_size // samples)
     # Windows of equal length batch together; the (shorter) last one goes alone, keeping text order.
     groups: list[list[torch.Tensor]] = []
@@ -151,7 +158,7 @@ def score_text(
         char_kl.append(kl.mean(1).reshape(-1).numpy())
 
     model.train(was_training)
-    chars = len(ids) - 1
+    chars = sum(len(piece) - 1 for piece in pieces)
     mean = mean_sum / positions
     variance = (square_sum / positions - mean**2).clamp(min=0.0)
     return TextScore(
@@ -194,7 +201,9 @@ class Evaluation:
         return self.elbo / LN2
 
 
-def evaluate(model: VRNN, ids: torch.Tensor, seq_len: int, batch_size: int, seed: int = 0) -> Evaluation:
+def evaluate(
+    model: VRNN, ids: torch.Tensor | list[torch.Tensor], seq_len: int, batch_size: int, seed: int = 0
+) -> Evaluation:
     """Single-sample negative ELBO over `ids`: consecutive windows of seq_len (state reset per window).
 
     Every character after the first is predicted once, given the preceding

@@ -22,9 +22,10 @@ from vrnn.runtime.schema import ModelConfig
 from vrnn.runtime.vocab import Vocabulary, describe_chars
 from vrnn.training.cli import MODEL_OPTIONS, RESUMABLE_OPTIONS, TRAIN_OPTIONS, build_configs
 from vrnn.training.config import PRESETS, TrainConfig
-from vrnn.training.data import Corpus, read_corpus
+from vrnn.training.data import TINYSHAKESPEARE, Corpus, fetch_tinyshakespeare
 from vrnn.training.distributed import Distribution, init_distribution, shutdown_distribution
 from vrnn.training.run_lock import exclusive_run
+from vrnn.training.tokens import TokenFile, corpus_files, prepare_tokens
 from vrnn.training.torch_settings import set_torch_threads
 from vrnn.training.trainer import OutputPaths, Trainer, estimate_training_bytes, resolve_device
 
@@ -38,7 +39,7 @@ def _silent(message: str) -> None:
 
 
 def train_from_cli(
-    corpus: str,
+    corpus: str | tuple[str, ...],
     out: str,
     preset: str | None,
     device: str,
@@ -52,16 +53,22 @@ def train_from_cli(
     paths = OutputPaths(Path(out))
     for output in paths.named().values():
         check_writable_destination(output, files_only=True)
-    refuse_overwriting_inputs(paths.named(), {"CORPUS": corpus})
-    text, sha = read_corpus(corpus)
+    specs = [corpus] if isinstance(corpus, str) else list(corpus)
+    if specs == [TINYSHAKESPEARE] and not Path(TINYSHAKESPEARE).exists():
+        specs = [str(fetch_tinyshakespeare())]
+    files = corpus_files(specs)
+    refuse_overwriting_inputs(paths.named(), {f"CORPUS file {f}": str(f) for f in files})
+    # Every rank of a torchrun prepares: the first to take the cache's lock builds the token file, the
+    # others wait for it and map the same file.
+    tokens = prepare_tokens(files)
+    name = Path(specs[0]).name if len(specs) == 1 else f"{Path(specs[0]).name} and {len(specs) - 1} more"
     distribution, torch_device = init_distribution(resolve_device(device))
     try:
         # Rank 0 writes every file, so it alone takes the lock; its peers follow it.
         with exclusive_run(paths.checkpoint) if distribution.is_main else contextlib.nullcontext():
             if distribution.is_main:
                 paths.remove_stale_temp_files()
-            _train(corpus, text, sha, paths, preset, flags, quiet, distribution,
-                   torch_device, options)  # fmt: skip
+            _train(name, tokens, paths, preset, flags, quiet, distribution, torch_device, options)
     except BaseException:
         shutdown_distribution(wait_for_peers=False)
         raise
@@ -70,8 +77,7 @@ def train_from_cli(
 
 def _train(
     corpus: str,
-    text: str,
-    sha: str,
+    tokens: TokenFile,
     paths: OutputPaths,
     preset: str | None,
     flags: tuple[bool, bool, bool],
@@ -106,7 +112,7 @@ def _train(
             was = f"was trained with --preset {recorded}" if recorded else "does not record a preset"
             raise UsageError(f"--preset {preset} cannot change when resuming (the checkpoint {was}): drop --preset")
         vocab = Vocabulary(payload["vocab"])
-        found = Vocabulary.from_text(text)
+        found = tokens.vocab
         if found != vocab:
             extra, missing = set(found.chars) - set(vocab.chars), set(vocab.chars) - set(found.chars)
             detail = f"new characters {describe_chars(extra)}" if extra else f"lacks {describe_chars(missing)}"
@@ -114,7 +120,7 @@ def _train(
                 f"{corpus} does not have the checkpoint's vocabulary ({detail}): resume with the same corpus"
             )
         trained_on = (payload.get("corpus") or {}).get("sha256")
-        if trained_on and trained_on != sha and not allow_corpus_change:
+        if trained_on and trained_on != tokens.sha256 and not allow_corpus_change:
             raise VrnnError(
                 f"{corpus} is not the text {paths.checkpoint} was trained on (its sha256 differs): resume with "
                 "the same corpus, or pass --allow-corpus-change to continue training on this one"
@@ -126,7 +132,7 @@ def _train(
     else:
         if paths.checkpoint.exists() and not force:
             raise UsageError(f"{paths.checkpoint} exists: pass --resume to continue it or --force to overwrite it")
-        vocab = Vocabulary.from_text(text)
+        vocab = tokens.vocab
         preset = preset or "default"
         if options.get("batch_size") is None:
             options["batch_size"] = PRESETS[preset][1].get("batch_size", TrainConfig.batch_size)
@@ -144,8 +150,11 @@ def _train(
         f"{train_config.seq_len} characters",
         "reduce --batch-size, --seq-len or the model's sizes",
     )
-    data = Corpus.from_text(text, Path(corpus).name, sha, vocab)
+    data = Corpus.from_tokens(tokens, corpus)
     data.check_window(train_config.seq_len)
+    if tokens.built_s is not None and not quiet:
+        log(f"prepared the token file {tokens.path} ({len(tokens.ids):,} characters) in {tokens.built_s:.1f} s; "
+            "later runs map it")  # fmt: skip
     trainer = Trainer(data, model_config, train_config, paths, torch_device, log, payload, distribution)
     if not quiet:
         processes = f", {distribution.world_size} processes" if distribution.enabled else ""

@@ -26,7 +26,7 @@ from vrnn.runtime.errors import EXIT_INTERRUPTED, STOP_SIGNALS, VrnnError, handl
 from vrnn.runtime.schema import DEFAULT_START_CHAR, ModelConfig
 from vrnn.training.allocator import keep_freed_memory
 from vrnn.training.config import TrainConfig
-from vrnn.training.data import Corpus, sample_windows
+from vrnn.training.data import Corpus, sample_windows, validation_subset
 from vrnn.training.distributed import Distribution
 from vrnn.training.evaluation import Evaluation, evaluate
 from vrnn.training.objective import kl_weight, training_loss
@@ -228,11 +228,9 @@ class Trainer:
 
     # --- validation -----------------------------------------------------------
     def validate(self) -> Evaluation:
-        """Negative ELBO on the validation split (or its first eval_chars characters)."""
-        ids = self.corpus.val
-        if self.tc.eval_chars:
-            ids = ids[: self.tc.eval_chars + 1]
-        return evaluate(self.model, ids, self.tc.seq_len, self.tc.batch_size, seed=0)
+        """Negative ELBO on the validation split (at most val_chars of it: data.validation_subset)."""
+        pieces = validation_subset(self.corpus, self.tc.val_chars)
+        return evaluate(self.model, pieces, self.tc.seq_len, self.tc.batch_size, seed=0)
 
     def _record(self, train_stats: dict[str, float], elapsed: float, chars_per_s: float) -> dict[str, Any]:
         result = self.validate()
@@ -272,7 +270,7 @@ class Trainer:
             group["lr"] = learning_rate(self.step, tc)
         # The whole global batch is drawn on every process, which keeps its slice (see distributed.py).
         mine = self.distribution.local_slice(tc.batch_size)
-        tokens = sample_windows(self.corpus.train, tc.batch_size, tc.seq_len, self.data_rng)[mine].to(self.device)
+        tokens = sample_windows(self.corpus, tc.batch_size, tc.seq_len, self.data_rng)[mine].to(self.device)
         eps = torch.randn((tc.seq_len, tc.batch_size, z), generator=self.noise_rng, device=self.device)[:, mine]
         mask = None
         if tc.dropout > 0:

@@ -1,0 +1,282 @@
+"""Token files: a corpus encoded once, streaming, into a compact file of ids that every later run memory-maps.
+
+A corpus is one UTF-8 file, or several (a directory's files, several paths, a glob): its *documents*,
+concatenated in sorted path order with DOCUMENT_SEPARATOR between two documents (a single file is taken
+exactly as it is).  The validation split is the last VALIDATION_FRACTION of the whole concatenation, as for a
+single file.
+
+The first use reads the corpus twice in chunks of CHUNK_BYTES (bounded memory whatever its size):
+    1. check and count: UTF-8 decoded incrementally (a character split across two chunks is decoded whole),
+       NUL bytes and bad UTF-8 refused with the file and byte offset, the sha256 of the concatenation, and
+       how often each character occurs (the vocabulary: the distinct characters in code-point order);
+    2. encode: each chunk's characters become ids (uint8 when the vocabulary has at most 256 characters,
+       uint16 otherwise) appended to `<sha256>.tokens`, described by `<sha256>.json` (format, version,
+       vocabulary, counts, sizes, split point, the sources).
+Both are written atomically into the cache ($VRNN_CACHE/tokens, see data.cache_dir), named by content, so
+the same text at two paths shares one file.  A small `sources-<key>.json`, keyed by the sources' paths,
+sizes and modification times, finds it again without reading the corpus: a later run only stats the files.
+A changed source (size or time) is read again; an unreadable, truncated or foreign token file is rebuilt.
+An exclusive lock on the cache serialises builders: the ranks of a torchrun (or two runs) starting on the
+same corpus build it once; the others wait, then map the same file.
+"""
+
+from __future__ import annotations
+
+import codecs
+import fcntl
+import glob
+import hashlib
+import json
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vrnn.runtime.atomic import atomic_write
+from vrnn.runtime.errors import VrnnError
+from vrnn.runtime.schema import VALIDATION_FRACTION
+from vrnn.runtime.vocab import Vocabulary
+
+TOKEN_FORMAT = "vrnn-tokens"
+TOKEN_VERSION = 1
+CHUNK_BYTES = 1 << 24  # 16 MiB read at a time: a few times that in memory while encoding
+DOCUMENT_SEPARATOR = "\n"  # between two documents of a multi-file corpus (a single file is unchanged)
+MAX_CODE_POINT = 0x10FFFF
+
+
+@dataclass(frozen=True)
+class Source:
+    """One document of a corpus, as found on disk when the corpus was prepared."""
+
+    path: str  # absolute
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, path: Path) -> Source:
+        stat = path.stat()
+        return cls(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+def corpus_files(spec: str | Sequence[str]) -> list[Path]:
+    """The documents of CORPUS arguments: each a file, a directory (every file below it, hidden ones
+    skipped) or a glob pattern; sorted by path, each once."""
+    found: set[Path] = set()
+    for item in [spec] if isinstance(spec, str) else list(spec):
+        path = Path(item)
+        if path.is_dir():
+            below = [p for p in path.rglob("*") if p.is_file() and not _hidden(p.relative_to(path))]
+            if not below:
+                raise VrnnError(f"corpus directory has no files: {path}")
+            found.update(below)
+        elif path.exists():
+            found.add(path)
+        elif any(c in item for c in "*?["):
+            matches = [Path(m) for m in glob.glob(item, recursive=True) if Path(m).is_file()]
+            if not matches:
+                raise VrnnError(f"corpus pattern matches no file: {item}")
+            found.update(matches)
+        else:
+            raise VrnnError(f"corpus not found: {path}")
+    return sorted(found, key=lambda p: str(p.resolve()))
+
+
+def _hidden(relative: Path) -> bool:
+    return any(part.startswith(".") for part in relative.parts)
+
+
+@dataclass
+class TokenFile:
+    """A prepared corpus: its ids memory-mapped (read-only) and what the token file's JSON says."""
+
+    ids: np.ndarray  # uint8 or uint16 [N], a read-only memory map
+    vocab: Vocabulary
+    sha256: str  # of the concatenated text's UTF-8 bytes (a single file: of the file)
+    split: int  # ids[:split] is the training split, ids[split:] the validation split
+    meta: dict[str, Any]
+    path: Path
+    built_s: float | None = None  # seconds this process spent building it; None when it was reused
+
+    @property
+    def train(self) -> np.ndarray:
+        return self.ids[: self.split]
+
+    @property
+    def val(self) -> np.ndarray:
+        return self.ids[self.split :]
+
+
+def token_cache(cache: Path | None = None) -> Path:
+    """Where token files live: `cache`, else $VRNN_CACHE/tokens (data.cache_dir)."""
+    if cache is not None:
+        return cache
+    from vrnn.training.data import cache_dir  # data imports torch; the tokens need only numpy
+
+    return cache_dir() / "tokens"
+
+
+def prepare_tokens(
+    spec: str | Sequence[str],
+    cache: Path | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> TokenFile:
+    """The token file of a corpus, built on first use (see the module's docstring) and memory-mapped;
+    its `built_s` says how long this call took to build it (None: it was there)."""
+    files = corpus_files(spec)
+    sources = [Source.of(p) for p in files]
+    root = token_cache(cache)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        lock = open(root / ".lock", "a+")  # noqa: SIM115 (held until the end of the function)
+    except OSError as exc:
+        raise VrnnError(f"cannot use the token cache {root}: {exc.strerror or exc}") from None
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed, or when the process dies
+        index = root / f"sources-{_sources_key(sources)}.json"
+        known = _read_json(index)
+        if known and known.get("sources") == [s.__dict__ for s in sources]:
+            opened = _open(root, str(known.get("sha256", "")))
+            if opened is not None:
+                return opened
+        started = time.perf_counter()
+        sha, counts = _scan(files, chunk_bytes)
+        opened = _open(root, sha)  # the same text under another name or time
+        if opened is None:
+            _encode(files, sha, counts, sources, root, chunk_bytes)
+            opened = _open(root, sha)
+            if opened is None:
+                raise VrnnError(f"the token file just written in {root} cannot be read back")
+        with atomic_write(index, "w") as handle:
+            json.dump({"sha256": sha, "sources": [s.__dict__ for s in sources]}, handle)
+        opened.built_s = time.perf_counter() - started
+        return opened
+
+
+def _sources_key(sources: list[Source]) -> str:
+    return hashlib.sha256(json.dumps([s.__dict__ for s in sources]).encode()).hexdigest()[:32]
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _open(root: Path, sha: str) -> TokenFile | None:
+    """The token file named `sha`, or None if it is missing, truncated or not a token file (then rebuilt)."""
+    if not sha or any(c not in "0123456789abcdef" for c in sha):
+        return None
+    meta = _read_json(root / f"{sha}.json")
+    tokens = root / f"{sha}.tokens"
+    try:
+        if not meta or meta.get("format") != TOKEN_FORMAT or meta.get("version") != TOKEN_VERSION:
+            return None
+        vocab = Vocabulary(meta["vocab"])
+        dtype = np.dtype(meta["dtype"])
+        count, split = int(meta["count"]), int(meta["split"])
+        if dtype not in (np.uint8, np.uint16) or len(vocab) > np.iinfo(dtype).max + 1 or not 0 < split < count:
+            return None
+        if meta["sha256"] != sha or tokens.stat().st_size != count * dtype.itemsize:
+            return None
+    except (KeyError, TypeError, ValueError, OSError, VrnnError):
+        return None
+    ids = np.memmap(tokens, dtype=dtype, mode="r", shape=(count,))
+    return TokenFile(ids, vocab, sha, split, meta, tokens)
+
+
+def _documents(files: list[Path], chunk_bytes: int) -> Iterator[tuple[Path, int, bytes, bool]]:
+    """(file, offset, chunk, last chunk of the file) over every file in order; refuses what cannot be read."""
+    for path in files:
+        try:
+            with open(path, "rb") as handle:
+                offset, chunk = 0, handle.read(chunk_bytes)
+                if not chunk:
+                    raise VrnnError(f"corpus file is empty: {path}")
+                while chunk:
+                    following = handle.read(chunk_bytes)
+                    yield path, offset, chunk, not following
+                    offset += len(chunk)
+                    chunk = following
+        except PermissionError:
+            raise VrnnError(f"corpus cannot be read (permission denied): {path}") from None
+        except IsADirectoryError:
+            raise VrnnError(f"corpus is a directory, not a file: {path}") from None
+        except OSError as exc:
+            raise VrnnError(f"corpus cannot be read: {path}: {exc.strerror or exc}") from None
+
+
+def _code_points(files: list[Path], chunk_bytes: int, check: bool) -> Iterator[tuple[bytes, np.ndarray]]:
+    """The concatenated corpus chunk by chunk: (its UTF-8 bytes, its characters' code points).  With
+    `check`, refuses NUL bytes and bad UTF-8, naming the file and the byte offset."""
+    separator = DOCUMENT_SEPARATOR.encode()
+    for number, path in enumerate(files):
+        if number:
+            yield separator, np.frombuffer(separator, np.uint8)
+        decoder = codecs.getincrementaldecoder("utf-8")("strict")
+        for _, offset, chunk, last in _documents([path], chunk_bytes):
+            if check and b"\x00" in chunk:
+                at = offset + chunk.index(b"\x00")
+                raise VrnnError(f"corpus looks binary (a NUL byte at offset {at}), not text: {path}")
+            if chunk.isascii() and not decoder.getstate()[0]:
+                yield chunk, np.frombuffer(chunk, np.uint8)  # ASCII: the bytes are the code points
+                continue
+            pending = len(decoder.getstate()[0])
+            try:
+                text = decoder.decode(chunk, final=last)
+            except UnicodeDecodeError as exc:
+                at = offset - pending + exc.start
+                raise VrnnError(f"corpus is not UTF-8 text (bad byte at offset {at}): {path}") from None
+            yield chunk, np.frombuffer(text.encode("utf-32-le"), np.uint32)
+
+
+def _scan(files: list[Path], chunk_bytes: int) -> tuple[str, np.ndarray]:
+    """Pass 1: the sha256 of the concatenation and each code point's count (checks every byte)."""
+    digest = hashlib.sha256()
+    counts = np.zeros(128, np.int64)
+    for chunk, points in _code_points(files, chunk_bytes, check=True):
+        digest.update(chunk)
+        found = np.bincount(points, minlength=len(counts))
+        if len(found) > len(counts):
+            counts = np.concatenate([counts, np.zeros(len(found) - len(counts), np.int64)])
+        counts[: len(found)] += found
+    return digest.hexdigest(), counts
+
+
+def _encode(
+    files: list[Path], sha: str, counts: np.ndarray, sources: list[Source], root: Path, chunk_bytes: int
+) -> None:
+    """Pass 2: write `<sha>.tokens` and `<sha>.json` (atomically, the tokens first)."""
+    points = np.flatnonzero(counts)
+    vocab = Vocabulary([chr(p) for p in points])
+    dtype = np.uint8 if len(points) <= 256 else np.uint16
+    if len(points) > np.iinfo(np.uint16).max + 1:
+        raise VrnnError(f"corpus has {len(points):,} distinct characters; token files hold at most 65,536")
+    table = np.zeros(int(points[-1]) + 1, dtype)
+    table[points] = np.arange(len(points), dtype=dtype)
+    count = int(counts.sum())
+    split = int(count * (1 - VALIDATION_FRACTION))
+    if count < 2 or not 0 < split < count:
+        raise VrnnError(f"corpus is too short to split: {count} characters")
+    with atomic_write(root / f"{sha}.tokens") as handle:
+        for _, chunk_points in _code_points(files, chunk_bytes, check=False):
+            handle.write(table[chunk_points].tobytes())
+    meta = {
+        "format": TOKEN_FORMAT,
+        "version": TOKEN_VERSION,
+        "sha256": sha,
+        "dtype": np.dtype(dtype).name,
+        "count": count,
+        "split": split,
+        "validation_fraction": VALIDATION_FRACTION,
+        "vocab": list(vocab.chars),
+        "counts": [int(counts[p]) for p in points],
+        "document_separator": DOCUMENT_SEPARATOR,
+        "sources": [s.__dict__ for s in sources],
+    }
+    with atomic_write(root / f"{sha}.json", "w") as handle:
+        json.dump(meta, handle, ensure_ascii=False)
