@@ -13,7 +13,8 @@ largest size free), then measures each in fresh processes (wall time and peak RS
   4. the trainer's peak RSS over 200 steps of the `tiny` preset, beside the same run on 1.1 MB;
   5. one validation at the default --val-chars (1,000,000) with the `default` preset's model (hidden 512);
   6. with --old PATH (a copy of the package from before token files, e.g. `pip install --target`): the
-     old loader (read_corpus + Corpus.from_text, the whole text in memory) for the sizes it can load.
+     old loader (read_corpus + Corpus.from_text, the whole text in memory) for the sizes it can load:
+     its time after the imports, and the process's peak RSS (PyTorch imported, as in training).
 """
 
 from __future__ import annotations
@@ -75,8 +76,8 @@ print(time.perf_counter() - start, len(tokens.ids), tokens.built_s is not None, 
 
 OLD_LOAD = """
 import sys, time
-start = time.perf_counter()
 from vrnn.training.data import Corpus, read_corpus
+start = time.perf_counter()
 text, sha = read_corpus(sys.argv[1])
 corpus = Corpus.from_text(text, "c", sha)
 print(time.perf_counter() - start, file=sys.stderr)

@@ -107,6 +107,9 @@ def test_missing_paths_and_empty_directories_are_refused(tmp_path: Path) -> None
     (tmp_path / "empty").mkdir()
     with pytest.raises(VrnnError, match="has no files"):
         corpus_files(str(tmp_path / "empty"))
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(VrnnError, match="not a regular file"):
+        corpus_files(str(tmp_path / "fifo"))
 
 
 def test_the_cache_is_reused_and_rebuilt_when_the_source_changes(tmp_path: Path) -> None:

@@ -23,10 +23,12 @@ same corpus build it once; the others wait, then map the same file.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import fcntl
 import glob
 import hashlib
 import json
+import mmap
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -43,6 +45,7 @@ from vrnn.runtime.vocab import Vocabulary
 TOKEN_FORMAT = "vrnn-tokens"
 TOKEN_VERSION = 1
 CHUNK_BYTES = 1 << 24  # 16 MiB read at a time: a few times that in memory while encoding
+SLICE = 1 << 20  # code points counted or looked up at a time (numpy makes an int64 copy of each slice)
 DOCUMENT_SEPARATOR = "\n"  # between two documents of a multi-file corpus (a single file is unchanged)
 MAX_CODE_POINT = 0x10FFFF
 
@@ -72,8 +75,10 @@ def corpus_files(spec: str | Sequence[str]) -> list[Path]:
             if not below:
                 raise VrnnError(f"corpus directory has no files: {path}")
             found.update(below)
-        elif path.exists():
+        elif path.is_file():
             found.add(path)
+        elif path.exists():  # a FIFO or a device cannot be read twice (the two passes) or mapped
+            raise VrnnError(f"corpus is not a regular file: {path}")
         elif any(c in item for c in "*?["):
             matches = [Path(m) for m in glob.glob(item, recursive=True) if Path(m).is_file()]
             if not matches:
@@ -186,6 +191,11 @@ def _open(root: Path, sha: str) -> TokenFile | None:
     except (KeyError, TypeError, ValueError, OSError, VrnnError):
         return None
     ids = np.memmap(tokens, dtype=dtype, mode="r", shape=(count,))
+    # Training reads short windows at random places: without this hint every window's page fault would
+    # read ahead (and map) 128 KiB or more around it, and a few thousand windows would map most of a 1 GB
+    # file into the process (file-backed, reclaimable, but counted in its RSS).
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        ids._mmap.madvise(mmap.MADV_RANDOM)
     return TokenFile(ids, vocab, sha, split, meta, tokens)
 
 
@@ -240,10 +250,11 @@ def _scan(files: list[Path], chunk_bytes: int) -> tuple[str, np.ndarray]:
     counts = np.zeros(128, np.int64)
     for chunk, points in _code_points(files, chunk_bytes, check=True):
         digest.update(chunk)
-        found = np.bincount(points, minlength=len(counts))
-        if len(found) > len(counts):
-            counts = np.concatenate([counts, np.zeros(len(found) - len(counts), np.int64)])
-        counts[: len(found)] += found
+        for start in range(0, len(points), SLICE):  # bincount copies its input as int64: a slice at a time
+            found = np.bincount(points[start : start + SLICE], minlength=len(counts))
+            if len(found) > len(counts):
+                counts = np.concatenate([counts, np.zeros(len(found) - len(counts), np.int64)])
+            counts[: len(found)] += found
     return digest.hexdigest(), counts
 
 
@@ -264,7 +275,8 @@ def _encode(
         raise VrnnError(f"corpus is too short to split: {count} characters")
     with atomic_write(root / f"{sha}.tokens") as handle:
         for _, chunk_points in _code_points(files, chunk_bytes, check=False):
-            handle.write(table[chunk_points].tobytes())
+            for start in range(0, len(chunk_points), SLICE):  # (indexing copies the indices as int64)
+                handle.write(table[chunk_points[start : start + SLICE]].tobytes())
     meta = {
         "format": TOKEN_FORMAT,
         "version": TOKEN_VERSION,
