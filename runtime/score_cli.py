@@ -34,6 +34,16 @@ def read_text(path: str) -> str:
         raise VrnnError(f"{path} is not UTF-8 text (invalid byte at offset {exc.start})") from None
 
 
+# vrnn-score's and vrnn-eval's --split: which part of TEXT is scored (scored_part).
+split_option = click.option(
+    "--split",
+    type=click.Choice(["all", "train", "val"]),
+    default="all",
+    show_default=True,
+    help="Score the whole text, or its first 90% / last 10% (vrnn-train's split).",
+)
+
+
 def scored_part(content: str, split: str, start_char: str) -> tuple[str, str]:
     """(context character, text to score) of `content` for --split, as vrnn-eval takes them."""
     split_at = int(len(content) * (1 - VALIDATION_FRACTION))
@@ -46,13 +56,7 @@ def scored_part(content: str, split: str, start_char: str) -> tuple[str, str]:
 @click.version_option(__version__, "--version", message="%(prog)s %(version)s")
 @click.argument("cell", type=click.Path(readable=False))
 @click.argument("text", type=click.Path(readable=False))
-@click.option(
-    "--split",
-    type=click.Choice(["all", "train", "val"]),
-    default="all",
-    show_default=True,
-    help="Score the whole text, or its first 90% / last 10% (vrnn-train's split).",
-)
+@split_option
 @click.option("--window", "-w", type=int, default=256, show_default=True, help="Characters per window.")
 @click.option("--samples", "-k", type=int, default=8, show_default=True, help="Latent noise sequences per window.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the latent noise.")

@@ -15,6 +15,7 @@ from vrnn.runtime.cli import require_stdout
 from vrnn.runtime.errors import OneLineCommand, UsageError, VrnnError, cli_errors, require_extra
 from vrnn.runtime.limits import check_seed
 from vrnn.runtime.schema import DEFAULT_START_CHAR
+from vrnn.runtime.score_cli import scored_part, split_option
 from vrnn.runtime.vocab import describe_chars
 from vrnn.training.config import TrainConfig
 
@@ -27,13 +28,7 @@ MAX_IWAE_SAMPLES = 4096
 @click.option(
     "--checkpoint", "-c", type=click.Path(readable=False), default=None, help="Checkpoint.  [default: bundled model]"
 )
-@click.option(
-    "--split",
-    type=click.Choice(["all", "train", "val"]),
-    default="all",
-    show_default=True,
-    help="Score the whole text, or its first 90% / last 10% (vrnn-train's split).",
-)
+@split_option
 @click.option("--window", "-w", type=int, default=None, help="Predicted characters per window.  [default: training's]")
 @click.option("--iwae-samples", "-k", type=int, default=1, show_default=True, help="Latent trajectories per window.")
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Trajectories per forward pass.")
@@ -86,7 +81,7 @@ def main(
 
     from vrnn.models.bundled import BUNDLED_CHECKPOINT
     from vrnn.models.checkpoint import load_checkpoint, model_from_checkpoint
-    from vrnn.training.data import VALIDATION_FRACTION, read_corpus
+    from vrnn.training.data import read_corpus
     from vrnn.training.evaluation import score_text
     from vrnn.training.plot import draw_passage, matplotlib_available
     from vrnn.training.torch_settings import flushed_denormals, set_torch_threads
@@ -118,13 +113,7 @@ def main(
         kept = "".join(c for c in content if c not in unknown)
         dropped = len(content) - len(kept)
         content = kept
-    split_at = int(len(content) * (1 - VALIDATION_FRACTION))
-    if split == "all":
-        context, scored = payload.get("start_char", DEFAULT_START_CHAR), content
-    elif split == "train":
-        context, scored = payload.get("start_char", DEFAULT_START_CHAR), content[:split_at]
-    else:
-        context, scored = content[split_at - 1 : split_at], content[split_at:]
+    context, scored = scored_part(content, split, payload.get("start_char", DEFAULT_START_CHAR))
     if not scored or not context:
         raise VrnnError(f"{text} leaves nothing to score in --split {split}")
     ids = torch.from_numpy(vocab.encode(context + scored))
