@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import click
+import numpy as np
 
 from vrnn import __version__
 from vrnn.runtime.atomic import check_writable_destination, refuse_overwriting_inputs
@@ -14,12 +15,46 @@ from vrnn.runtime.bundled import bundled_file
 from vrnn.runtime.cli import require_stdout
 from vrnn.runtime.errors import OneLineCommand, UsageError, VrnnError, cli_errors, require_extra
 from vrnn.runtime.limits import check_seed
-from vrnn.runtime.schema import DEFAULT_START_CHAR
-from vrnn.runtime.score_cli import scored_part, split_option
-from vrnn.runtime.vocab import describe_chars
+from vrnn.runtime.schema import DEFAULT_START_CHAR, VALIDATION_FRACTION
+from vrnn.runtime.score_cli import split_option
+from vrnn.runtime.vocab import Vocabulary, describe_chars
 from vrnn.training.config import TrainConfig
 
 MAX_IWAE_SAMPLES = 4096
+TRANSLATE_SLICE = 1 << 24  # token ids translated at a time into the model's numbering
+
+
+def in_model_ids(ids: np.ndarray, text_vocab: Vocabulary, model_vocab: Vocabulary) -> tuple[np.ndarray, int]:
+    """A text's token ids (its own vocabulary) in the model's numbering, without the characters the model
+    lacks; and how many were dropped.  The same vocabulary: the ids as they are (a memory map stays one)."""
+    if text_vocab == model_vocab:
+        return ids, 0
+    index = {c: i for i, c in enumerate(model_vocab.chars)}
+    table = np.array([index.get(c, -1) for c in text_vocab.chars], np.int32)
+    out = np.empty(len(ids), np.uint16 if len(model_vocab) > 256 else np.uint8)
+    filled = 0
+    for start in range(0, len(ids), TRANSLATE_SLICE):
+        mapped = table[ids[start : start + TRANSLATE_SLICE]]
+        mapped = mapped[mapped >= 0]
+        out[filled : filled + len(mapped)] = mapped
+        filled += len(mapped)
+    return out[:filled], len(ids) - filled
+
+
+def scored_pieces(ids: np.ndarray, split: str, start: int, window: int) -> list[np.ndarray]:
+    """The context id and the ids to score for --split, as score_text's pieces: for the validation split,
+    a view from its preceding character; otherwise the start character's window, then a view of the rest,
+    cut where the windows of the whole would be cut (so the scores are those of one contiguous array)."""
+    split_at = int(len(ids) * (1 - VALIDATION_FRACTION))
+    if split == "val":
+        piece = ids[max(split_at - 1, 0) :]
+        return [piece] if split_at >= 1 and len(piece) >= 2 else []
+    text = ids[:split_at] if split == "train" else ids
+    if len(text) == 0:
+        return []
+    first = np.concatenate([np.array([start], text.dtype), text[:window]])
+    rest = text[window - 1 :]
+    return [first, rest] if len(rest) >= 2 else [first]
 
 
 @click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -77,13 +112,13 @@ def main(
         raise UsageError(f"--plot-chars must be at least 1, got {plot_chars}")
     check_seed(seed)
     require_extra("vrnn-eval", "torch")
-    import torch  # PyTorch from here on: `--help` works without it
 
     from vrnn.models.bundled import BUNDLED_CHECKPOINT
     from vrnn.models.checkpoint import load_checkpoint, model_from_checkpoint
-    from vrnn.training.data import read_corpus
+    from vrnn.training.data import TINYSHAKESPEARE, fetch_tinyshakespeare
     from vrnn.training.evaluation import score_text
     from vrnn.training.plot import draw_passage, matplotlib_available
+    from vrnn.training.tokens import prepare_tokens
     from vrnn.training.torch_settings import flushed_denormals, set_torch_threads
 
     set_torch_threads(threads)
@@ -100,25 +135,24 @@ def main(
     model, vocab = model_from_checkpoint(payload)
     if window is None:
         window = TrainConfig.from_dict(payload.get("train_config", {})).seq_len
-    content, _ = read_corpus(text)
-
-    unknown = vocab.unknown(content)
-    dropped = 0
-    if unknown:
-        if not skip_unknown:
-            raise VrnnError(
-                f"{text} has characters outside the model's vocabulary: {describe_chars(unknown)} "
-                "(--skip-unknown drops them)"
-            )
-        kept = "".join(c for c in content if c not in unknown)
-        dropped = len(content) - len(kept)
-        content = kept
-    context, scored = scored_part(content, split, payload.get("start_char", DEFAULT_START_CHAR))
-    if not scored or not context:
+    source = fetch_tinyshakespeare() if text == TINYSHAKESPEARE and not Path(text).exists() else Path(text)
+    if source.is_dir():
+        raise VrnnError(f"corpus is a directory, not a file: {text}")
+    tokens = prepare_tokens(str(source))  # encoded once, then memory-mapped: texts of any size
+    unknown = vocab.unknown("".join(tokens.vocab.chars))
+    if unknown and not skip_unknown:
+        raise VrnnError(
+            f"{text} has characters outside the model's vocabulary: {describe_chars(unknown)} "
+            "(--skip-unknown drops them)"
+        )
+    content, dropped = in_model_ids(tokens.ids, tokens.vocab, vocab)
+    start = vocab.chars.index(payload.get("start_char", DEFAULT_START_CHAR))
+    pieces = scored_pieces(content, split, start, window)
+    if not pieces:
         raise VrnnError(f"{text} leaves nothing to score in --split {split}")
-    ids = torch.from_numpy(vocab.encode(context + scored))
     with flushed_denormals():  # as in training: denormals only cost time
-        score = score_text(model, ids, window, iwae_samples, batch_size, seed)
+        score = score_text(model, pieces, window, iwae_samples, batch_size, seed, keep_chars=plot_chars)
+    scored = vocab.decode(np.concatenate([np.asarray(p[1 : plot_chars + 1]) for p in pieces[:2]])[:plot_chars])
 
     if not all(math.isfinite(v) for v in (score.elbo, score.iwae, score.nll, score.kl)):
         raise VrnnError(f"{model_name} gives non-finite scores on {text} (NaN or infinity): its weights are broken")

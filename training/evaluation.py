@@ -30,6 +30,7 @@ How a text is scored (this is what `vrnn-eval` reports):
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +38,6 @@ import numpy as np
 import torch
 
 from vrnn.models.vrnn import VRNN
-from vrnn.training.data import validation_windows
 
 LN2 = math.log(2.0)
 ACTIVE_UNIT_THRESHOLD = 0.01
@@ -60,8 +60,8 @@ class TextScore:
     unit_variance: list[float]  # variance of each dimension's posterior mean across the text
     unit_kl: list[float]  # average KL of each dimension, nats per character
     aux: float | None  # smoothing posterior's auxiliary cost per character, None without one
-    char_nll: np.ndarray  # [chars] reconstruction cost of each character (mean over the K samples)
-    char_kl: np.ndarray  # [chars] KL of each character's latent (mean over the K samples)
+    char_nll: np.ndarray  # [chars] reconstruction cost of each character (mean over the K samples), or
+    char_kl: np.ndarray  # [chars] KL of each character's latent; both only the first keep_chars if given
 
     @property
     def elbo_bits(self) -> float:
@@ -93,21 +93,48 @@ class TextScore:
         }
 
 
+Ids = torch.Tensor | np.ndarray  # a tensor, or a numpy array such as a token file's memory map
+
+
+def _window_groups(pieces: list[Ids], window: int, per_pass: int) -> Iterator[list[Ids]]:
+    """The windows of every piece (validation_windows), in text order, as groups of at most `per_pass`
+    windows of equal length; made one group at a time, so a long text is never cut up all at once."""
+    group: list[Ids] = []
+    for piece in pieces:
+        for start in range(0, len(piece) - 1, window):
+            w = piece[start : start + window + 1]
+            if group and (len(group) == per_pass or len(group[0]) != len(w)):
+                yield group
+                group = []
+            group.append(w)
+    if group:
+        yield group
+
+
+def _stack(group: list[Ids]) -> torch.Tensor:
+    if isinstance(group[0], torch.Tensor):
+        return torch.stack(group)
+    return torch.from_numpy(np.stack(group).astype(np.int64))
+
+
 @torch.no_grad()
 def score_text(
     model: VRNN,
-    ids: torch.Tensor | list[torch.Tensor],
+    ids: Ids | list[Ids],
     window: int,
     samples: int = 1,
     batch_size: int = 64,
     seed: int = 0,
+    keep_chars: int | None = None,
 ) -> TextScore:
     """Score ids[1:] given ids[0] as described in the module docstring; `ids` may also be a list of such
-    stretches (a validation subset, data.validation_subset), scored as if one followed the other.
+    stretches (a validation subset, data.validation_subset), scored as if one followed the other, and
+    numpy arrays (a memory-mapped token file: only the windows being scored are read).
 
     `batch_size` counts latent trajectories per forward pass (windows x samples).
     The encoder noise comes from a CPU generator seeded with `seed`, so a score is
-    reproducible; the model may live on any device.
+    reproducible; the model may live on any device.  `keep_chars` bounds the per-character
+    arrays (char_nll, char_kl) to the text's first characters (None: all of them).
     """
     pieces = ids if isinstance(ids, list) else [ids]
     if not pieces or any(len(piece) < 2 for piece in pieces):
@@ -117,15 +144,10 @@ def score_text(
     device = next(model.parameters()).device
     z_size = model.config.latent_size
     generator = torch.Generator().manual_seed(seed)
-    windows = [w for piece in pieces for w in validation_windows(piece, window)]
     per_pass = max(1, batch_size // samples)
     # Windows of equal length batch together; the (shorter) last one goes alone, keeping text order.
-    groups: list[list[torch.Tensor]] = []
-    for w in windows:
-        if groups and len(groups[-1]) < per_pass and len(groups[-1][0]) == len(w):
-            groups[-1].append(w)
-        else:
-            groups.append([w])
+    groups = _window_groups(pieces, window, per_pass)
+    kept = 0
 
     elbo_sum = iwae_sum = nll_sum = kl_sum = 0.0
     mean_sum = torch.zeros(z_size, dtype=torch.float64)
@@ -136,7 +158,7 @@ def score_text(
     char_nll, char_kl = [], []
     for group in groups:
         b, t = len(group), len(group[0]) - 1
-        tokens = torch.stack(group).repeat_interleave(samples, dim=0).to(device)  # [b*K, T+1], sample index fastest
+        tokens = _stack(group).repeat_interleave(samples, dim=0).to(device)  # [b*K, T+1], sample index fastest
         eps = torch.randn((t, b * samples, z_size), generator=generator).to(device)
         terms = model(tokens, eps)
         nll = terms.nll.double().cpu().reshape(b, samples, t)
@@ -154,8 +176,10 @@ def score_text(
         mean_sum += mu.sum(0)
         square_sum += (mu**2).sum(0)
         positions += mu.shape[0]
-        char_nll.append(nll.mean(1).reshape(-1).numpy())
-        char_kl.append(kl.mean(1).reshape(-1).numpy())
+        if keep_chars is None or kept < keep_chars:
+            char_nll.append(nll.mean(1).reshape(-1).numpy())
+            char_kl.append(kl.mean(1).reshape(-1).numpy())
+            kept += len(char_nll[-1])
 
     model.train(was_training)
     chars = sum(len(piece) - 1 for piece in pieces)
@@ -175,8 +199,8 @@ def score_text(
         unit_variance=[round(v, 6) for v in variance.tolist()],
         unit_kl=[round(v, 6) for v in (unit_kl_sum / chars).tolist()],
         aux=None if aux_sum is None else aux_sum / chars,
-        char_nll=np.concatenate(char_nll),
-        char_kl=np.concatenate(char_kl),
+        char_nll=np.concatenate(char_nll)[:keep_chars],
+        char_kl=np.concatenate(char_kl)[:keep_chars],
     )
 
 
@@ -201,9 +225,7 @@ class Evaluation:
         return self.elbo / LN2
 
 
-def evaluate(
-    model: VRNN, ids: torch.Tensor | list[torch.Tensor], seq_len: int, batch_size: int, seed: int = 0
-) -> Evaluation:
+def evaluate(model: VRNN, ids: Ids | list[Ids], seq_len: int, batch_size: int, seed: int = 0) -> Evaluation:
     """Single-sample negative ELBO over `ids`: consecutive windows of seq_len (state reset per window).
 
     Every character after the first is predicted once, given the preceding

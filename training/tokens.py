@@ -206,7 +206,7 @@ def _documents(files: list[Path], chunk_bytes: int) -> Iterator[tuple[Path, int,
             with open(path, "rb") as handle:
                 offset, chunk = 0, handle.read(chunk_bytes)
                 if not chunk:
-                    raise VrnnError(f"corpus file is empty: {path}")
+                    raise VrnnError(f"corpus is empty: {path}")
                 while chunk:
                     following = handle.read(chunk_bytes)
                     yield path, offset, chunk, not following
