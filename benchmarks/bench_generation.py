@@ -112,40 +112,60 @@ def scan_iteration_floor(reps: int, iterations: int) -> float:
 
 
 def onnxruntime_products_floor(cell: Path, reps: int, iterations: int) -> float:
-    """Seconds per iteration of an ONNX Scan whose body is the cell's own Gemms at batch 1 on the cell's
-    own weights, nothing else (each input carried unchanged by an Identity): what onnxruntime needs to
-    read the weights once per character, with the same session settings as the runtime."""
+    """Seconds per iteration of an ONNX Scan whose body is only the cell's matrix products at batch 1 on the
+    cell's own weights, in its weight format (float Gemms; for int8 the state's QuantizeLinear, MatMulInteger,
+    Cast, Mul and Add), each input carried on unchanged by an Identity, with the runtime's session settings:
+    what onnxruntime needs to read the weights once per character, beside the rest of the step (gates,
+    sampling, the Scan itself)."""
     model = onnx.load(str(cell))
-    weights = {t.name: t for t in model.graph.initializer}
-    scan = next(n for n in model.graph.node if n.op_type == "Scan")
-    gemms = [n.input[1] for n in scan.attribute[0].g.node if n.op_type == "Gemm"]
-    shapes = [numpy_helper.to_array(weights[w]).shape for w in gemms]
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    body = next(n for n in model.graph.node if n.op_type == "Scan").attribute[0].g
+
+    def float_matrix(name: str) -> np.ndarray:  # a Gemm's weight as the session sees it after folding
+        if name in inits:
+            return inits[name]
+        if f"{name}_f16" in inits:
+            return inits[f"{name}_f16"].astype(np.float32)
+        return (inits[f"{name}_q"].astype(np.float32) * inits[f"{name}_scale"]).astype(np.float32)
+
     info = helper.make_tensor_value_info
-    nodes, carried_in, carried_out, products = [], [], [], []
-    for i, (w, (k, n)) in enumerate(zip(gemms, shapes, strict=True)):
-        nodes += [
-            helper.make_node("Gemm", [f"x{i}", w], [f"y{i}"]),
-            helper.make_node("Identity", [f"x{i}"], [f"x{i}_next"]),
-        ]
-        carried_in.append(info(f"x{i}", TensorProto.FLOAT, [1, k]))
-        carried_out.append(info(f"x{i}_next", TensorProto.FLOAT, [1, k]))
-        products.append(info(f"y{i}", TensorProto.FLOAT, [1, n]))
-    body = helper.make_graph(nodes, "products", [*carried_in, info("t", TensorProto.FLOAT, [1])],
-                             [*carried_out, *products])  # fmt: skip
-    outputs = [info(f"{v.name}_out", TensorProto.FLOAT, None) for v in [*carried_out, *products]]
+    nodes, inputs, carried, products, used, feed = [], [], [], [], {}, {}
+    rng = np.random.default_rng(0)
+    for i, node in enumerate(n for n in body.node if n.op_type in ("Gemm", "MatMulInteger")):
+        if node.op_type == "Gemm":
+            used[node.input[1]] = float_matrix(node.input[1])
+            k = used[node.input[1]].shape[0]
+            nodes.append(helper.make_node("Gemm", [f"x{i}", node.input[1]], [f"y{i}"]))
+        else:
+            w = node.input[1]  # NAME_q; its scales and bias beside it
+            stem = w.removesuffix("_q")
+            for name in (w, f"{stem}_rescale", f"{stem}_B", "state_scale", "state_zero"):
+                used[name] = inits[name]
+            k = inits[w].shape[0]
+            nodes += [
+                helper.make_node("QuantizeLinear", [f"x{i}", "state_scale", "state_zero"], [f"q{i}"]),
+                helper.make_node("MatMulInteger", [f"q{i}", w, "state_zero"], [f"a{i}"]),
+                helper.make_node("Cast", [f"a{i}"], [f"f{i}"], to=TensorProto.FLOAT),
+                helper.make_node("Mul", [f"f{i}", f"{stem}_rescale"], [f"m{i}"]),
+                helper.make_node("Add", [f"m{i}", f"{stem}_B"], [f"y{i}"]),
+            ]
+        nodes.append(helper.make_node("Identity", [f"x{i}"], [f"x{i}_next"]))
+        inputs.append(info(f"x{i}", TensorProto.FLOAT, [1, k]))
+        carried.append(info(f"x{i}_next", TensorProto.FLOAT, [1, k]))
+        products.append(info(f"y{i}", TensorProto.FLOAT, None))
+        feed[f"x{i}"] = rng.uniform(-0.9, 0.9, (1, k)).astype(np.float32)
+    outputs = carried + products  # a Scan's carried state comes first
+    scan_body = helper.make_graph(nodes, "products", [*inputs, info("t", TensorProto.FLOAT, [1])], outputs)
+    scan_out = [info(f"{v.name}_out", TensorProto.FLOAT, None) for v in outputs]
     graph = helper.make_graph(
-        [helper.make_node("Scan", [*(v.name for v in carried_in), "ts"], [v.name for v in outputs], body=body,
+        [helper.make_node("Scan", [*(v.name for v in inputs), "ts"], [v.name for v in scan_out], body=scan_body,
                           num_scan_inputs=1)],
-        "products_scan",
-        [*carried_in, info("ts", TensorProto.FLOAT, ["n", 1])],
-        outputs,
-        initializer=[weights[w] for w in gemms],
+        "products_scan", [*inputs, info("ts", TensorProto.FLOAT, ["n", 1])], scan_out,
+        initializer=[numpy_helper.from_array(v, k) for k, v in used.items()],
     )  # fmt: skip
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     proto.ir_version = min(proto.ir_version, 9)
     session = ort.InferenceSession(proto.SerializeToString(), session_options(1, pack_weights=False))
-    rng = np.random.default_rng(0)
-    feed = {v.name: rng.standard_normal((1, k), np.float32) for v, (k, _) in zip(carried_in, shapes, strict=True)}
     feed["ts"] = np.zeros((iterations, 1), np.float32)
     return median_time(lambda: session.run(None, feed), reps) / iterations
 

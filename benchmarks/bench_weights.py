@@ -29,19 +29,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import onnx
 import onnxruntime as ort
 import torch
-from bench_generation import median_time, process_stats, scan_iteration_floor
-from onnx import TensorProto, helper, numpy_helper
+from bench_generation import onnxruntime_products_floor, process_stats, scan_iteration_floor
 
 from vrnn.export.cli import export_cell
 from vrnn.export.sample_cli import torch_sampler
 from vrnn.models.bundled import BUNDLED_CHECKPOINT
 from vrnn.runtime import Generator
 from vrnn.runtime.bundled import bundled_file
-from vrnn.runtime.cell import session_options
 from vrnn.runtime.sampling import SamplingOptions
 
 FORMATS = ("float32", "float16", "int8")
@@ -57,64 +53,6 @@ def interleaved(fns: dict[str, object], reps: int) -> dict[str, float]:
             fn()
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t) for name, t in times.items()}
-
-
-def products_floor(cell: Path, reps: int, iterations: int) -> float:
-    """Seconds per iteration of an ONNX Scan whose body is only the cell's matrix products at batch 1, in
-    the cell's own format and weights (float Gemms; for int8 the state's QuantizeLinear, MatMulInteger,
-    Cast, Mul and Add), each input carried on unchanged: the floor of a character's arithmetic, beside
-    the rest of the step (gates, sampling, the Scan itself)."""
-    model = onnx.load(str(cell))
-    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    body = next(n for n in model.graph.node if n.op_type == "Scan").attribute[0].g
-
-    def float_matrix(name: str) -> np.ndarray:  # a Gemm's weight as the session sees it after folding
-        if name in inits:
-            return inits[name]
-        if f"{name}_f16" in inits:
-            return inits[f"{name}_f16"].astype(np.float32)
-        return (inits[f"{name}_q"].astype(np.float32) * inits[f"{name}_scale"]).astype(np.float32)
-
-    info = helper.make_tensor_value_info
-    nodes, inputs, carried, products, used, feed = [], [], [], [], {}, {}
-    rng = np.random.default_rng(0)
-    for i, node in enumerate(n for n in body.node if n.op_type in ("Gemm", "MatMulInteger")):
-        if node.op_type == "Gemm":
-            used[node.input[1]] = float_matrix(node.input[1])
-            k = used[node.input[1]].shape[0]
-            nodes.append(helper.make_node("Gemm", [f"x{i}", node.input[1]], [f"y{i}"]))
-        else:
-            w = node.input[1]  # NAME_q; its scales and bias beside it
-            stem = w.removesuffix("_q")
-            for name in (w, f"{stem}_rescale", f"{stem}_B", "state_scale", "state_zero"):
-                used[name] = inits[name]
-            k = inits[w].shape[0]
-            nodes += [
-                helper.make_node("QuantizeLinear", [f"x{i}", "state_scale", "state_zero"], [f"q{i}"]),
-                helper.make_node("MatMulInteger", [f"q{i}", w, "state_zero"], [f"a{i}"]),
-                helper.make_node("Cast", [f"a{i}"], [f"f{i}"], to=TensorProto.FLOAT),
-                helper.make_node("Mul", [f"f{i}", f"{stem}_rescale"], [f"m{i}"]),
-                helper.make_node("Add", [f"m{i}", f"{stem}_B"], [f"y{i}"]),
-            ]
-        nodes.append(helper.make_node("Identity", [f"x{i}"], [f"x{i}_next"]))
-        inputs.append(info(f"x{i}", TensorProto.FLOAT, [1, k]))
-        carried.append(info(f"x{i}_next", TensorProto.FLOAT, [1, k]))
-        products.append(info(f"y{i}", TensorProto.FLOAT, None))
-        feed[f"x{i}"] = rng.uniform(-0.9, 0.9, (1, k)).astype(np.float32)
-    outputs = carried + products  # a Scan's carried state comes first
-    scan_body = helper.make_graph(nodes, "products", [*inputs, info("t", TensorProto.FLOAT, [1])], outputs)
-    scan_out = [info(f"{v.name}_out", TensorProto.FLOAT, None) for v in outputs]
-    graph = helper.make_graph(
-        [helper.make_node("Scan", [*(v.name for v in inputs), "ts"], [v.name for v in scan_out], body=scan_body,
-                          num_scan_inputs=1)],
-        "products_scan", [*inputs, info("ts", TensorProto.FLOAT, ["n", 1])], scan_out,
-        initializer=[numpy_helper.from_array(v, k) for k, v in used.items()],
-    )  # fmt: skip
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    proto.ir_version = min(proto.ir_version, 9)
-    session = ort.InferenceSession(proto.SerializeToString(), session_options(1, pack_weights=False))
-    feed["ts"] = np.zeros((iterations, 1), np.float32)
-    return median_time(lambda: session.run(None, feed), reps) / iterations
 
 
 def common_prefix(a: str, b: str) -> int:
@@ -157,7 +95,9 @@ def main() -> None:
         fns = {w: (lambda g=g: g.generate(n, seed=1)) for w, g in gens.items()}
         fns["torch"] = lambda: pt.generate(n, seed=1)
         results["batch1_us_per_char"] = {k: v / n * 1e6 for k, v in interleaved(fns, args.reps).items()}
-        results["batch1_products_floor_us"] = {w: products_floor(p, args.reps, n) * 1e6 for w, p in cells.items()}
+        results["batch1_products_floor_us"] = {
+            w: onnxruntime_products_floor(p, args.reps, n) * 1e6 for w, p in cells.items()
+        }
         results["scan_iteration_floor_us"] = scan_iteration_floor(args.reps, n) * 1e6
 
         b, steps = 256, 200

@@ -85,7 +85,7 @@ class _Graph:
         self.inits: list[onnx.TensorProto] = []
         self.weights = weights
         self.root = root or self
-        self.stored: dict[str, str] = {}  # matrix name -> the float32 value's name (each matrix stored once)
+        self.stored: set[str] = set()  # names already given a value (the body and the first step share them)
 
     def const(self, name: str, value: np.ndarray) -> str:
         # (np.ascontiguousarray would turn a scalar into shape [1]: CumSum's axis must be 0-d)
@@ -101,17 +101,27 @@ class _Graph:
         self.node(op_type, list(inputs), [out] if isinstance(out, str) else out, **attrs)
         return out
 
+    def const_once(self, name: str, value: np.ndarray) -> str:
+        """`const` in the root graph, unless `name` has a value there already (the Scan body and the first
+        step before it read the same products)."""
+        root = self.root
+        if name not in root.stored:
+            root.const(name, value)
+            root.stored.add(name)
+        return name
+
     def matrix(self, name: str, value: np.ndarray) -> str:
         """A float32 weight matrix [K, N] (x @ value, or rows gathered) stored in the cell's weight format;
         returns the name of its float32 value.  float16 and int8 are decoded by a node of the root graph,
         which onnxruntime folds into a float32 constant when the session loads (a matrix that is only read
         this way costs its float32 size in memory, and its stored size on disk)."""
         root = self.root
-        if name in root.stored:
-            return root.stored[name]
         if self.weights == "float32":
-            root.const(name, value)
-        elif self.weights == "float16":
+            return self.const_once(name, value)
+        if name in root.stored:
+            return name
+        root.stored.add(name)
+        if self.weights == "float16":
             root.op("Cast", root.const(f"{name}_f16", value.astype(np.float16)), out=name, to=TensorProto.FLOAT)
         else:
             # Cast and Mul rather than DequantizeLinear: onnxruntime keeps DequantizeLinear nodes (for its QDQ
@@ -119,7 +129,6 @@ class _Graph:
             quantized, scale = quantize_columns(value)
             as_float = root.op("Cast", root.const(f"{name}_q", quantized), out=f"{name}_q_f32", to=TensorProto.FLOAT)
             root.op("Mul", as_float, root.const(f"{name}_scale", scale), out=name)
-        root.stored[name] = name
         return name
 
     def state_product(self, h: str, name: str, weight: np.ndarray, bias: np.ndarray, out: str) -> str:
@@ -128,25 +137,19 @@ class _Graph:
         float32 and float16 cells: one Gemm.  int8 cells: the state is quantized with the fixed scale 1/127
         (uint8, zero point 128: no data-dependent scale, so a row's result does not depend on the other rows
         of the batch) and multiplied by the int8 weights in integer arithmetic, then scaled back per column."""
-        root = self.root
+        bias_name = self.const_once(f"{name}_B", bias)
         if self.weights != "int8":
-            bias_name = root.stored.get(f"{name}_B") or root.const(f"{name}_B", bias)
-            root.stored[f"{name}_B"] = bias_name
             return self.op("Gemm", h, self.matrix(name, weight), bias_name, out=out)
-        if f"{name}_q" not in root.stored:
-            quantized, scale = quantize_columns(weight)
-            root.const(f"{name}_q", quantized)
-            root.const(f"{name}_rescale", (scale.astype(np.float64) / STATE_QUANT_LEVELS).astype(np.float32))
-            root.const(f"{name}_B", bias)
-            root.stored[f"{name}_q"] = f"{name}_q"
-            if "state_scale" not in root.stored:
-                root.stored["state_scale"] = root.const("state_scale", np.array(1 / STATE_QUANT_LEVELS, np.float32))
-                root.stored["state_zero"] = root.const("state_zero", np.array(128, np.uint8))
-        h_q = self.op("QuantizeLinear", h, "state_scale", "state_zero", out=f"{out}_h_q")
-        acc = self.op("MatMulInteger", h_q, f"{name}_q", "state_zero", out=f"{out}_i32")
+        quantized, scale = quantize_columns(weight)  # (a repeat for the first step: cheap, and the same arrays)
+        weight_q = self.const_once(f"{name}_q", quantized)
+        rescale = self.const_once(f"{name}_rescale", (scale.astype(np.float64) / STATE_QUANT_LEVELS).astype(np.float32))
+        state_scale = self.const_once("state_scale", np.array(1 / STATE_QUANT_LEVELS, np.float32))
+        state_zero = self.const_once("state_zero", np.array(128, np.uint8))
+        h_q = self.op("QuantizeLinear", h, state_scale, state_zero, out=f"{out}_h_q")
+        acc = self.op("MatMulInteger", h_q, weight_q, state_zero, out=f"{out}_i32")
         acc_f = self.op("Cast", acc, out=f"{out}_acc", to=TensorProto.FLOAT)
-        scaled = self.op("Mul", acc_f, f"{name}_rescale", out=f"{out}_scaled")
-        return self.op("Add", scaled, f"{name}_B", out=out)
+        scaled = self.op("Mul", acc_f, rescale, out=f"{out}_scaled")
+        return self.op("Add", scaled, bias_name, out=out)
 
 
 # int8: weights in [-127, 127] (symmetric, so no zero point); the state's 1/127 steps cover (-1, 1).

@@ -17,6 +17,7 @@ every W characters, and each window's first character is predicted from the one 
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,15 +47,18 @@ def teacher_forced_logits(cell: OnnxCell, inputs: np.ndarray, eps: np.ndarray) -
     return np.stack(logits)
 
 
-def windows(ids: np.ndarray, window: int) -> list[np.ndarray]:
-    """Rows of window + 1 ids (inputs, then the targets one further), the last one possibly shorter."""
-    starts = range(0, len(ids) - 1, window)
-    return [ids[s : s + window + 1] for s in starts]
+def windows(ids: Sequence, window: int) -> Iterator:
+    """Cut ids (a numpy array, a memory map or a tensor) into consecutive windows of window + 1 ids that
+    overlap by one, made one at a time: each window's first id is context, the others are predicted, so every
+    id after the first is predicted exactly once.  The last window may be shorter.  The windows of
+    vrnn-score, vrnn-eval and the trainer's validation."""
+    for start in range(0, len(ids) - 1, window):
+        yield ids[start : start + window + 1]
 
 
 def _batches(ids: np.ndarray, window: int) -> list[np.ndarray]:
     """The windows as equal-length batches [B, W + 1] of at most SCORE_BATCH rows (a short last window alone)."""
-    rows = windows(ids, window)
+    rows = list(windows(ids, window))
     full = [r for r in rows if len(r) == window + 1]
     batches = [np.stack(full[i : i + SCORE_BATCH]) for i in range(0, len(full), SCORE_BATCH)]
     return batches + [r[None, :] for r in rows if len(r) != window + 1]

@@ -14,8 +14,9 @@ import torch
 from conftest import TINY_TEXT, bin_path
 
 from vrnn.models.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_checkpoint, model_from_checkpoint
+from vrnn.runtime.scoring import windows as validation_windows
 from vrnn.training.cli import main as train_main
-from vrnn.training.data import Corpus, validation_windows
+from vrnn.training.data import Corpus
 from vrnn.training.evaluation import LN2, evaluate
 
 
@@ -102,7 +103,7 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(
 
 def test_validation_windows_cover_every_character_once() -> None:
     ids = torch.arange(23)
-    windows = validation_windows(ids, 5)
+    windows = list(validation_windows(ids, 5))
     predicted = torch.cat([w[1:] for w in windows])
     assert torch.equal(predicted, ids[1:])
     assert all(torch.equal(w[:1], ids[w[0] : w[0] + 1]) for w in windows)

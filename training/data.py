@@ -142,23 +142,10 @@ def sample_windows(corpus: Corpus, batch: int, seq_len: int, generator: torch.Ge
 def validation_subset(corpus: Corpus, val_chars: int, pieces: int = VALIDATION_PIECES) -> list[torch.Tensor]:
     """The validation split, or, when it is longer than `val_chars` (> 0), `pieces` stretches of about
     val_chars / pieces characters spread evenly over it: the same ones at every validation, so a validation
-    costs the same on any corpus.  Each stretch's first id is context (as in validation_windows)."""
+    costs the same on any corpus.  Each stretch's first id is context (as in runtime.scoring.windows)."""
     val = corpus.val
     if not val_chars or len(val) <= val_chars + 1:
         return [corpus.ids(val)]
     length = max(2, val_chars // pieces + 1)
     starts = np.linspace(0, len(val) - length, pieces).astype(np.int64)
     return [corpus.ids(val[s : s + length]) for s in starts]
-
-
-def validation_windows(ids: torch.Tensor, seq_len: int) -> list[torch.Tensor]:
-    """Cut a split into consecutive windows [T+1] that overlap by one character.
-
-    Each window's first character is context; the others are predicted, so every
-    character after the split's first is predicted exactly once.  The last window
-    may be shorter.
-    """
-    windows = []
-    for start in range(0, len(ids) - 1, seq_len):
-        windows.append(ids[start : start + seq_len + 1])
-    return windows

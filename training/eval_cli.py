@@ -152,14 +152,15 @@ def main(
         raise VrnnError(f"{text} leaves nothing to score in --split {split}")
     with flushed_denormals():  # as in training: denormals only cost time
         score = score_text(model, pieces, window, iwae_samples, batch_size, seed, keep_chars=plot_chars)
-    scored = vocab.decode(np.concatenate([np.asarray(p[1 : plot_chars + 1]) for p in pieces[:2]])[:plot_chars])
 
     if not all(math.isfinite(v) for v in (score.elbo, score.iwae, score.nll, score.kl)):
         raise VrnnError(f"{model_name} gives non-finite scores on {text} (NaN or infinity): its weights are broken")
     if plot is not None:
         shown = min(plot_chars, score.chars)
+        # the first characters scored: after each piece's context id (two pieces hold more than a window)
+        scored = vocab.decode(np.concatenate([np.asarray(p[1 : shown + 1]) for p in pieces[:2]])[:shown])
         title = f"{model_name} on {Path(text).name} ({split})"
-        draw_passage(scored[:shown], score.char_nll[:shown], score.char_kl[:shown], plot, title)
+        draw_passage(scored, score.char_nll[:shown], score.char_kl[:shown], plot, title)
 
     result = {"text": text, "split": split, "checkpoint": str(ckpt_path), "skipped_chars": dropped, **score.summary()}
     if as_json:

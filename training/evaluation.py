@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from vrnn.models.vrnn import VRNN
+from vrnn.runtime.scoring import windows
 
 LN2 = math.log(2.0)
 ACTIVE_UNIT_THRESHOLD = 0.01
@@ -97,12 +98,11 @@ Ids = torch.Tensor | np.ndarray  # a tensor, or a numpy array such as a token fi
 
 
 def _window_groups(pieces: list[Ids], window: int, per_pass: int) -> Iterator[list[Ids]]:
-    """The windows of every piece (validation_windows), in text order, as groups of at most `per_pass`
+    """The windows of every piece (runtime.scoring.windows), in text order, as groups of at most `per_pass`
     windows of equal length; made one group at a time, so a long text is never cut up all at once."""
     group: list[Ids] = []
     for piece in pieces:
-        for start in range(0, len(piece) - 1, window):
-            w = piece[start : start + window + 1]
+        for w in windows(piece, window):
             if group and (len(group) == per_pass or len(group[0]) != len(w)):
                 yield group
                 group = []

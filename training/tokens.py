@@ -131,7 +131,7 @@ def prepare_tokens(
     """The token file of a corpus, built on first use (see the module's docstring) and memory-mapped;
     its `built_s` says how long this call took to build it (None: it was there)."""
     files = corpus_files(spec)
-    sources = [Source.of(p) for p in files]
+    sources = [Source.of(p).__dict__ for p in files]  # as the JSON files list them
     root = token_cache(cache)
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -142,7 +142,7 @@ def prepare_tokens(
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed, or when the process dies
         index = root / f"sources-{_sources_key(sources)}.json"
         known = _read_json(index)
-        if known and known.get("sources") == [s.__dict__ for s in sources]:
+        if known and known.get("sources") == sources:
             opened = _open(root, str(known.get("sha256", "")))
             if opened is not None:
                 return opened
@@ -155,13 +155,13 @@ def prepare_tokens(
             if opened is None:
                 raise VrnnError(f"the token file just written in {root} cannot be read back")
         with atomic_write(index, "w") as handle:
-            json.dump({"sha256": sha, "sources": [s.__dict__ for s in sources]}, handle)
+            json.dump({"sha256": sha, "sources": sources}, handle)
         opened.built_s = time.perf_counter() - started
         return opened
 
 
-def _sources_key(sources: list[Source]) -> str:
-    return hashlib.sha256(json.dumps([s.__dict__ for s in sources]).encode()).hexdigest()[:32]
+def _sources_key(sources: list[dict]) -> str:
+    return hashlib.sha256(json.dumps(sources).encode()).hexdigest()[:32]
 
 
 def _read_json(path: Path) -> dict | None:
@@ -199,25 +199,24 @@ def _open(root: Path, sha: str) -> TokenFile | None:
     return TokenFile(ids, vocab, sha, split, meta, tokens)
 
 
-def _documents(files: list[Path], chunk_bytes: int) -> Iterator[tuple[Path, int, bytes, bool]]:
-    """(file, offset, chunk, last chunk of the file) over every file in order; refuses what cannot be read."""
-    for path in files:
-        try:
-            with open(path, "rb") as handle:
-                offset, chunk = 0, handle.read(chunk_bytes)
-                if not chunk:
-                    raise VrnnError(f"corpus is empty: {path}")
-                while chunk:
-                    following = handle.read(chunk_bytes)
-                    yield path, offset, chunk, not following
-                    offset += len(chunk)
-                    chunk = following
-        except PermissionError:
-            raise VrnnError(f"corpus cannot be read (permission denied): {path}") from None
-        except IsADirectoryError:
-            raise VrnnError(f"corpus is a directory, not a file: {path}") from None
-        except OSError as exc:
-            raise VrnnError(f"corpus cannot be read: {path}: {exc.strerror or exc}") from None
+def _chunks(path: Path, chunk_bytes: int) -> Iterator[tuple[int, bytes, bool]]:
+    """(offset, chunk, last chunk of the file) of one file; refuses what cannot be read, and an empty file."""
+    try:
+        with open(path, "rb") as handle:
+            offset, chunk = 0, handle.read(chunk_bytes)
+            if not chunk:
+                raise VrnnError(f"corpus is empty: {path}")
+            while chunk:
+                following = handle.read(chunk_bytes)
+                yield offset, chunk, not following
+                offset += len(chunk)
+                chunk = following
+    except PermissionError:
+        raise VrnnError(f"corpus cannot be read (permission denied): {path}") from None
+    except IsADirectoryError:
+        raise VrnnError(f"corpus is a directory, not a file: {path}") from None
+    except OSError as exc:
+        raise VrnnError(f"corpus cannot be read: {path}: {exc.strerror or exc}") from None
 
 
 def _code_points(files: list[Path], chunk_bytes: int, check: bool) -> Iterator[tuple[bytes, np.ndarray]]:
@@ -228,7 +227,7 @@ def _code_points(files: list[Path], chunk_bytes: int, check: bool) -> Iterator[t
         if number:
             yield separator, np.frombuffer(separator, np.uint8)
         decoder = codecs.getincrementaldecoder("utf-8")("strict")
-        for _, offset, chunk, last in _documents([path], chunk_bytes):
+        for offset, chunk, last in _chunks(path, chunk_bytes):
             if check and b"\x00" in chunk:
                 at = offset + chunk.index(b"\x00")
                 raise VrnnError(f"corpus looks binary (a NUL byte at offset {at}), not text: {path}")
@@ -258,9 +257,7 @@ def _scan(files: list[Path], chunk_bytes: int) -> tuple[str, np.ndarray]:
     return digest.hexdigest(), counts
 
 
-def _encode(
-    files: list[Path], sha: str, counts: np.ndarray, sources: list[Source], root: Path, chunk_bytes: int
-) -> None:
+def _encode(files: list[Path], sha: str, counts: np.ndarray, sources: list[dict], root: Path, chunk_bytes: int) -> None:
     """Pass 2: write `<sha>.tokens` and `<sha>.json` (atomically, the tokens first)."""
     points = np.flatnonzero(counts)
     vocab = Vocabulary([chr(p) for p in points])
@@ -288,7 +285,7 @@ def _encode(
         "vocab": list(vocab.chars),
         "counts": [int(counts[p]) for p in points],
         "document_separator": DOCUMENT_SEPARATOR,
-        "sources": [s.__dict__ for s in sources],
+        "sources": sources,
     }
     with atomic_write(root / f"{sha}.json", "w") as handle:
         json.dump(meta, handle, ensure_ascii=False)
