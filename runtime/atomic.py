@@ -18,12 +18,13 @@ import contextlib
 import os
 import re
 import secrets
+import signal
 import stat
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO
 
-from vrnn.runtime.errors import UsageError, VrnnError
+from vrnn.runtime.errors import STOP_SIGNALS, UsageError, VrnnError
 
 TEMP_PATTERN = re.compile(r"^\.vrnn-(\d+)-[0-9a-f]{8}\.tmp$")
 
@@ -151,16 +152,25 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]
             return
     target = Path(os.path.realpath(path))
     tmp = target.parent / temp_name()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as for any new file
+    # Ctrl-C, SIGTERM and SIGHUP become exceptions between two bytecodes: one arriving while the temporary file
+    # is being created would be raised before the cleanup below is in place and leave the file behind.  They
+    # are held back until it is, then raised inside it.
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    created = False
     try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as for any new file
+        created = True
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
         with os.fdopen(fd, mode, **encoding) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, target)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)  # (already restored unless the creation failed)
+        if created:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
         raise
     # Make the rename itself durable.
     with contextlib.suppress(OSError):
