@@ -24,7 +24,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO
 
-from vrnn.runtime.errors import STOP_SIGNALS, UsageError, VrnnError
+from vrnn.runtime.errors import STOP_SIGNALS, UsageError, VrnnError, raise_if_stopped
 
 TEMP_PATTERN = re.compile(r"^\.vrnn-(\d+)-[0-9a-f]{8}\.tmp$")
 
@@ -165,6 +165,7 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        raise_if_stopped()  # a stop signal whose exception was discarded on the way: never commit after one
         os.replace(tmp, target)
     except BaseException:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)  # (already restored unless the creation failed)

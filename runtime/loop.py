@@ -19,7 +19,7 @@ from typing import Protocol
 
 import numpy as np
 
-from vrnn.runtime.errors import UsageError, VrnnError
+from vrnn.runtime.errors import UsageError, VrnnError, raise_if_stopped
 from vrnn.runtime.sampling import SamplingOptions, choose, choose_unfiltered
 
 MAX_LENGTH = 10_000_000  # characters per call: beyond this, ask for it in pieces
@@ -167,6 +167,7 @@ def generate_ids(
     per_call = steps_per_call(batch) if cell_chooses else 1
     remaining = length
     while remaining > 0:
+        raise_if_stopped()
         n = min(per_call, remaining)
         step_eps, uniform = eps(n), noise.uniform(n)
         chars, logits, state = steps(prev, state, step_eps, uniform, options.temperature)

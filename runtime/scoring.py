@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vrnn.runtime.cell import OnnxCell
+from vrnn.runtime.errors import raise_if_stopped
 
 SCORE_BATCH = 256  # windows per run(): large enough to use the matrix kernels, small enough to bound memory
 
@@ -98,6 +99,7 @@ def score_cell(cell: OnnxCell, ids: np.ndarray, window: int = 256, samples: int 
     z = cell.config.latent_size
     iw_total = mean_total = 0.0
     for batch in _batches(ids, window):
+        raise_if_stopped()
         inputs, targets = batch[:, :-1], batch[:, 1:]
         steps, rows = inputs.shape[1], inputs.shape[0]
         per_sample = np.empty((samples, rows))  # log p_k(window) per row

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from vrnn.models.vrnn import VRNN
+from vrnn.runtime.errors import raise_if_stopped
 from vrnn.runtime.scoring import windows
 
 LN2 = math.log(2.0)
@@ -157,6 +158,7 @@ def score_text(
     positions = 0
     char_nll, char_kl = [], []
     for group in groups:
+        raise_if_stopped()
         b, t = len(group), len(group[0]) - 1
         tokens = _stack(group).repeat_interleave(samples, dim=0).to(device)  # [b*K, T+1], sample index fastest
         eps = torch.randn((t, b * samples, z_size), generator=generator).to(device)
