@@ -234,6 +234,12 @@ def main(case):
     if case == "import":
         discarded_sigterm()
         raise ImportError("an import the signal interrupted")
+    if case == "train":
+        discarded_sigterm()  # while torch was imported, say
+        from vrnn.training.trainer import deferred_stop_signals
+        with deferred_stop_signals():
+            with open(sys.argv[2], "w") as out:
+                out.write("trained after SIGTERM")
     with atomic_write(sys.argv[2], "w") as out:
         if case == "commit":
             discarded_sigterm()
@@ -249,7 +255,7 @@ main(sys.argv[3:])
 """
 
 
-@pytest.mark.parametrize("case", ["sample", "commit", "import"])
+@pytest.mark.parametrize("case", ["sample", "commit", "import", "train"])
 def test_a_stop_signal_whose_exception_was_discarded_still_stops_the_command(tmp_path: Path, case: str) -> None:
     out = tmp_path / "out.txt"
     out.write_text("a file the user made\n")

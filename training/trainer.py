@@ -22,7 +22,14 @@ from torch.nn.parallel import DistributedDataParallel
 from vrnn.models.checkpoint import build_checkpoint, save_checkpoint
 from vrnn.models.vrnn import VRNN
 from vrnn.runtime.atomic import atomic_write, remove_stale_temp_files
-from vrnn.runtime.errors import EXIT_INTERRUPTED, STOP_SIGNALS, VrnnError, handling_signals, signal_exit_code
+from vrnn.runtime.errors import (
+    EXIT_INTERRUPTED,
+    STOP_SIGNALS,
+    VrnnError,
+    handling_signals,
+    raise_if_stopped,
+    signal_exit_code,
+)
 from vrnn.runtime.schema import DEFAULT_START_CHAR, ModelConfig
 from vrnn.training.allocator import keep_freed_memory
 from vrnn.training.config import TrainConfig
@@ -123,6 +130,7 @@ def resolve_device(name: str) -> torch.device:
 def deferred_stop_signals() -> Any:
     """Turn Ctrl-C, SIGTERM and SIGHUP into a flag checked between steps, so that the run saves its checkpoint
     and exits with the signal's status instead of dying mid-update or without a save."""
+    raise_if_stopped()  # one that came earlier, while torch was imported, say, and whose exception was discarded
     flag: dict[str, int | None] = {"signal": None}
 
     def handler(signum: int, frame: object) -> None:
