@@ -39,33 +39,40 @@ class Terminated(BaseException):
         self.signum = signum
 
 
-# The stop signal last received by `_raise_terminated`, until its command ends.  Raising from a signal handler
-# is not enough on its own: the exception surfaces wherever the interpreter happens to be, and some places
-# discard it.  A C extension's module initialisation is one (numpy.random's, imported on first use, swallowed
-# a SIGTERM in about 1 run in 30 and the command sampled on).  `raise_if_stopped` raises it again.
+# The stop signal last received by `_raise_stop`, until its command ends.  Raising from a signal handler is not
+# enough on its own: the exception surfaces wherever the interpreter happens to be, and some places discard it.
+# A C extension's module initialisation is one (numpy.random's, imported on first use, swallowed a SIGTERM in
+# about 1 run in 30 and the command sampled on).  `raise_if_stopped` raises it again.
 _stop_signal: int | None = None
 
 
-def _raise_terminated(signum: int, frame: object) -> None:
+def _stop_exception(signum: int) -> BaseException:
+    """Ctrl-C is KeyboardInterrupt, as Python makes it (click reports it as 'interrupted'); the others Terminated."""
+    return KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum)
+
+
+def _raise_stop(signum: int, frame: object) -> None:
     global _stop_signal
     _stop_signal = signum
-    raise Terminated(signum)
+    raise _stop_exception(signum)
 
 
 def raise_if_stopped() -> None:
-    """Raise Terminated if SIGTERM or SIGHUP has arrived during this command, in case the exception its handler
-    raised was discarded on the way.  Long loops call it once per round and writers before they commit;
-    outside a vrnn command (no handler installed) it does nothing."""
+    """Raise the stop signal's exception again if Ctrl-C, SIGTERM or SIGHUP has arrived during this command, in
+    case the one its handler raised was discarded on the way.  Long loops call it once per round and writers
+    before they commit; outside a vrnn command (no handler installed) it does nothing."""
     if _stop_signal is not None:
-        raise Terminated(_stop_signal)
+        raise _stop_exception(_stop_signal)
 
 
 @contextlib.contextmanager
 def handling_signals(signals: tuple[int, ...], handler: Callable[[int, object], None]) -> Iterator[bool]:
     """Install `handler` for `signals` for the duration and restore the previous handlers after; yields whether
-    it could (Python lets only the main thread install signal handlers)."""
+    it could (Python lets only the main thread install signal handlers).  A signal the process was started
+    ignoring stays ignored: `nohup` ignores SIGHUP, and a shell's background job Ctrl-C."""
     try:
-        previous = {sig: signal.signal(sig, handler) for sig in signals}
+        wanted = [sig for sig in signals if signal.getsignal(sig) != signal.SIG_IGN]
+        previous = {sig: signal.signal(sig, handler) for sig in wanted}
     except ValueError:  # not the main thread: leave the signals alone
         yield False
         return
@@ -78,13 +85,14 @@ def handling_signals(signals: tuple[int, ...], handler: Callable[[int, object], 
 
 @contextlib.contextmanager
 def terminating_signals() -> Iterator[None]:
-    """SIGTERM and SIGHUP raise Terminated for the duration (main thread only), so every `with` unwinds."""
+    """Ctrl-C, SIGTERM and SIGHUP raise KeyboardInterrupt or Terminated for the duration (main thread only), so
+    every `with` unwinds, and are recorded for `raise_if_stopped`."""
     global _stop_signal
     # numpy.random's module initialisation discards an exception raised inside it: imported on first use, under
     # the handler, it swallowed the SIGTERM of about 1 run in 30.  So it is imported before.
     import numpy.random  # noqa: F401
 
-    with handling_signals((signal.SIGTERM, signal.SIGHUP), _raise_terminated) as installed:
+    with handling_signals(STOP_SIGNALS, _raise_stop) as installed:
         if installed:  # `kill -USR1 PID` prints every thread's stack to stderr: how a stuck command is diagnosed
             with contextlib.suppress(AttributeError, ValueError, RuntimeError, OSError):
                 faulthandler.register(signal.SIGUSR1, all_threads=True)
@@ -153,6 +161,10 @@ def cli_errors(func: F) -> F:
                     raise
         except Terminated as exc:
             fail(f"terminated by {signal.Signals(exc.signum).name}", signal_exit_code(exc.signum))
+        except KeyboardInterrupt:
+            if sys.stderr.isatty():
+                click.echo(err=True)  # past the ^C the terminal printed
+            fail("interrupted", EXIT_INTERRUPTED)
         except VrnnError as exc:
             fail(str(exc), exc.exit_code)
         except OSError as exc:

@@ -149,9 +149,38 @@ def test_sigterm_and_sighup_save_the_training_and_exit_143_and_129(tmp_path: Pat
         assert temp_files(tmp_path) == []
 
 
+def ignoring_sighup() -> None:
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # what `nohup` does before it starts the command
+
+
+@pytest.mark.parametrize("command", ["vrnn-train", "vrnn-run"])
+def test_a_command_started_under_nohup_keeps_running_when_the_terminal_closes(
+    tmp_path: Path, tiny_corpus: Path, trained: dict[str, Path], command: str
+) -> None:
+    out = tmp_path / "out"
+    args = [str(tiny_corpus), "-o", str(out), *LONG_TRAIN] if command == "vrnn-train" else [
+        str(trained["cell"]), "-n", "10000000", "-o", str(out)]  # fmt: skip
+    proc = subprocess.Popen([bin_path(command), *args], stderr=subprocess.PIPE, text=True, preexec_fn=ignoring_sighup)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out.exists() or temp_files(tmp_path)):  # working
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(1.0)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 143 and "SIGTERM" in err, err
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 @pytest.mark.parametrize("command", ["vrnn-run", "vrnn-sample"])
-def test_sigterm_mid_write_leaves_neither_output_nor_temp_file(
-    tmp_path: Path, trained: dict[str, Path], command: str
+def test_a_stop_signal_mid_write_leaves_neither_output_nor_temp_file(
+    tmp_path: Path, trained: dict[str, Path], command: str, sig: signal.Signals
 ) -> None:
     source = trained["cell"] if command == "vrnn-run" else trained["checkpoint"]
     out = tmp_path / "out.txt"
@@ -162,15 +191,16 @@ def test_sigterm_mid_write_leaves_neither_output_nor_temp_file(
     while not temp_files(tmp_path):  # writing has begun
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     try:
         _, err = proc.communicate(timeout=120)
     except subprocess.TimeoutExpired:  # stuck: every command dumps its stacks on SIGUSR1
         proc.send_signal(signal.SIGUSR1)
         time.sleep(2)
         proc.kill()
-        raise AssertionError(f"{command} did not stop on SIGTERM; its stacks:\n{proc.communicate()[1]}") from None
-    assert proc.returncode == 143 and err.count("\n") == 1 and "SIGTERM" in err, err
+        raise AssertionError(f"{command} did not stop on {sig.name}; its stacks:\n{proc.communicate()[1]}") from None
+    expected = "error: terminated by SIGTERM\n" if sig == signal.SIGTERM else "error: interrupted\n"
+    assert (proc.returncode, err) == (128 + sig, expected)
     assert out.read_text() == "a file the user made\n" and temp_files(tmp_path) == []
 
 
@@ -221,9 +251,9 @@ from vrnn.runtime.sampler import Sampler
 
 def discarded_sigterm():
     try:
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), getattr(signal, sys.argv[4]))
         time.sleep(5)  # the handler runs here, and raises...
-    except Terminated:
+    except (Terminated, KeyboardInterrupt):
         pass  # ...and the exception is lost
 
 @click.command()
@@ -251,17 +281,21 @@ def main(case):
             out.write(char)
             assert i < 10_000, "sampled on after SIGTERM"
 
-main(sys.argv[3:])
+main(sys.argv[3:4])
 """
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 @pytest.mark.parametrize("case", ["sample", "commit", "import", "train"])
-def test_a_stop_signal_whose_exception_was_discarded_still_stops_the_command(tmp_path: Path, case: str) -> None:
+def test_a_stop_signal_whose_exception_was_discarded_still_stops_the_command(
+    tmp_path: Path, case: str, sig: signal.Signals
+) -> None:
     out = tmp_path / "out.txt"
     out.write_text("a file the user made\n")
-    result = subprocess.run([sys.executable, "-c", DISCARDED_STOP, str(CONFORMANCE_CELL), str(out), case],
+    result = subprocess.run([sys.executable, "-c", DISCARDED_STOP, str(CONFORMANCE_CELL), str(out), case, sig.name],
                             capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert result.returncode == 143 and result.stderr == "error: terminated by SIGTERM\n", result.stderr
+    expected = "error: terminated by SIGTERM\n" if sig == signal.SIGTERM else "error: interrupted\n"
+    assert (result.returncode, result.stderr) == (128 + sig, expected)
     assert out.read_text() == "a file the user made\n" and temp_files(tmp_path) == []
 
 
