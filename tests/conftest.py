@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -22,6 +23,14 @@ TINY_TEXT = (
     "JULIET:\nO Romeo, Romeo, wherefore art thou Romeo?\n"
     "Deny thy father and refuse thy name.\n\n"
 ) * 3
+
+
+def default_stop_signals() -> None:
+    """A child's `preexec_fn`: Ctrl-C, SIGTERM and SIGHUP as a terminal would deliver them.  The test runner may
+    ignore some (a background job ignores SIGINT, `nohup` SIGHUP), its children inherit that, and the commands
+    keep a signal they were started ignoring ignored: a test that sends one must not depend on the runner."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def bin_path(name: str) -> str:

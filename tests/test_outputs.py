@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import bin_path
+from conftest import bin_path, default_stop_signals
 
 from vrnn.models.checkpoint import load_checkpoint
 from vrnn.runtime.atomic import atomic_write, remove_stale_temp_files
@@ -136,7 +136,7 @@ def test_sigterm_and_sighup_save_the_training_and_exit_143_and_129(tmp_path: Pat
     for sig, code in ((signal.SIGTERM, 143), (signal.SIGHUP, 129)):
         ckpt = tmp_path / f"{sig.name}.pt"
         proc = subprocess.Popen([bin_path("vrnn-train"), str(tiny_corpus), "-o", str(ckpt), *LONG_TRAIN],
-                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+                                stderr=subprocess.PIPE, text=True, preexec_fn=default_stop_signals)  # fmt: skip
         wait_for(proc, ckpt)
         time.sleep(0.3)
         proc.send_signal(sig)
@@ -150,6 +150,7 @@ def test_sigterm_and_sighup_save_the_training_and_exit_143_and_129(tmp_path: Pat
 
 
 def ignoring_sighup() -> None:
+    default_stop_signals()
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # what `nohup` does before it starts the command
 
 
@@ -186,7 +187,7 @@ def test_a_stop_signal_mid_write_leaves_neither_output_nor_temp_file(
     out = tmp_path / "out.txt"
     out.write_text("a file the user made\n")
     proc = subprocess.Popen([bin_path(command), str(source), "-n", "10000000", "-o", str(out)],
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            stderr=subprocess.PIPE, text=True, preexec_fn=default_stop_signals)  # fmt: skip
     deadline = time.monotonic() + 60
     while not temp_files(tmp_path):  # writing has begun
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
@@ -293,7 +294,7 @@ def test_a_stop_signal_whose_exception_was_discarded_still_stops_the_command(
     out = tmp_path / "out.txt"
     out.write_text("a file the user made\n")
     result = subprocess.run([sys.executable, "-c", DISCARDED_STOP, str(CONFORMANCE_CELL), str(out), case, sig.name],
-                            capture_output=True, text=True, timeout=120)  # fmt: skip
+                            capture_output=True, text=True, timeout=120, preexec_fn=default_stop_signals)  # fmt: skip
     expected = "error: terminated by SIGTERM\n" if sig == signal.SIGTERM else "error: interrupted\n"
     assert (result.returncode, result.stderr) == (128 + sig, expected)
     assert out.read_text() == "a file the user made\n" and temp_files(tmp_path) == []

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import bin_path
+from conftest import bin_path, default_stop_signals
 
 from vrnn.models.checkpoint import load_checkpoint, save_checkpoint
 from vrnn.runtime.errors import VrnnError
@@ -26,6 +26,7 @@ def start_training(corpus: Path, ckpt: Path, *extra: str) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_stop_signals,
     )
 
 

@@ -86,8 +86,14 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(
         return result
 
     monkeypatch.setattr(Trainer, "train_step", interrupt_after_7)
-    with pytest.raises(SystemExit) as exit_info:
-        train_inprocess(str(tiny_corpus), "-o", str(split), *common)
+    # Python's own Ctrl-C handler, whatever the test runner was started with (a background job ignores SIGINT,
+    # and the trainer leaves an ignored signal ignored).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            train_inprocess(str(tiny_corpus), "-o", str(split), *common)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert exit_info.value.code == 130
     assert load_checkpoint(split)["step"] == 7
     monkeypatch.setattr(Trainer, "train_step", real_step)
