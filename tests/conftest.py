@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from vrnn.runtime.errors import STOP_SIGNALS
+
 REPO = Path(__file__).resolve().parent.parent
 
 # Token files and downloads go to a cache of the test session's own, never the user's ~/.cache/vrnn
@@ -29,7 +31,7 @@ def default_stop_signals() -> None:
     """A child's `preexec_fn`: Ctrl-C, SIGTERM and SIGHUP as a terminal would deliver them.  The test runner may
     ignore some (a background job ignores SIGINT, `nohup` SIGHUP), its children inherit that, and the commands
     keep a signal they were started ignoring ignored: a test that sends one must not depend on the runner."""
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_DFL)
 
 

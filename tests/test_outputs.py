@@ -34,6 +34,11 @@ def one_line_failure(result: subprocess.CompletedProcess, code: int, *words: str
         assert word in result.stderr, result.stderr
 
 
+def stop_message(sig: signal.Signals) -> str:
+    """What a command prints when `sig` stops it."""
+    return "error: terminated by SIGTERM\n" if sig == signal.SIGTERM else "error: interrupted\n"
+
+
 def temp_files(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp"))
 
@@ -200,8 +205,7 @@ def test_a_stop_signal_mid_write_leaves_neither_output_nor_temp_file(
         time.sleep(2)
         proc.kill()
         raise AssertionError(f"{command} did not stop on {sig.name}; its stacks:\n{proc.communicate()[1]}") from None
-    expected = "error: terminated by SIGTERM\n" if sig == signal.SIGTERM else "error: interrupted\n"
-    assert (proc.returncode, err) == (128 + sig, expected)
+    assert (proc.returncode, err) == (128 + sig, stop_message(sig))
     assert out.read_text() == "a file the user made\n" and temp_files(tmp_path) == []
 
 
@@ -250,7 +254,7 @@ from vrnn.runtime.atomic import atomic_write
 from vrnn.runtime.errors import Terminated, cli_errors
 from vrnn.runtime.sampler import Sampler
 
-def discarded_sigterm():
+def discarded_stop():
     try:
         os.kill(os.getpid(), getattr(signal, sys.argv[4]))
         time.sleep(5)  # the handler runs here, and raises...
@@ -263,22 +267,22 @@ def discarded_sigterm():
 def main(case):
     sampler = Sampler.from_onnx(sys.argv[1], threads=1)
     if case == "import":
-        discarded_sigterm()
+        discarded_stop()
         raise ImportError("an import the signal interrupted")
     if case == "train":
-        discarded_sigterm()  # while torch was imported, say
+        discarded_stop()  # while torch was imported, say
         from vrnn.training.trainer import deferred_stop_signals
         with deferred_stop_signals():
             with open(sys.argv[2], "w") as out:
                 out.write("trained after SIGTERM")
     with atomic_write(sys.argv[2], "w") as out:
         if case == "commit":
-            discarded_sigterm()
+            discarded_stop()
             out.write("written after the signal")
             return
         for i, char in enumerate(sampler.stream(1_000_000, seed=0)):
             if i == 10:
-                discarded_sigterm()
+                discarded_stop()
             out.write(char)
             assert i < 10_000, "sampled on after SIGTERM"
 
@@ -295,8 +299,7 @@ def test_a_stop_signal_whose_exception_was_discarded_still_stops_the_command(
     out.write_text("a file the user made\n")
     result = subprocess.run([sys.executable, "-c", DISCARDED_STOP, str(CONFORMANCE_CELL), str(out), case, sig.name],
                             capture_output=True, text=True, timeout=120, preexec_fn=default_stop_signals)  # fmt: skip
-    expected = "error: terminated by SIGTERM\n" if sig == signal.SIGTERM else "error: interrupted\n"
-    assert (result.returncode, result.stderr) == (128 + sig, expected)
+    assert (result.returncode, result.stderr) == (128 + sig, stop_message(sig))
     assert out.read_text() == "a file the user made\n" and temp_files(tmp_path) == []
 
 
