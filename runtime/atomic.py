@@ -3,7 +3,9 @@
 Rules every vrnn output follows:
 - A regular file (new or existing) is written to a temporary file beside it and renamed over it: readers see
   the old file or the complete new one.
-- A symbolic link is followed: its target is replaced that way, the link itself stays.
+- A symbolic link is followed: its target is replaced that way, the link itself stays.  Files a command
+  owns (the token cache) are written with `follow_links=False`: whatever is at the path, a link included, is
+  replaced, and nothing outside the directory is ever written.
 - An existing character device or FIFO (`/dev/null`, `/dev/stdout`, a named pipe) is written through, never
   replaced; commands whose outputs must be files (checkpoints) refuse them instead.  Block devices, sockets
   and directories are refused.
@@ -51,8 +53,11 @@ def check_writable_destination(path: str | os.PathLike[str], files_only: bool = 
     """Refuse an output path that cannot be written safely; return it.
 
     Missing or unwritable directories, directories, block devices and sockets are refused; so are character
-    devices and FIFOs when `files_only` (outputs that must be regular files, such as checkpoints).
+    devices and FIFOs when `files_only` (outputs that must be regular files, such as checkpoints).  An empty
+    path is a usage error: Path("") would be the working directory.
     """
+    if os.fspath(path) == "":
+        raise UsageError("output path is empty: name a file")
     path = Path(path)
     try:
         mode = os.stat(path).st_mode  # follows symbolic links: the target is what would be written
@@ -137,20 +142,28 @@ def remove_stale_temp_files(directory: str | os.PathLike[str]) -> int:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:
+def atomic_write(path: str | os.PathLike[str], mode: str = "wb", follow_links: bool = True) -> Iterator[IO]:
     """Open `path` for writing so that a failure or a kill never leaves it half-written (see the module rules).
 
     A regular file or a new path gets a temporary file beside its (link-resolved) target, fsynced and renamed
     over it on success and removed on any exception; an existing character device or FIFO is written through.
+    With `follow_links` False the temporary file goes beside `path` itself and is renamed over whatever is
+    there (a link, a FIFO), which is replaced, never written through; only a directory is refused.
     """
-    path = check_writable_destination(path)
     encoding = {} if "b" in mode else {"encoding": "utf-8"}
-    with contextlib.suppress(FileNotFoundError):
-        if _streamable(os.stat(path).st_mode):
-            with open(path, mode, **encoding) as handle:
-                yield handle
-            return
-    target = Path(os.path.realpath(path))
+    if follow_links:
+        path = check_writable_destination(path)
+        with contextlib.suppress(FileNotFoundError):
+            if _streamable(os.stat(path).st_mode):
+                with open(path, mode, **encoding) as handle:
+                    yield handle
+                return
+        target = Path(os.path.realpath(path))
+    else:
+        target = Path(os.path.abspath(path))
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISDIR(os.lstat(target).st_mode):
+                raise VrnnError(f"cannot write {target}: a directory is in the way")
     tmp = target.parent / temp_name()
     # Ctrl-C, SIGTERM and SIGHUP become exceptions between two bytecodes: one arriving while the temporary file
     # is being created would be raised before the cleanup below is in place and leave the file behind.  They

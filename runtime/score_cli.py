@@ -13,8 +13,8 @@ from vrnn.runtime.cell import OnnxCell
 from vrnn.runtime.cli import require_stdout
 from vrnn.runtime.errors import OneLineCommand, UsageError, VrnnError, cli_errors
 from vrnn.runtime.limits import check_seed, check_threads
-from vrnn.runtime.schema import VALIDATION_FRACTION
 from vrnn.runtime.scoring import score_cell
+from vrnn.runtime.splits import SPLITS, split_bounds
 
 MAX_SAMPLES = 4096
 
@@ -37,19 +37,19 @@ def read_text(path: str) -> str:
 # vrnn-score's and vrnn-eval's --split: which part of TEXT is scored (scored_part).
 split_option = click.option(
     "--split",
-    type=click.Choice(["all", "train", "val"]),
+    type=click.Choice(SPLITS),
     default="all",
     show_default=True,
-    help="Score the whole text, or its first 90% / last 10% (vrnn-train's split).",
+    help="Score the whole text, its first 90% or last 10% (vrnn-train's split), or either half of that 10%.",
 )
 
 
 def scored_part(content: str, split: str, start_char: str) -> tuple[str, str]:
     """(context character, text to score) of `content` for --split, as vrnn-eval takes them."""
-    split_at = int(len(content) * (1 - VALIDATION_FRACTION))
-    if split == "val":
-        return content[split_at - 1 : split_at], content[split_at:]
-    return start_char, content[:split_at] if split == "train" else content
+    start, end = split_bounds(len(content), split)
+    if start > 0:  # a part after the text's start: the character before it is its context
+        return content[start - 1 : start], content[start:end]
+    return start_char, content[:end]
 
 
 @click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

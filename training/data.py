@@ -14,9 +14,9 @@ import torch
 
 from vrnn.runtime.atomic import atomic_write
 from vrnn.runtime.errors import VrnnError
-from vrnn.runtime.schema import VALIDATION_FRACTION
+from vrnn.runtime.splits import split_bounds, split_point
 from vrnn.runtime.vocab import Vocabulary
-from vrnn.training.tokens import TokenFile
+from vrnn.training.tokens import TokenFile, cache_dir
 
 TINYSHAKESPEARE = "tinyshakespeare"
 TINYSHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -26,14 +26,6 @@ MAX_CORPUS_BYTES = 2 * 1024**3  # of a text read whole into memory (read_corpus,
 # split), in VALIDATION_PIECES stretches spread over the split.
 DEFAULT_VAL_CHARS = 1_000_000
 VALIDATION_PIECES = 16
-
-
-def cache_dir() -> Path:
-    """Where downloaded corpora live: $VRNN_CACHE, else $XDG_CACHE_HOME/vrnn, else ~/.cache/vrnn."""
-    if os.environ.get("VRNN_CACHE"):
-        return Path(os.environ["VRNN_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "vrnn"
 
 
 def fetch_tinyshakespeare(url: str | None = None, timeout: float = 60.0) -> Path:
@@ -108,13 +100,19 @@ class Corpus:
         """Encode `text` in memory (with its own vocabulary unless one is given) and split it."""
         vocab = vocab or Vocabulary.from_text(text)
         ids = vocab.encode(text, what=f"corpus {name}")
-        split = int(len(ids) * (1 - VALIDATION_FRACTION))
+        split = split_point(len(ids))
         return cls(vocab, ids[:split], ids[split:], sha256, name)
 
     @classmethod
     def from_tokens(cls, tokens: TokenFile, name: str) -> Corpus:
         """A prepared token file, read through its memory map."""
         return cls(tokens.vocab, tokens.train, tokens.val, tokens.sha256, name)
+
+    def validation_part(self, part: str) -> np.ndarray:
+        """The ids of `part` of the validation split: "val" (all of it) or one of its halves (runtime.splits)."""
+        offset = len(self.train)
+        start, end = split_bounds(offset + len(self.val), part)
+        return self.val[start - offset : end - offset]
 
     def ids(self, array: np.ndarray) -> torch.Tensor:
         """Ids read from the corpus as an int64 tensor."""
@@ -136,14 +134,28 @@ def sample_windows(corpus: Corpus, batch: int, seq_len: int, generator: torch.Ge
     character and T targets.  Only the windows are read (a memory-mapped corpus stays on disk)."""
     ids = corpus.train
     starts = torch.randint(0, len(ids) - seq_len, (batch,), generator=generator).numpy()
-    return corpus.ids(ids[starts[:, None] + np.arange(seq_len + 1)])
+    return corpus.ids(check_ids(ids[starts[:, None] + np.arange(seq_len + 1)], len(corpus.vocab), corpus.name))
 
 
-def validation_subset(corpus: Corpus, val_chars: int, pieces: int = VALIDATION_PIECES) -> list[torch.Tensor]:
-    """The validation split, or, when it is longer than `val_chars` (> 0), `pieces` stretches of about
-    val_chars / pieces characters spread evenly over it: the same ones at every validation, so a validation
-    costs the same on any corpus.  Each stretch's first id is context (as in runtime.scoring.windows)."""
-    val = corpus.val
+def check_ids(ids: np.ndarray, vocab_size: int, name: str) -> np.ndarray:
+    """`ids`, refused in one line if one lies outside the vocabulary: the last guard against a token file
+    damaged after its checks (tokens.py), so that damage never reaches the model as a wrong id."""
+    if ids.size and int(ids.max()) >= vocab_size:
+        raise VrnnError(
+            f"the token file of {name} holds character id {int(ids.max())}, outside its vocabulary of {vocab_size}: "
+            "it was damaged after it was built; delete it from the token cache to rebuild it"
+        )
+    return ids
+
+
+def validation_subset(
+    corpus: Corpus, val_chars: int, part: str = "val", pieces: int = VALIDATION_PIECES
+) -> list[torch.Tensor]:
+    """The validation split (or `part` of it, Corpus.validation_part), or, when it is longer than `val_chars`
+    (> 0), `pieces` stretches of about val_chars / pieces characters spread evenly over it: the same ones at
+    every validation, so a validation costs the same on any corpus.  Each stretch's first id is context (as
+    in runtime.scoring.windows)."""
+    val = corpus.validation_part(part)
     if not val_chars or len(val) <= val_chars + 1:
         return [corpus.ids(val)]
     length = max(2, val_chars // pieces + 1)

@@ -12,10 +12,24 @@ The first use reads the corpus twice in chunks of CHUNK_BYTES (bounded memory wh
     2. encode: each chunk's characters become ids (uint8 when the vocabulary has at most 256 characters,
        uint16 otherwise) appended to `<sha256>.tokens`, described by `<sha256>.json` (format, version,
        vocabulary, counts, sizes, split point, the sources).
-Both are written atomically into the cache ($VRNN_CACHE/tokens, see data.cache_dir), named by content, so
+Both are written atomically into the cache ($VRNN_CACHE/tokens, see cache_dir), named by content, so
 the same text at two paths shares one file.  A small `sources-<key>.json`, keyed by the sources' paths,
-sizes and modification times, finds it again without reading the corpus: a later run only stats the files.
-A changed source (size or time) is read again; an unreadable, truncated or foreign token file is rebuilt.
+finds it again without reading the corpus: a later run only stats the files.
+
+What the cache trusts, and why it is cheap (nothing is read but a few small JSON files and the stats):
+- A source is the same text when its size, modification time, inode and change time (ctime) are the same.
+  Size and mtime alone are not enough: `touch -r`, `cp -p`, `rsync -t` and `tar` give another text the old
+  ones.  No user tool can set a ctime back, and a file replaced by another (`cp`, `mv`, `rsync`) has another
+  inode, so any change of content changes one of the four.  A changed source is read again.
+- A token file is the one that was written when its JSON records its inode, size, mtime and ctime, which any
+  write to it, replacement or link changes; each JSON file carries a checksum of its own fields, so an edited
+  vocabulary, split or hash is caught; the index's hash must name a JSON that agrees with it.  Anything that
+  does not agree is rebuilt (or, when the cache cannot be written, refused in one line).  Windows are still
+  checked against the vocabulary when they are read, so no damage can reach the model as a wrong id.
+- The cache writes only inside itself: a link planted at one of its names is replaced, never written through.
+  Temporary files of preparations that were killed are removed; those of running ones are left alone.
+- The text read must be the text the stats describe: the sources are stat'ed again after reading, and the
+  second pass checks the first pass's hash, so a file edited during preparation is refused in one line.
 An exclusive lock on the cache serialises builders: the ranks of a torchrun (or two runs) starting on the
 same corpus build it once; the others wait, then map the same file.
 """
@@ -24,11 +38,14 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import errno
 import fcntl
 import glob
 import hashlib
 import json
 import mmap
+import os
+import stat
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -37,13 +54,14 @@ from typing import Any
 
 import numpy as np
 
-from vrnn.runtime.atomic import atomic_write
+from vrnn.runtime.atomic import atomic_write, remove_stale_temp_files
 from vrnn.runtime.errors import VrnnError
 from vrnn.runtime.schema import VALIDATION_FRACTION
+from vrnn.runtime.splits import split_point
 from vrnn.runtime.vocab import Vocabulary
 
 TOKEN_FORMAT = "vrnn-tokens"
-TOKEN_VERSION = 1
+TOKEN_VERSION = 2  # 2: sources and the token file identified by inode and ctime too; checksummed JSON
 CHUNK_BYTES = 1 << 24  # 16 MiB read at a time: a few times that in memory while encoding
 SLICE = 1 << 20  # code points counted or looked up at a time (numpy makes an int64 copy of each slice)
 DOCUMENT_SEPARATOR = "\n"  # between two documents of a multi-file corpus (a single file is unchanged)
@@ -52,16 +70,37 @@ MAX_CODE_POINT = 0x10FFFF
 
 @dataclass(frozen=True)
 class Source:
-    """One document of a corpus, as found on disk when the corpus was prepared."""
+    """One document of a corpus, as found on disk when the corpus was prepared (see the module's docstring
+    for why these four numbers identify its content)."""
 
     path: str  # absolute
     size: int
     mtime_ns: int
+    inode: int
+    ctime_ns: int
 
     @classmethod
     def of(cls, path: Path) -> Source:
-        stat = path.stat()
-        return cls(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+        try:
+            found = path.stat()
+        except OSError as exc:
+            raise VrnnError(f"corpus cannot be read: {path}: {exc.strerror or exc}") from None
+        return cls(str(path.resolve()), found.st_size, found.st_mtime_ns, found.st_ino, found.st_ctime_ns)
+
+
+def _identity(found: os.stat_result) -> dict[str, int]:
+    """What a token file's JSON records of it: any write, replacement or new link changes one of these."""
+    return {"inode": found.st_ino, "size": found.st_size, "mtime_ns": found.st_mtime_ns, "ctime_ns": found.st_ctime_ns}
+
+
+def _checksum(record: dict[str, Any]) -> str:
+    """The checksum a cache JSON file carries of its other fields."""
+    body = {k: v for k, v in record.items() if k != "checksum"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def _with_checksum(record: dict[str, Any]) -> dict[str, Any]:
+    return {**record, "checksum": _checksum(record)}
 
 
 def corpus_files(spec: str | Sequence[str]) -> list[Path]:
@@ -114,13 +153,18 @@ class TokenFile:
         return self.ids[self.split :]
 
 
-def token_cache(cache: Path | None = None) -> Path:
-    """Where token files live: `cache`, else $VRNN_CACHE/tokens (data.cache_dir)."""
-    if cache is not None:
-        return cache
-    from vrnn.training.data import cache_dir  # data imports torch; the tokens need only numpy
+def cache_dir() -> Path:
+    """Where downloaded corpora and token files live: $VRNN_CACHE, else $XDG_CACHE_HOME/vrnn, else
+    ~/.cache/vrnn."""
+    if os.environ.get("VRNN_CACHE"):
+        return Path(os.environ["VRNN_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "vrnn"
 
-    return cache_dir() / "tokens"
+
+def token_cache(cache: Path | None = None) -> Path:
+    """Where token files live: `cache`, else cache_dir()/tokens."""
+    return cache if cache is not None else cache_dir() / "tokens"
 
 
 def prepare_tokens(
@@ -133,16 +177,11 @@ def prepare_tokens(
     files = corpus_files(spec)
     sources = [Source.of(p).__dict__ for p in files]  # as the JSON files list them
     root = token_cache(cache)
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        lock = open(root / ".lock", "a+")  # noqa: SIM115 (held until the end of the function)
-    except OSError as exc:
-        raise VrnnError(f"cannot use the token cache {root}: {exc.strerror or exc}") from None
-    with lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed, or when the process dies
+    with _locked(root):
+        remove_stale_temp_files(root)  # of preparations that were killed (a running one holds the lock)
         index = root / f"sources-{_sources_key(sources)}.json"
         known = _read_json(index)
-        if known and known.get("sources") == sources:
+        if known and known.get("sources") == sources and known.get("checksum") == _checksum(known):
             opened = _open(root, str(known.get("sha256", "")))
             if opened is not None:
                 return opened
@@ -154,43 +193,93 @@ def prepare_tokens(
             opened = _open(root, sha)
             if opened is None:
                 raise VrnnError(f"the token file just written in {root} cannot be read back")
-        with atomic_write(index, "w") as handle:
-            json.dump({"sha256": sha, "sources": sources}, handle)
+        _check_unchanged(files, sources)  # what was read is the text these stats describe
+        with atomic_write(index, "w", follow_links=False) as handle:
+            json.dump(_with_checksum({"sha256": sha, "sources": sources}), handle)
         opened.built_s = time.perf_counter() - started
         return opened
 
 
+@contextlib.contextmanager
+def _locked(root: Path) -> Iterator[None]:
+    """Hold the cache's exclusive lock (released when the file is closed, or when the process dies).  The lock
+    file is opened without following a link: a link planted there is replaced, never created through."""
+    path = root / ".lock"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            os.unlink(path)  # a symbolic link where the lock belongs
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+    except OSError as exc:
+        raise VrnnError(f"cannot use the token cache {root}: {exc.strerror or exc}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _check_unchanged(files: list[Path], sources: list[dict]) -> None:
+    """Refuse when a source changed while it was read (its stats differ from those taken before)."""
+    for path, before in zip(files, sources, strict=True):
+        if Source.of(path).__dict__ != before:
+            raise VrnnError(f"corpus changed while it was being read: {path}; run again once it is written")
+
+
 def _sources_key(sources: list[dict]) -> str:
-    return hashlib.sha256(json.dumps(sources).encode()).hexdigest()[:32]
+    """The index file's name: the sources' paths alone, so that a changed source finds (and replaces) it."""
+    return hashlib.sha256(json.dumps([s["path"] for s in sources]).encode()).hexdigest()[:32]
 
 
 def _read_json(path: Path) -> dict | None:
+    """A cache JSON file's object, or None when it is missing, a link, not a regular file or not JSON."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                return None
+            data = json.loads(handle.read().decode("utf-8"))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
 
 
 def _open(root: Path, sha: str) -> TokenFile | None:
-    """The token file named `sha`, or None if it is missing, truncated or not a token file (then rebuilt)."""
-    if not sha or any(c not in "0123456789abcdef" for c in sha):
+    """The token file named `sha`, or None when it is missing or does not agree with its JSON (then it is
+    rebuilt): see the module's docstring for what is checked."""
+    if not sha or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
         return None
     meta = _read_json(root / f"{sha}.json")
     tokens = root / f"{sha}.tokens"
     try:
         if not meta or meta.get("format") != TOKEN_FORMAT or meta.get("version") != TOKEN_VERSION:
             return None
+        if meta.get("checksum") != _checksum(meta) or meta["sha256"] != sha:
+            return None
         vocab = Vocabulary(meta["vocab"])
         dtype = np.dtype(meta["dtype"])
-        count, split = int(meta["count"]), int(meta["split"])
-        if dtype not in (np.uint8, np.uint16) or len(vocab) > np.iinfo(dtype).max + 1 or not 0 < split < count:
+        count, split, counts = int(meta["count"]), int(meta["split"]), meta["counts"]
+        if dtype not in (np.uint8, np.uint16) or len(vocab) > np.iinfo(dtype).max + 1:
             return None
-        if meta["sha256"] != sha or tokens.stat().st_size != count * dtype.itemsize:
+        if split != split_point(count) or not 0 < split < count or len(counts) != len(vocab) or sum(counts) != count:
             return None
+        fd = os.open(tokens, os.O_RDONLY | os.O_NOFOLLOW)
     except (KeyError, TypeError, ValueError, OSError, VrnnError):
         return None
-    ids = np.memmap(tokens, dtype=dtype, mode="r", shape=(count,))
+    with os.fdopen(fd, "rb") as handle:
+        found = os.fstat(handle.fileno())
+        if not stat.S_ISREG(found.st_mode) or found.st_size != count * dtype.itemsize:
+            return None
+        if meta.get("file") != _identity(found):
+            return None
+        ids = np.memmap(handle, dtype=dtype, mode="r", shape=(count,))
     # Training reads short windows at random places: without this hint every window's page fault would
     # read ahead (and map) 128 KiB or more around it, and a few thousand windows would map most of a 1 GB
     # file into the process (file-backed, reclaimable, but counted in its RSS).
@@ -258,22 +347,34 @@ def _scan(files: list[Path], chunk_bytes: int) -> tuple[str, np.ndarray]:
 
 
 def _encode(files: list[Path], sha: str, counts: np.ndarray, sources: list[dict], root: Path, chunk_bytes: int) -> None:
-    """Pass 2: write `<sha>.tokens` and `<sha>.json` (atomically, the tokens first)."""
+    """Pass 2: write `<sha>.tokens` and `<sha>.json` (atomically, the tokens first), refusing a corpus whose
+    text is no longer the one pass 1 read."""
     points = np.flatnonzero(counts)
     vocab = Vocabulary([chr(p) for p in points])
     dtype = np.uint8 if len(points) <= 256 else np.uint16
     if len(points) > np.iinfo(np.uint16).max + 1:
         raise VrnnError(f"corpus has {len(points):,} distinct characters; token files hold at most 65,536")
+    known = np.zeros(int(points[-1]) + 1, bool)
+    known[points] = True
     table = np.zeros(int(points[-1]) + 1, dtype)
     table[points] = np.arange(len(points), dtype=dtype)
     count = int(counts.sum())
-    split = int(count * (1 - VALIDATION_FRACTION))
+    split = split_point(count)
     if count < 2 or not 0 < split < count:
         raise VrnnError(f"corpus is too short to split: {count} characters")
-    with atomic_write(root / f"{sha}.tokens") as handle:
-        for _, chunk_points in _code_points(files, chunk_bytes, check=False):
+    changed = VrnnError(f"corpus changed while it was being read: {', '.join(map(str, files))}; run again")
+    digest = hashlib.sha256()
+    tokens = root / f"{sha}.tokens"
+    with atomic_write(tokens, follow_links=False) as handle:
+        for chunk, chunk_points in _code_points(files, chunk_bytes, check=True):
+            digest.update(chunk)
             for start in range(0, len(chunk_points), SLICE):  # (indexing copies the indices as int64)
-                handle.write(table[chunk_points[start : start + SLICE]].tobytes())
+                part = chunk_points[start : start + SLICE]
+                if int(part.max(initial=0)) >= len(known) or not known[part].all():
+                    raise changed  # a character pass 1 did not see
+                handle.write(table[part].tobytes())
+        if digest.hexdigest() != sha:
+            raise changed
     meta = {
         "format": TOKEN_FORMAT,
         "version": TOKEN_VERSION,
@@ -286,6 +387,7 @@ def _encode(files: list[Path], sha: str, counts: np.ndarray, sources: list[dict]
         "counts": [int(counts[p]) for p in points],
         "document_separator": DOCUMENT_SEPARATOR,
         "sources": sources,
+        "file": _identity(os.lstat(tokens)),
     }
-    with atomic_write(root / f"{sha}.json", "w") as handle:
-        json.dump(meta, handle, ensure_ascii=False)
+    with atomic_write(root / f"{sha}.json", "w", follow_links=False) as handle:
+        json.dump(_with_checksum(meta), handle, ensure_ascii=False)
