@@ -136,17 +136,22 @@ class _Graph:
 
         float32 and float16 cells: one Gemm.  int8 cells: the state is quantized with the fixed scale 1/127
         (uint8, zero point 128: no data-dependent scale, so a row's result does not depend on the other rows
-        of the batch) and multiplied by the int8 weights in integer arithmetic, then scaled back per column."""
+        of the batch) and multiplied by the 8-bit weights in exact integer arithmetic, then scaled back per
+        column."""
         bias_name = self.const_once(f"{name}_B", bias)
         if self.weights != "int8":
             return self.op("Gemm", h, self.matrix(name, weight), bias_name, out=out)
         quantized, scale = quantize_columns(weight)  # (a repeat for the first step: cheap, and the same arrays)
-        weight_q = self.const_once(f"{name}_q", quantized)
+        # Stored as uint8 with zero point 128: onnxruntime's uint8 x int8 kernel on CPUs without VNNI sums pairs
+        # of products in saturating int16 (wrong by up to 1e5 in a 512-term sum), its uint8 x uint8 one is exact
+        # everywhere, so every CPU and runtime computes the same integers.
+        weight_q = self.const_once(f"{name}_q", (quantized.astype(np.int16) + 128).astype(np.uint8))
+        weight_zero = self.const_once("weight_zero", np.array(128, np.uint8))
         rescale = self.const_once(f"{name}_rescale", (scale.astype(np.float64) / STATE_QUANT_LEVELS).astype(np.float32))
         state_scale = self.const_once("state_scale", np.array(1 / STATE_QUANT_LEVELS, np.float32))
         state_zero = self.const_once("state_zero", np.array(128, np.uint8))
         h_q = self.op("QuantizeLinear", h, state_scale, state_zero, out=f"{out}_h_q")
-        acc = self.op("MatMulInteger", h_q, weight_q, state_zero, out=f"{out}_i32")
+        acc = self.op("MatMulInteger", h_q, weight_q, state_zero, weight_zero, out=f"{out}_i32")
         acc_f = self.op("Cast", acc, out=f"{out}_acc", to=TensorProto.FLOAT)
         scaled = self.op("Mul", acc_f, rescale, out=f"{out}_scaled")
         return self.op("Add", scaled, bias_name, out=out)
@@ -159,8 +164,10 @@ STATE_QUANT_LEVELS = 127
 
 def quantize_columns(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric int8 quantization with one scale per column (output channel) of `matrix` [K, N]:
-    matrix ~= quantized * scale, |quantized| <= 127, scale [N] float32 (1 for an all-zero column)."""
-    peak = np.max(np.abs(matrix.astype(np.float64)), axis=0)
+    matrix ~= quantized * scale, |quantized| <= 127, scale [N] float32 (1 for an all-zero column).
+    A matrix without rows (K = 0: the latent's weights of a plain GRU, `--latent-size 0`) is all-zero columns."""
+    # initial=0: the peak of no entries is 0 (a plain max has no identity and refuses a zero-size reduction)
+    peak = np.max(np.abs(matrix.astype(np.float64)), axis=0, initial=0.0)
     scale = np.where(peak > 0, peak / WEIGHT_QUANT_LEVELS, 1.0).astype(np.float32)
     quantized = np.clip(np.rint(matrix / scale.astype(np.float64)), -WEIGHT_QUANT_LEVELS, WEIGHT_QUANT_LEVELS)
     return quantized.astype(np.int8), scale

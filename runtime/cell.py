@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,10 +71,12 @@ def parse_cell_metadata(meta: dict[str, str], name: str) -> CellInfo:
     missing = [k for k in schema.REQUIRED_META_KEYS if k not in meta]
     if missing:
         raise VrnnError(f"{name} lacks metadata: {', '.join(missing)}")
-    try:
-        version = int(meta[schema.META_SCHEMA_VERSION])
-    except ValueError:
-        raise VrnnError(f"{name} has an unreadable schema version") from None
+    text = meta[schema.META_SCHEMA_VERSION]
+    # Exactly the decimal form every runtime accepts (docs/cell-spec.md): not int()'s spaces, signs, leading
+    # zeros, underscores or other scripts' digits, which a JavaScript or C reader would each treat differently.
+    if not re.fullmatch(r"[1-9][0-9]*", text):
+        raise VrnnError(f"{name} has an unreadable schema version {text[:20]!r} (expected digits, such as '2')")
+    version = int(text)
     if version > schema.CELL_SCHEMA_VERSION:
         raise VrnnError(
             f"{name} has cell schema version {version}; "

@@ -55,7 +55,8 @@ def _with_sampling_options(func: Callable, threads_help: str) -> Callable:
             type=float,
             default=1.0,
             show_default=True,
-            help="Scale the latent noise: 0 = the prior's mean (with --greedy: the same text for every seed).",
+            help="Scale the latent noise, 0 to 100: 0 = the prior's mean (with --greedy: the same text for every "
+            "seed).",
         ),
         click.option("--seed", type=int, default=None, help="Seed for numpy's default_rng; same seed, same text."),
         click.option(

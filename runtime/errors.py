@@ -177,14 +177,30 @@ def cli_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+class _ParsingInterrupted(BaseException):
+    """Ctrl-C while click parsed the command line: passed by click untouched (it prints a blank line before
+    reporting a KeyboardInterrupt), and reported by OneLineCommand.main like one in the command."""
+
+
 class OneLineCommand(click.Command):
     """A click command whose usage errors are one line (no usage banner) and exit 2."""
+
+    def make_context(self, info_name, args, parent=None, **extra):  # type: ignore[override]
+        """click's, with a Ctrl-C during the parsing left for `main` to report in one line."""
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except KeyboardInterrupt:
+            raise _ParsingInterrupted from None
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # type: ignore[override]
         """Run the command; report click's own errors as one line instead of a usage banner."""
         try:
             result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except click.Abort:
+        except click.Abort:  # (click has printed its blank line)
+            fail("interrupted", EXIT_INTERRUPTED)
+        except _ParsingInterrupted:
+            if sys.stderr.isatty():
+                click.echo(err=True)  # past the ^C the terminal printed
             fail("interrupted", EXIT_INTERRUPTED)
         except click.UsageError as exc:
             fail(exc.format_message(), EXIT_USAGE)

@@ -97,6 +97,17 @@ def check_finite_logits(logits: np.ndarray, name: str = "the model") -> None:
         raise VrnnError(f"{name} produced non-finite logits (NaN or infinity): its weights are broken")
 
 
+def check_picks(chars: np.ndarray, vocab_size: int) -> None:
+    """Refuse character ids outside [0, vocab_size) in one line, before any is decoded: the load-time probe
+    tries only a few picks, and a bad one would end in an IndexError, or for -1 in the last character
+    printed as though nothing were wrong."""
+    if chars.size and (chars.min() < 0 or chars.max() >= vocab_size):
+        bad = chars[(chars < 0) | (chars >= vocab_size)].flat[0]
+        raise VrnnError(
+            f"the cell picked character id {int(bad)}, outside its vocabulary of {vocab_size} characters: it is broken"
+        )
+
+
 def check_length(length: object, num_samples: object = 1) -> None:
     """Refuse a length or sample count that is not a sensible positive integer."""
     if isinstance(length, bool) or not isinstance(length, int) or not 1 <= length <= MAX_LENGTH:
@@ -172,7 +183,9 @@ def generate_ids(
         step_eps, uniform = eps(n), noise.uniform(n)
         chars, logits, state = steps(prev, state, step_eps, uniform, options.temperature)
         check_finite_logits(logits)
-        if not cell_chooses:  # top-k, top-p or greedy: choose from this one step's logits here
+        if cell_chooses:  # the cell's own picks become text: each must be a character (the logits' width)
+            check_picks(chars, logits.shape[-1])
+        else:  # top-k, top-p or greedy: choose from this one step's logits here
             chars = choose(logits[0], uniform[0], options)[None]
         for i in range(n):
             if on_logits is not None:

@@ -17,6 +17,10 @@ import numpy as np
 
 from vrnn.runtime.errors import UsageError
 
+# The largest latent temperature: 100 times the model's noise is far past any useful text, and larger values
+# (1e38 and up) overflow float32 in the latent and end in non-finite logits.  The JavaScript runtime uses it too.
+MAX_LATENT_TEMPERATURE = 100.0
+
 
 @dataclass(frozen=True)
 class SamplingOptions:
@@ -48,8 +52,9 @@ class SamplingOptions:
             if isinstance(p, bool) or not isinstance(p, (int, float)) or not (0.0 < p <= 1.0):
                 raise UsageError(f"--top-p must be in (0, 1], got {p!r}")
         lt = self.latent_temperature
-        if isinstance(lt, bool) or not isinstance(lt, (int, float)) or not math.isfinite(lt) or lt < 0:
-            raise UsageError(f"--latent-temperature must be a finite number >= 0, got {lt!r}")
+        if isinstance(lt, bool) or not isinstance(lt, (int, float)) or not 0 <= lt <= MAX_LATENT_TEMPERATURE:
+            bound = f"{MAX_LATENT_TEMPERATURE:g}"
+            raise UsageError(f"--latent-temperature must be a finite number in [0, {bound}], got {lt!r}")
         if self.greedy and (self.top_k is not None or self.top_p is not None or t != 1.0):
             raise UsageError("--greedy cannot be combined with --temperature, --top-k or --top-p")
         return self

@@ -65,9 +65,14 @@ class Vocabulary:
         return np.fromiter((lookup[c] for c in text), dtype=np.int64, count=len(text))
 
     def decode(self, ids: Iterable[int]) -> str:
-        """The text of a sequence of token ids."""
-        chars = self.chars
-        return "".join(chars[int(i)] for i in ids)
+        """The text of a sequence of token ids; refuses an id outside the vocabulary (a negative one would
+        otherwise index from the end, and decode silently)."""
+        chars, size = self.chars, len(self.chars)
+        picked = np.asarray(ids if isinstance(ids, np.ndarray) else list(ids), dtype=np.int64)
+        if picked.size and (picked.min() < 0 or picked.max() >= size):
+            bad = picked[(picked < 0) | (picked >= size)].flat[0]
+            raise VrnnError(f"character id {int(bad)} is outside the vocabulary of {size} characters")
+        return "".join(chars[i] for i in picked.tolist())
 
     def start_char(self, preferred: str) -> str:
         """The context character for unprimed text: `preferred` if known, else the first character."""

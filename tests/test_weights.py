@@ -9,8 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime
 import pytest
 from conftest import TINY_TEXT, bin_path
+from onnx import helper, numpy_helper
 
 from vrnn.export.cli import export_cell
 from vrnn.export.onnx_cell import quantize_columns
@@ -56,9 +58,10 @@ def test_each_format_stores_its_matrices_and_says_so(cells: dict[str, Path]) -> 
         assert [i.name for i in model.graph.input] == list(schema.INPUT_NAMES)  # the same interface
         assert [o.name for o in model.graph.output] == list(schema.OUTPUT_NAMES)
         matrices = [t for t in model.graph.initializer if len(t.dims) == 2]
-        element = {"float32": onnx.TensorProto.FLOAT, "float16": onnx.TensorProto.FLOAT16,
-                   "int8": onnx.TensorProto.INT8}[weights]  # fmt: skip
-        assert matrices and all(t.data_type == element for t in matrices)
+        # int8: the state products' weights are stored shifted to uint8 (exact uint8 x uint8 MatMulInteger)
+        elements = {"float32": {onnx.TensorProto.FLOAT}, "float16": {onnx.TensorProto.FLOAT16},
+                    "int8": {onnx.TensorProto.INT8, onnx.TensorProto.UINT8}}[weights]  # fmt: skip
+        assert matrices and all(t.data_type in elements for t in matrices)
         assert OnnxCell(path).info.weights == weights
 
 
@@ -193,3 +196,31 @@ def test_vrnn_score_refuses_bad_text(cells: dict[str, Path], tmp_path: Path) -> 
                              capture_output=True, text=True)  # fmt: skip
         assert run.returncode == 1 and expected[name] in run.stderr, run.stderr
         assert len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr
+
+
+def test_int8_state_products_are_exact_integer_arithmetic_on_every_cpu(cells: dict[str, Path]) -> None:
+    """The int8 cell's MatMulInteger nodes take uint8 weights with zero point 128: onnxruntime's uint8 x int8
+    kernel saturates pairs of products in int16 on CPUs without VNNI (texts then differ between machines),
+    its uint8 x uint8 kernel never does.  Checked here on the worst case, every state entry at the extreme."""
+    model = onnx.load(str(cells["int8"]))
+    stored = {t.name: t for t in model.graph.initializer}
+    nodes = [n for n in model.graph.node if n.op_type == "MatMulInteger"]
+    nodes += [n for g in model.graph.node for a in g.attribute if a.g for n in a.g.node if n.op_type == "MatMulInteger"]
+    assert nodes
+    for node in nodes:
+        weight, zero = stored[node.input[1]], numpy_helper.to_array(stored[node.input[3]])
+        assert weight.data_type == onnx.TensorProto.UINT8 and zero == 128
+    weight = numpy_helper.to_array(stored[nodes[0].input[1]])
+    state = np.full((2, weight.shape[0]), 255, np.uint8)
+    state[1] = 0
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["a", "w", "z", "z"], ["y"])], "product",
+        [helper.make_tensor_value_info("a", onnx.TensorProto.UINT8, list(state.shape))],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.INT32, None)],
+        [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(np.array(128, np.uint8), "z")],
+    )  # fmt: skip
+    product = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    product.ir_version = 8
+    session = onnxruntime.InferenceSession(product.SerializeToString(), providers=["CPUExecutionProvider"])
+    exact = (state.astype(np.int64) - 128) @ (weight.astype(np.int64) - 128)
+    np.testing.assert_array_equal(session.run(None, {"a": state})[0], exact)

@@ -50,6 +50,8 @@ def train_from_cli(
 ) -> None:
     """Run `vrnn-train` with its parsed options; `flags` are (--resume, --force, --allow-corpus-change)."""
     set_torch_threads(threads)
+    # -o before the names derived from it: '', '.' and '/' have no file name to derive them from
+    check_writable_destination(out, files_only=True)
     paths = OutputPaths(Path(out))
     for output in paths.named().values():
         check_writable_destination(output, files_only=True)
