@@ -24,13 +24,13 @@ if (mode === "node") {
   const { default: puppeteer } = await import("puppeteer-core");
   const { serve, ROOT } = await import("../web/serve.mjs");
   const chromium = process.env.CHROMIUM ?? ["/usr/bin/chromium", "/usr/bin/chromium-browser"].find(existsSync);
-  const server = await serve(0);
+  const cell = relative(ROOT, resolve(cellPath));
+  const server = await serve(0, { files: [cell] }); // the server serves only what the page needs, and this cell
   const browser = await puppeteer.launch({ executablePath: chromium, headless: true,
                                            args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"] });
   try {
     const page = await browser.newPage();
-    const cell = "/" + relative(ROOT, resolve(cellPath));
-    await page.goto(`http://127.0.0.1:${server.address().port}/clients/web/?steps=256&cell=${encodeURIComponent(cell)}`);
+    await page.goto(`http://127.0.0.1:${server.address().port}/clients/web/?steps=256&cell=${encodeURIComponent("/" + cell)}`);
     await page.waitForFunction(() => window.vrnn.state === "ready", { timeout: 120000 });
     const run = async (n) => {
       await page.evaluate((n) => {

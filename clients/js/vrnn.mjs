@@ -11,6 +11,11 @@ export const WEIGHT_FORMATS = ["float32", "float16", "int8"]; // metadata vrnn.w
 export const INPUT_NAMES = ["prev_char", "h", "phi_z", "eps", "uniform", "temperature"];
 export const OUTPUT_NAMES = ["chars", "logits", "h_out", "phi_z_out"];
 export const FORCED_UNIFORM = 0.5;
+// The bounds every runtime applies (docs/cell-spec.md section 4.4), the Python runtime's numbers.
+export const MAX_LENGTH = 10_000_000; // characters per call: beyond this, ask for it in pieces
+export const MAX_SAMPLES = 4096;
+export const MAX_HELD_CHARS = 1 << 26; // samples x length of a batch, held until done: 256 MiB of ids at most
+export const MAX_LATENT_TEMPERATURE = 100;
 const MAX_CALL_STEPS = 256;
 const MAX_CALL_VALUES = 1 << 16;
 
@@ -91,14 +96,19 @@ function isOneCharacter(c) {
   return !(code >= 0xd800 && code <= 0xdfff); // a lone surrogate is not a character
 }
 
+// vrnn.schema_version is exactly a positive integer's decimal digits, as in the Python runtime (cell-spec.md).
+const SCHEMA_VERSION_FORM = /^[1-9][0-9]*$/;
+
 /** Check that metadata describes a cell this runtime understands; returns {config, vocab, startChar, source}. */
 export function parseCellMetadata(meta) {
   if (meta.get("vrnn.format") !== CELL_FORMAT) throw new VrnnError("an ONNX model but not a vrnn cell");
   for (const key of ["vrnn.schema_version", "vrnn.vocab", "vrnn.start_char", "vrnn.config", "vrnn.interface"]) {
     if (!meta.has(key)) throw new VrnnError(`cell lacks metadata ${key}`);
   }
-  const version = Number(meta.get("vrnn.schema_version"));
-  if (!Number.isInteger(version) || version < 1) throw new VrnnError("cell has an invalid schema version");
+  const versionText = meta.get("vrnn.schema_version");
+  if (!SCHEMA_VERSION_FORM.test(versionText)) throw new VrnnError("cell has an unreadable schema version");
+  const version = Number(versionText);
+  if (version < 1) throw new VrnnError(`cell has an invalid schema version ${version}`);
   if (version > CELL_SCHEMA_VERSION) {
     throw new VrnnError(`cell schema version ${version}; this runtime reads up to ${CELL_SCHEMA_VERSION}: upgrade`);
   }
@@ -276,11 +286,19 @@ function checkOptions(o, vocabSize) {
   if (o.greedy && (o.topK !== null || o.topP !== null || o.temperature !== 1)) {
     throw new VrnnError("greedy cannot be combined with temperature, topK or topP");
   }
-  if (!finite(o.latentTemperature) || o.latentTemperature < 0) {
-    throw new VrnnError("latentTemperature must be a finite number >= 0");
+  if (!finite(o.latentTemperature) || o.latentTemperature < 0 || o.latentTemperature > MAX_LATENT_TEMPERATURE) {
+    throw new VrnnError(`latentTemperature must be a finite number in [0, ${MAX_LATENT_TEMPERATURE}]`);
   }
-  if (!Number.isInteger(o.length) || o.length < 1) throw new VrnnError("length must be a positive integer");
-  if (!Number.isInteger(o.batch) || o.batch < 1 || o.batch > 4096) throw new VrnnError("batch must be from 1 to 4096");
+  if (!Number.isInteger(o.length) || o.length < 1 || o.length > MAX_LENGTH) {
+    throw new VrnnError(`length must be an integer from 1 to ${MAX_LENGTH}`);
+  }
+  if (!Number.isInteger(o.batch) || o.batch < 1 || o.batch > MAX_SAMPLES) {
+    throw new VrnnError(`batch must be an integer from 1 to ${MAX_SAMPLES}`);
+  }
+  if (o.batch > 1 && o.batch * o.length > MAX_HELD_CHARS) {
+    throw new VrnnError(`batch ${o.batch} x length ${o.length} is more than the ${MAX_HELD_CHARS} characters a ` +
+                        "batch may hold until it is done: ask for fewer, or one sample at a time");
+  }
 }
 
 // --- the cell ----------------------------------------------------------------------------------------------
@@ -343,7 +361,15 @@ export class VrnnCell {
     if (r.logits.length !== 2 * V || r.state.h.length !== L * H || r.state.phiZ.length !== E) {
       throw new VrnnError("the cell's outputs do not have the sizes its metadata implies");
     }
-    for (const c of r.chars) if (c < 0n || c >= BigInt(V)) throw new VrnnError("the cell picks characters outside its vocabulary");
+    for (const c of r.chars) this.checkPick(Number(c));
+  }
+
+  /** Refuse a picked character id outside the vocabulary: a broken cell, whose text would be wrong. */
+  checkPick(c) {
+    const V = this.vocab.length;
+    if (!(Number.isInteger(c) && c >= 0 && c < V)) {
+      throw new VrnnError(`the cell picked character id ${c}, outside its vocabulary of ${V} characters: it is broken`);
+    }
   }
 
   /**
@@ -378,10 +404,10 @@ export class VrnnCell {
     // Fewer steps per call (stepsPerCall) stream more smoothly; the noise streams, and so the text, are the same.
     let perCall = unfiltered ? Math.max(1, Math.min(MAX_CALL_STEPS, Math.floor(MAX_CALL_VALUES / batch))) : 1;
     if (Number.isInteger(stepsPerCall) && stepsPerCall >= 1) perCall = Math.min(perCall, stepsPerCall);
-    const texts = new Array(batch).fill(prime);
-    let remaining = length;
-    while (remaining > 0) {
-      const n = Math.min(perCall, remaining);
+    // Ids until the end, 4 bytes a character: strings grown a character at a time take ~32 bytes each.
+    const ids = Array.from({ length: batch }, () => new Int32Array(length));
+    for (let done = 0; done < length; ) {
+      const n = Math.min(perCall, length - done);
       const eps = scaleEps(noise.eps(n * batch * Z));
       const uniform = noise.uniform(n * batch);
       const result = await this.steps(prev, state, eps, uniform, temperature, batch);
@@ -395,15 +421,16 @@ export class VrnnCell {
           if (unfiltered) c = Number(result.chars[i * batch + b]);
           else if (greedy) c = chooseGreedy(result.logits, offset, V);
           else c = chooseFiltered(result.logits, offset, V, uniform[i * batch + b], { temperature, topK, topP });
+          this.checkPick(c);
           row.push(c);
-          texts[b] += this.vocab[c];
+          ids[b][done + i] = c;
         }
         rows.push(row.map((c) => this.vocab[c]));
         prev = row;
       }
       if (onChars) onChars(rows);
-      remaining -= n;
+      done += n;
     }
-    return texts;
+    return ids.map((row) => prime + Array.from(row, (c) => this.vocab[c]).join(""));
   }
 }
