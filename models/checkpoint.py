@@ -1,8 +1,8 @@
 """The checkpoint format: a plain dict of tensors and primitives, loadable with weights_only=True.
 
-Keys (version 1):
+Keys (version 2):
     format         "vrnn-checkpoint"
-    version        1
+    version        2
     model_config   ModelConfig.to_dict()
     vocab          list of one-character strings (index = token id)
     start_char     context character for unprimed generation
@@ -11,8 +11,10 @@ Keys (version 1):
     step           optimizer steps taken
     rng            {"data": uint8 tensor, "noise": uint8 tensor} generator states
     train_config   TrainConfig as a dict
-    metrics        {"val_elbo_nats": ..., "val_bpc": ..., "best_val_elbo_nats": ..., ...}
-    corpus         {"name": ..., "sha256": ..., "chars": ...}
+    metrics        {"val_elbo_nats": ..., "val_bpc": ..., "best_<selection metric>": ..., "history": [...]}
+    corpus         {"name": ..., "sha256": ...}
+
+Older versions are read through UPGRADES, one step per version.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from vrnn.runtime.schema import CELL_FORMAT, META_FORMAT, ModelConfig
 from vrnn.runtime.vocab import Vocabulary
 
 CHECKPOINT_FORMAT = "vrnn-checkpoint"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
 REQUIRED_KEYS = ("format", "version", "model_config", "vocab", "start_char", "model", "step")
 
 
@@ -89,6 +91,17 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
+def _upgrade_from_1(payload: dict[str, Any]) -> None:
+    """Version 1 knew one dropout scope, the state alone (version 2 adds train_config.dropout_scope)."""
+    train_config = payload.get("train_config")
+    if isinstance(train_config, dict):
+        train_config.setdefault("dropout_scope", "state")
+
+
+# version -> the step that turns a checkpoint of that version into one of the next.
+UPGRADES = {1: _upgrade_from_1}
+
+
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Load and check a checkpoint; never unpickles code (weights_only=True)."""
     path = Path(path)
@@ -122,6 +135,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise VrnnError(
             f"{path} has checkpoint version {version}; this vrnn reads up to {CHECKPOINT_VERSION}: upgrade vrnn"
         )
+    for step in range(version, CHECKPOINT_VERSION):
+        UPGRADES[step](payload)
+    payload["version"] = CHECKPOINT_VERSION
     missing = [k for k in REQUIRED_KEYS if k not in payload]
     if missing:
         raise VrnnError(f"{path} is missing checkpoint fields: {', '.join(missing)}")
@@ -181,7 +197,7 @@ def check_fields(payload: dict[str, Any]) -> None:
     metrics = payload.get("metrics", {})
     history = metrics.get("history", [])
     need(isinstance(history, list) and all(isinstance(r, dict) for r in history), "metrics", "has a malformed history")
-    for key in ("val_elbo_nats", "val_bpc", "best_val_elbo_nats"):
+    for key in ("val_elbo_nats", "val_bpc", "best_val_elbo_nats", "best_val_iwae_nats"):
         value = metrics.get(key)
         need(value is None or isinstance(value, (int, float)), "metrics", f"has a non-numeric {key}")
     corpus = payload.get("corpus", {})

@@ -171,9 +171,10 @@ class VRNN(nn.Module):
         """ELBO terms for windows `tokens` [B, T+1], predicting tokens[:, 1:] given tokens[:, 0].
 
         `eps` [T, B, Z] is the standard normal noise of the reparameterised posterior
-        samples.  `decoder_mask` [T, B, H], if given, multiplies the state the decoder
-        reads (inverted dropout drawn by the trainer from its own generator, so a
-        resumed run stays bit-identical); prior, encoder and recurrence never see it.
+        samples.  `decoder_mask`, if given, multiplies what the decoder reads: [T, B, H+E] its
+        whole input [h_{t-1}, phi_z(z_t)], or [T, B, H] the state alone (inverted dropout drawn by
+        the trainer from its own generator, so a resumed run stays bit-identical); prior, encoder
+        and recurrence never see it.
 
         Everything that does not depend on the recurrence (phi_x, the input
         projections, prior, decoder, losses) is computed for the whole window at once;
@@ -235,7 +236,9 @@ class VRNN(nn.Module):
         # mu_q, sigma_q [T, B, Z]
         mu_p, sigma_p = gaussian_params(self.prior(states[..., :H]))
         if decoder_mask is not None:
-            states = states * F.pad(decoder_mask, (0, E), value=1.0)  # dropout on the h part only
+            if decoder_mask.shape[-1] == H:  # the state only: phi_z(z_t) passes unmasked
+                decoder_mask = F.pad(decoder_mask, (0, E), value=1.0)
+            states = states * decoder_mask
         # decoder([phi_z, h]) as one product with [h, phi_z]: the weight's column blocks swapped
         w_dec = self.decoder.weight
         logits = F.linear(states, torch.cat([w_dec[:, E:], w_dec[:, :E]], 1), self.decoder.bias)  # [T, B, V]

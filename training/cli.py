@@ -9,7 +9,7 @@ import click
 from vrnn import __version__
 from vrnn.runtime.errors import OneLineCommand, UsageError, VrnnError, cli_errors, require_extra
 from vrnn.runtime.schema import ModelConfig
-from vrnn.training.config import PRESETS, TrainConfig
+from vrnn.training.config import CHOICES, MAX_SELECT_SAMPLES, MIN_VAL_CHARS, PRESETS, TrainConfig
 
 MODEL_OPTIONS = ("embed_size", "hidden_size", "latent_size", "layers", "posterior", "backward_size")
 TRAIN_OPTIONS = (
@@ -22,9 +22,13 @@ TRAIN_OPTIONS = (
     "free_bits",
     "aux_weight",
     "dropout",
+    "dropout_scope",
     "weight_decay",
     "eval_every",
     "val_chars",
+    "select_on",
+    "select_by",
+    "select_samples",
     "seed",
 )
 # Options that may change when a run is resumed; the rest would make it a different run.
@@ -47,6 +51,9 @@ def build_configs(preset: str, vocab_size: int, overrides: dict[str, Any]) -> tu
     train_config = TrainConfig(**train, preset=preset).validate()
     if train_config.aux_weight > 0 and config.posterior != "smoothing":
         raise UsageError("--aux-weight needs --posterior smoothing (the auxiliary cost predicts its backward state)")
+    # Only a value given on the command line: a preset's width is no choice of the user's.  0 is the default.
+    if (overrides.get("backward_size") or 0) > 0 and config.posterior != "smoothing":
+        raise UsageError("--backward-size needs --posterior smoothing (the width of that posterior's backward GRU)")
     return config, train_config
 
 
@@ -103,7 +110,13 @@ def build_configs(preset: str, vocab_size: int, overrides: dict[str, Any]) -> tu
     type=float,
     help="Weight of the smoothing posterior's auxiliary cost: z_t predicts the backward state (0: off).",
 )
-@click.option("--dropout", type=float, help="Dropout on the GRU state the decoder reads, in [0, 1) (training only).")
+@click.option("--dropout", type=float, help="Dropout on what the decoder reads, in [0, 1) (training only).")
+@click.option(
+    "--dropout-scope",
+    type=click.Choice(CHOICES["dropout_scope"]),
+    help="What --dropout masks: the decoder's whole input [phi_z(z), h], or the state h alone (which leaves the "
+    "latent's path to the prediction unregularised).  [default: decoder-input]",
+)
 @click.option(
     "--weight-decay", type=float, help="Decoupled (AdamW) weight decay of weight matrices and embedding (0: off)."
 )
@@ -111,8 +124,26 @@ def build_configs(preset: str, vocab_size: int, overrides: dict[str, Any]) -> tu
 @click.option(
     "--val-chars",
     type=int,
-    help="Score at most N validation characters per validation, in 16 stretches spread over the split "
-    "(0: all of it).  [default: 1,000,000]",
+    help=f"Score at most N validation characters per validation, in {MIN_VAL_CHARS} stretches spread over the "
+    f"split (0: all of it; else at least {MIN_VAL_CHARS}, one character per stretch).  [default: 1,000,000]",
+)
+@click.option(
+    "--select-on",
+    type=click.Choice(CHOICES["select_on"]),
+    help="What validation scores to choose OUT.best.pt: the whole validation split, or its first half (the "
+    "second half then stays unseen: report on it with vrnn-eval --split val-second-half).  [default: val]",
+)
+@click.option(
+    "--select-by",
+    type=click.Choice(CHOICES["select_by"]),
+    help="The score that chooses OUT.best.pt: the negative ELBO, or the importance-weighted bound with "
+    "--select-samples trajectories per window (does not favour a collapsed posterior).  [default: elbo]",
+)
+@click.option(
+    "--select-samples",
+    type=int,
+    help=f"Trajectories per window of --select-by iwae (1 to {MAX_SELECT_SAMPLES}).  [default: "
+    f"{TrainConfig.select_samples}]",
 )
 @click.option("--seed", type=int, help="Seed of initialisation, window sampling and latent noise.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)

@@ -9,6 +9,19 @@ from typing import Any
 from vrnn.runtime.errors import UsageError, VrnnError
 from vrnn.runtime.limits import check_float, check_seed
 
+# The values a string setting may take (the first is the command line's choice list order).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "lr_schedule": ("constant", "cosine"),
+    "dropout_scope": ("decoder-input", "state"),
+    "select_on": ("val", "val-first-half"),
+    "select_by": ("elbo", "iwae"),
+}
+MAX_SELECT_SAMPLES = 64
+# The fewest validation characters --val-chars may ask for (0 aside): the subset is that many stretches of the
+# split (data.VALIDATION_PIECES, which must equal it), each scoring one character at least, so fewer could not
+# keep the promise of "at most N".
+MIN_VAL_CHARS = 16
+
 
 @dataclass
 class TrainConfig:
@@ -27,12 +40,23 @@ class TrainConfig:
     kl_anneal_steps: int = 100
     free_bits: float = 0.0  # nats per latent dimension below which KL is not penalised; 0 disables
     aux_weight: float = 0.0  # weight of the smoothing posterior's auxiliary cost (Z-forcing); 0 disables
-    dropout: float = 0.0  # dropout on the GRU state the decoder reads (training only; the cell is unchanged)
+    dropout: float = 0.0  # dropout on what the decoder reads (training only; the cell is unchanged)
+    # What --dropout masks: "decoder-input", the decoder's whole input [phi_z(z_t), h_{t-1}], so that no path
+    # from the state to the prediction escapes it (z_t is computed from the undropped state); or "state", h_{t-1}
+    # alone, which leaves the latent path unregularised (checkpoint format 1 knew only this one).
+    dropout_scope: str = "decoder-input"
     weight_decay: float = 0.0  # decoupled (AdamW) decay of the weight matrices and embedding; 0 = plain Adam
     eval_every: int = 250
     # Validation characters scored at each evaluation (at most; all of a shorter split), in stretches spread
     # evenly over the split (data.validation_subset): a validation costs the same on any corpus.  0 = all.
     val_chars: int = 1_000_000
+    # Which checkpoint OUT.best.pt keeps: the best validation score on `select_on` ("val", the whole split, or
+    # "val-first-half", which leaves the second half unseen for reporting), by `select_by` ("elbo", or
+    # "iwae": the importance-weighted bound with select_samples trajectories per window, which does not
+    # favour a posterior that collapses onto the prior the way the ELBO does).
+    select_on: str = "val"
+    select_by: str = "elbo"
+    select_samples: int = 8
     seed: int = 1337
     preset: str = "default"  # the preset the run started from (recorded so that --resume can hold it fixed)
 
@@ -56,11 +80,25 @@ class TrainConfig:
         for name in ("kl_anneal_steps", "warmup_steps", "val_chars"):
             if getattr(self, name) < 0:
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if 0 < self.val_chars < MIN_VAL_CHARS:
+            raise UsageError(
+                f"--val-chars must be 0 (the whole split) or at least {MIN_VAL_CHARS} (one character in each of its "
+                f"{MIN_VAL_CHARS} stretches), got {self.val_chars}"
+            )
         check_float(self.dropout, "--dropout", 0.0, 1.0, high_open=True)
         check_seed(self.seed)
-        if self.lr_schedule not in ("constant", "cosine"):
-            raise UsageError(f"--lr-schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                options = " or ".join(repr(a) for a in allowed)
+                raise UsageError(f"--{name.replace('_', '-')} must be {options}, got {getattr(self, name)!r}")
+        if not 1 <= self.select_samples <= MAX_SELECT_SAMPLES:
+            raise UsageError(f"--select-samples must be from 1 to {MAX_SELECT_SAMPLES}, got {self.select_samples}")
         return self
+
+    @property
+    def select_metric(self) -> str:
+        """The metrics row key that chooses OUT.best.pt (lower is better)."""
+        return f"val_{self.select_by}_nats"
 
     @property
     def effective_kl_anneal_steps(self) -> int:

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from vrnn.models.vrnn import VRNN
-from vrnn.runtime.errors import raise_if_stopped
+from vrnn.runtime.errors import VrnnError, raise_if_stopped
 from vrnn.runtime.scoring import windows
 
 LN2 = math.log(2.0)
@@ -160,7 +160,10 @@ def score_text(
     for group in groups:
         raise_if_stopped()
         b, t = len(group), len(group[0]) - 1
-        tokens = _stack(group).repeat_interleave(samples, dim=0).to(device)  # [b*K, T+1], sample index fastest
+        stacked = _stack(group)
+        if int(stacked.max()) >= model.config.vocab_size:  # a damaged token file: never an IndexError
+            raise VrnnError(f"the text holds character id {int(stacked.max())}, outside the model's vocabulary")
+        tokens = stacked.repeat_interleave(samples, dim=0).to(device)  # [b*K, T+1], sample index fastest
         eps = torch.randn((t, b * samples, z_size), generator=generator).to(device)
         terms = model(tokens, eps)
         nll = terms.nll.double().cpu().reshape(b, samples, t)
@@ -215,6 +218,7 @@ class Evaluation:
     chars: int  # characters predicted
     aux: float | None = None  # the smoothing posterior's auxiliary cost, not part of the bound
     active_units_kl: int = 0  # latent dimensions with average KL > 0.01 nats
+    iwae: float | None = None  # negative IWAE-K bound, nats/char (with K > 1 samples per window)
 
     @property
     def elbo(self) -> float:
@@ -227,13 +231,17 @@ class Evaluation:
         return self.elbo / LN2
 
 
-def evaluate(model: VRNN, ids: Ids | list[Ids], seq_len: int, batch_size: int, seed: int = 0) -> Evaluation:
-    """Single-sample negative ELBO over `ids`: consecutive windows of seq_len (state reset per window).
+def evaluate(
+    model: VRNN, ids: Ids | list[Ids], seq_len: int, batch_size: int, seed: int = 0, samples: int = 1
+) -> Evaluation:
+    """Negative ELBO over `ids`: consecutive windows of seq_len (state reset per window); with `samples` > 1
+    also the negative IWAE-K bound (K = samples, the ELBO then averaged over the K trajectories).
 
     Every character after the first is predicted once, given the preceding
     character of its window as context.  The posterior noise comes from a
     generator seeded with `seed`, so the score of given weights is deterministic.
-    This is vrnn-eval's `score_text` with one sample per window, on the model's device.
+    This is vrnn-eval's `score_text`, on the model's device.
     """
-    score = score_text(model, ids, seq_len, samples=1, batch_size=batch_size, seed=seed)
-    return Evaluation(score.nll, score.kl, score.chars, score.aux, score.active_units_kl)
+    score = score_text(model, ids, seq_len, samples=samples, batch_size=batch_size * samples, seed=seed)
+    iwae = score.iwae if samples > 1 else None
+    return Evaluation(score.nll, score.kl, score.chars, score.aux, score.active_units_kl, iwae)

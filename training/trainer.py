@@ -170,7 +170,7 @@ class Trainer:
         self.noise_rng = torch.Generator(device=device).manual_seed(train_config.seed + 1)
         self.step = 0
         self.history: list[dict[str, Any]] = []
-        self.best_elbo = math.inf
+        self.best_score = math.inf  # of tc.select_metric, the score OUT.best.pt was chosen by
         if resume is not None:
             self._restore(resume)
         self.distribution = distribution or Distribution()
@@ -197,11 +197,11 @@ class Trainer:
         self.step = int(payload["step"])
         metrics = payload.get("metrics", {})
         self.history = list(metrics.get("history", []))
-        # The best of the recorded history, not only the recorded best: checkpoints written before this
-        # was fixed saved the best one validation late (None after the first validation).
-        scores = [row["val_elbo_nats"] for row in self.history if row.get("val_elbo_nats") is not None]
-        recorded = metrics.get("best_val_elbo_nats")
-        self.best_elbo = min([*scores, *([float(recorded)] if recorded is not None else [])], default=math.inf)
+        # The best of the recorded history and the recorded best (a history row is written with its checkpoint).
+        key = self.tc.select_metric
+        scores = [row[key] for row in self.history if row.get(key) is not None]
+        recorded = metrics.get(f"best_{key}")
+        self.best_score = min([*scores, *([float(recorded)] if recorded is not None else [])], default=math.inf)
 
     def payload(self, resumable: bool = True) -> dict[str, Any]:
         """The checkpoint dict of the current state (vrnn.models.checkpoint); `resumable` False leaves out
@@ -217,7 +217,7 @@ class Trainer:
             metrics={
                 "val_elbo_nats": last.get("val_elbo_nats"),
                 "val_bpc": last.get("val_bpc"),
-                "best_val_elbo_nats": self.best_elbo if math.isfinite(self.best_elbo) else None,
+                f"best_{self.tc.select_metric}": self.best_score if math.isfinite(self.best_score) else None,
                 "history": self.history,
             },
             corpus={"name": self.corpus.name, "sha256": self.corpus.sha256},
@@ -236,9 +236,16 @@ class Trainer:
 
     # --- validation -----------------------------------------------------------
     def validate(self) -> Evaluation:
-        """Negative ELBO on the validation split (at most val_chars of it: data.validation_subset)."""
-        pieces = validation_subset(self.corpus, self.tc.val_chars)
-        return evaluate(self.model, pieces, self.tc.seq_len, self.tc.batch_size, seed=0)
+        """Negative ELBO (and IWAE-K when it selects) on tc.select_on (at most val_chars of it:
+        data.validation_subset)."""
+        tc = self.tc
+        pieces = validation_subset(self.corpus, tc.val_chars, tc.select_on)
+        # Without a latent both bounds are the exact NLL: one trajectory per window is enough.
+        samples = tc.select_samples if tc.select_by == "iwae" and self.config.latent_size > 0 else 1
+        result = evaluate(self.model, pieces, tc.seq_len, tc.batch_size, seed=0, samples=samples)
+        if tc.select_by == "iwae" and result.iwae is None:
+            result.iwae = result.elbo
+        return result
 
     def _record(self, train_stats: dict[str, float], elapsed: float, chars_per_s: float) -> dict[str, Any]:
         result = self.validate()
@@ -250,6 +257,7 @@ class Trainer:
             "val_elbo_nats": result.elbo,
             "val_bpc": result.bpc,
             "val_active_units_kl": result.active_units_kl,
+            **({"val_iwae_nats": result.iwae} if result.iwae is not None else {}),
             **({"val_aux": result.aux} if result.aux is not None else {}),
             "lr": learning_rate(max(self.step - 1, 0), self.tc),
             "kl_weight": kl_weight(self.step, self.tc.effective_kl_anneal_steps),
@@ -261,8 +269,8 @@ class Trainer:
         # every checkpoint records the best it has seen; best.pt goes first (a kill before the checkpoint
         # replays this validation on resume and rewrites the same file); the metrics file is rewritten from
         # the history after the checkpoint, so it never holds a row the checkpoint does not.
-        if result.elbo < self.best_elbo:
-            self.best_elbo = result.elbo
+        if row[self.tc.select_metric] < self.best_score:
+            self.best_score = row[self.tc.select_metric]
             save_checkpoint(self.paths.best, self.payload(resumable=False))  # for export and sampling
         self.save()
         self.write_metrics()
@@ -283,7 +291,8 @@ class Trainer:
         mask = None
         if tc.dropout > 0:
             keep = 1.0 - tc.dropout
-            shape = (tc.seq_len, tc.batch_size, self.config.hidden_size)  # time-major, like the model's internals
+            width = self.config.hidden_size + (self.config.embed_size if tc.dropout_scope == "decoder-input" else 0)
+            shape = (tc.seq_len, tc.batch_size, width)  # time-major, like the model's internals
             mask = (torch.rand(shape, generator=self.noise_rng, device=self.device)[:, mine] < keep).float() / keep
         terms = self.network(tokens, eps, mask, tc.aux_weight > 0)
         beta = kl_weight(self.step, tc.effective_kl_anneal_steps)
