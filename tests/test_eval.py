@@ -111,6 +111,22 @@ def test_cli_reports_json_and_plot(trained: dict[str, Path], tiny_corpus: Path, 
     assert text.returncode == 0 and "-ELBO" in text.stdout and "bits/char" in text.stdout
 
 
+def test_cli_reports_the_smc_bound(trained: dict[str, Path], tiny_corpus: Path) -> None:
+    """--estimator smc: the K-particle bound beside one trajectory's ELBO, in JSON and in the text report."""
+    ckpt = str(trained["checkpoint"])
+    proc = run_eval(str(tiny_corpus), "-c", ckpt, "-k", "8", "--estimator", "smc", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["smc_particles"] == 8 and result["iwae_samples"] == 1
+    assert result["smc_bits"] == pytest.approx(result["smc_nats"] / math.log(2))
+    assert 0.0 <= result["smc_resampling_rate"] <= 1.0
+    assert result["smc_nats"] < result["elbo_nats"] + 0.05  # a bound from 8 particles, not looser than one
+    text = run_eval(str(tiny_corpus), "-c", ckpt, "-k", "8", "--estimator", "smc")
+    assert text.returncode == 0 and "-SMC-8" in text.stdout and "resampled at" in text.stdout
+    bad = run_eval(str(tiny_corpus), "-c", ckpt, "--estimator", "fivo")
+    assert bad.returncode == 2 and "fivo" in bad.stderr
+
+
 def test_cli_refuses_unknown_characters_unless_told(trained: dict[str, Path], tmp_path: Path) -> None:
     odd = tmp_path / "odd.txt"
     odd.write_text("ROMEO: but soft, what § light @ yonder", encoding="utf-8")

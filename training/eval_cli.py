@@ -15,8 +15,9 @@ from vrnn.runtime.bundled import bundled_file
 from vrnn.runtime.cli import require_stdout
 from vrnn.runtime.errors import OneLineCommand, UsageError, VrnnError, cli_errors, require_extra
 from vrnn.runtime.limits import check_seed
-from vrnn.runtime.schema import DEFAULT_START_CHAR, VALIDATION_FRACTION
+from vrnn.runtime.schema import DEFAULT_START_CHAR
 from vrnn.runtime.score_cli import split_option
+from vrnn.runtime.splits import split_bounds
 from vrnn.runtime.vocab import Vocabulary, describe_chars
 from vrnn.training.config import TrainConfig
 
@@ -34,7 +35,10 @@ def in_model_ids(ids: np.ndarray, text_vocab: Vocabulary, model_vocab: Vocabular
     out = np.empty(len(ids), np.uint16 if len(model_vocab) > 256 else np.uint8)
     filled = 0
     for start in range(0, len(ids), TRANSLATE_SLICE):
-        mapped = table[ids[start : start + TRANSLATE_SLICE]]
+        part = ids[start : start + TRANSLATE_SLICE]
+        if len(part) and int(part.max()) >= len(table):  # a damaged token file: never an IndexError
+            raise VrnnError(f"the text's token file holds character id {int(part.max())}, outside its vocabulary")
+        mapped = table[part]
         mapped = mapped[mapped >= 0]
         out[filled : filled + len(mapped)] = mapped
         filled += len(mapped)
@@ -42,14 +46,15 @@ def in_model_ids(ids: np.ndarray, text_vocab: Vocabulary, model_vocab: Vocabular
 
 
 def scored_pieces(ids: np.ndarray, split: str, start: int, window: int) -> list[np.ndarray]:
-    """The context id and the ids to score for --split, as score_text's pieces: for the validation split,
-    a view from its preceding character; otherwise the start character's window, then a view of the rest,
-    cut where the windows of the whole would be cut (so the scores are those of one contiguous array)."""
-    split_at = int(len(ids) * (1 - VALIDATION_FRACTION))
-    if split == "val":
-        piece = ids[max(split_at - 1, 0) :]
-        return [piece] if split_at >= 1 and len(piece) >= 2 else []
-    text = ids[:split_at] if split == "train" else ids
+    """The context id and the ids to score for --split, as score_text's pieces: for a part that starts after
+    the text's start, a view from its preceding character; otherwise the start character's window, then a view
+    of the rest, cut where the windows of the whole would be cut (so the scores are those of one contiguous
+    array)."""
+    begin, end = split_bounds(len(ids), split)
+    if begin > 0:
+        piece = ids[begin - 1 : end]
+        return [piece] if len(piece) >= 2 else []
+    text = ids[:end]
     if len(text) == 0:
         return []
     first = np.concatenate([np.array([start], text.dtype), text[:window]])
@@ -66,6 +71,14 @@ def scored_pieces(ids: np.ndarray, split: str, start: int, window: int) -> list[
 @split_option
 @click.option("--window", "-w", type=int, default=None, help="Predicted characters per window.  [default: training's]")
 @click.option("--iwae-samples", "-k", type=int, default=1, show_default=True, help="Latent trajectories per window.")
+@click.option(
+    "--estimator",
+    type=click.Choice(["iwae", "smc"]),
+    default="iwae",
+    show_default=True,
+    help="The bound made of the K trajectories: importance-weighted (IWAE-K), or sequential Monte Carlo "
+    "(K particles resampled when their effective number falls below K/2: tighter when the latent carries much).",
+)
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Trajectories per forward pass.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the encoder noise.")
 @click.option("--skip-unknown", is_flag=True, help="Drop characters outside the vocabulary instead of refusing.")
@@ -80,6 +93,7 @@ def main(
     split: str,
     window: int | None,
     iwae_samples: int,
+    estimator: str,
     batch_size: int,
     seed: int,
     skip_unknown: bool,
@@ -91,7 +105,8 @@ def main(
     """Score TEXT (a UTF-8 file, or 'tinyshakespeare') with a trained VRNN.
 
     Reports the negative ELBO and the importance-weighted bound IWAE-K (K latent
-    trajectories per window from the encoder), in nats and bits per character, the
+    trajectories per window from the encoder; with --estimator smc, the sequential
+    Monte Carlo bound with K particles beside IWAE-1), in nats and bits per character, the
     KL per character and the number of active latent units (by average KL > 0.01 nats,
     and by posterior-mean variance across the text > 0.01), and a smoothing posterior's
     auxiliary cost apart from the bounds.
@@ -118,6 +133,7 @@ def main(
     from vrnn.training.data import TINYSHAKESPEARE, fetch_tinyshakespeare
     from vrnn.training.evaluation import score_text
     from vrnn.training.plot import draw_passage, matplotlib_available
+    from vrnn.training.smc import smc_text
     from vrnn.training.tokens import prepare_tokens
     from vrnn.training.torch_settings import flushed_denormals, set_torch_threads
 
@@ -151,7 +167,10 @@ def main(
     if not pieces:
         raise VrnnError(f"{text} leaves nothing to score in --split {split}")
     with flushed_denormals():  # as in training: denormals only cost time
-        score = score_text(model, pieces, window, iwae_samples, batch_size, seed, keep_chars=plot_chars)
+        # With SMC the ELBO, KL and active units come from one trajectory per window; the bound from K particles.
+        samples = 1 if estimator == "smc" else iwae_samples
+        score = score_text(model, pieces, window, samples, batch_size, seed, keep_chars=plot_chars)
+        smc = smc_text(model, pieces, window, iwae_samples, batch_size, seed) if estimator == "smc" else None
 
     if not all(math.isfinite(v) for v in (score.elbo, score.iwae, score.nll, score.kl)):
         raise VrnnError(f"{model_name} gives non-finite scores on {text} (NaN or infinity): its weights are broken")
@@ -163,6 +182,9 @@ def main(
         draw_passage(scored, score.char_nll[:shown], score.char_kl[:shown], plot, title)
 
     result = {"text": text, "split": split, "checkpoint": str(ckpt_path), "skipped_chars": dropped, **score.summary()}
+    if smc is not None:
+        result.update(smc_particles=smc.particles, smc_nats=smc.smc, smc_bits=smc.smc / math.log(2),
+                      smc_resampling_rate=smc.resampling_rate)  # fmt: skip
     if as_json:
         click.echo(json.dumps(result, indent=2, allow_nan=False))
         return
@@ -177,6 +199,9 @@ def main(
         f"  active units {score.active_units_kl} of {score.latent_size} by KL (> 0.01 nats/char each), "
         f"{score.active_units} by posterior-mean variance (> 0.01)",
     ]
+    if smc is not None:
+        lines.insert(3, f"  -SMC-{smc.particles:<7d} {smc.smc:.4f} nats/char  {smc.smc / math.log(2):.4f} bits/char  "
+                        f"(resampled at {smc.resampling_rate:.1%} of steps)")  # fmt: skip
     if score.aux is not None:
         lines.append(f"  aux cost     {score.aux:.4f} nats per backward-state dimension (not part of the bounds)")
     click.echo("\n".join(lines))
