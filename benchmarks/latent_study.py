@@ -1,0 +1,158 @@
+"""The latent, settled: the GRU, the filtering VRNN and the smoothing VRNN, fairly regularised, several seeds.
+
+    python benchmarks/latent_study.py CORPUS --out runs/study [--only NAME ...]   # train and score, resumable
+    python benchmarks/latent_study.py CORPUS --out runs/study --table             # print the tables
+
+Every run: the `shakespeare` preset at the bundled size with --dropout-scope decoder-input (dropout masks the
+decoder's whole input, the latent's path included, so no model has a path around the regulariser), STEPS
+steps for every arm, the checkpoint chosen on the first half of the validation split by -IWAE-8
+(--select-on val-first-half --select-by iwae), and that checkpoint scored on the second half, which neither
+training, selection nor tuning saw (vrnn-eval --split val-second-half -k 64).  The dropout of each arm is
+tuned on seed 1 (the first half's score); the final table takes the chosen dropout over three seeds.
+
+One training at a time (two would share the cores and distort each other's speed), from a frozen copy of the
+package (--frozen, put first on PYTHONPATH), so that work on the tree does not change a run half-way.  Results
+go to benchmarks/results-latent-study.json (one entry per run, with its command lines) and every run's
+metrics to benchmarks/latent-study/; a run already scored is skipped, an interrupted one resumed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results-latent-study.json"
+METRICS = HERE / "latent-study"
+STEPS = 3000
+ARMS: dict[str, list[str]] = {
+    "gru": ["--latent-size", "0"],
+    "filtering": ["--posterior", "filtering"],
+    "smoothing": ["--posterior", "smoothing", "--backward-size", "256"],
+}
+COMMON = ["--preset", "shakespeare", "--steps", str(STEPS), "--dropout-scope", "decoder-input",
+          "--select-on", "val-first-half", "--select-by", "iwae", "--select-samples", "8", "--quiet"]  # fmt: skip
+# The runs in the order they are trained: the dropout tuning on seed 1 (0.4, the preset's, first), then seeds.
+DROPOUTS = ("0.4", "0.5", "0.3")
+SEEDS = ("1", "2", "3")
+
+
+def run_name(arm: str, dropout: str, seed: str) -> str:
+    return f"{arm}-d{dropout}-s{seed}"
+
+
+def planned(chosen: dict[str, str]) -> list[tuple[str, str, str]]:
+    """(arm, dropout, seed) of every run: the tuning grid on seed 1, then seeds 2 and 3 of each arm's chosen
+    dropout (an arm without a choice yet has no seed runs)."""
+    runs = [(arm, d, "1") for d in DROPOUTS for arm in ARMS]
+    runs += [(arm, chosen[arm], s) for s in SEEDS[1:] for arm in ARMS if arm in chosen]
+    return runs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("corpus")
+    parser.add_argument("--out", type=Path, default=Path("runs/study"))
+    parser.add_argument("--only", nargs="*", default=None, help="run names (default: every planned run)")
+    parser.add_argument("--choose", nargs="*", default=[], help="ARM=DROPOUT: the tuned dropout of an arm")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--frozen", type=Path, default=None, help="a frozen copy of the package for PYTHONPATH")
+    parser.add_argument("--table", action="store_true", help="print the results as markdown tables and stop")
+    args = parser.parse_args()
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    if args.table:
+        print(tuning_table(results))
+        return
+    chosen = dict(item.split("=", 1) for item in args.choose)
+    env = dict(os.environ)
+    if args.frozen is not None:  # run from there: the working directory comes first on sys.path
+        env["PYTHONPATH"] = f"{args.frozen.resolve()}{os.pathsep}{env.get('PYTHONPATH', '')}"
+    args.corpus, args.out = str(Path(args.corpus).resolve()), args.out.resolve()
+    args.out.mkdir(parents=True, exist_ok=True)
+    METRICS.mkdir(exist_ok=True)
+    for arm, dropout, seed in planned(chosen):
+        name = run_name(arm, dropout, seed)
+        if args.only is not None and name not in args.only:
+            continue
+        if name in results:
+            print(f"{name}: done already", flush=True)
+            continue
+        results[name] = train_and_score(args, env, arm, dropout, seed, name)
+        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+        r = results[name]
+        print(f"{name}: select {r['select_iwae_nats']:.4f}, report -ELBO {r['elbo_nats']:.4f} -IWAE-64 "
+              f"{r['iwae_nats']:.4f} KL {r['kl_nats']:.4f}, best step {r['best_step']}, "
+              f"{r['train_wall_s'] / 60:.1f} min", flush=True)  # fmt: skip
+
+
+def train_and_score(
+    args: argparse.Namespace, env: dict[str, str], arm: str, dropout: str, seed: str, name: str
+) -> dict:
+    """Train one run (resuming one that was interrupted), score its best checkpoint on the second half."""
+    ckpt = args.out / f"{name}.pt"
+    options = [*ARMS[arm], "--dropout", dropout, "--seed", seed]
+    train = [sys.executable, "-m", "vrnn.training.cli", args.corpus, "-o", str(ckpt), *COMMON, *options,
+             "--threads", str(args.threads)]  # fmt: skip
+    if ckpt.exists():
+        train.append("--resume")
+    started = time.perf_counter()
+    cwd = args.frozen or HERE
+    subprocess.run(train, check=True, env=env, cwd=cwd)
+    wall = time.perf_counter() - started
+    best = ckpt.with_name(f"{name}.best.pt")
+    score = [sys.executable, "-m", "vrnn.training.eval_cli", args.corpus, "-c", str(best), "--split", "val-second-half",
+             "--window", "256", "--iwae-samples", "64", "--threads", str(args.threads), "--json"]  # fmt: skip
+    summary = json.loads(subprocess.run(score, check=True, capture_output=True, text=True, env=env, cwd=cwd).stdout)
+    history = [json.loads(line) for line in ckpt.with_name(f"{name}.metrics.jsonl").read_text().splitlines()]
+    (METRICS / f"{name}.metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in history))
+    best_row = min(history, key=lambda row: row["val_iwae_nats"])
+    return {
+        "arm": arm,
+        "dropout": float(dropout),
+        "seed": int(seed),
+        "train_command": ["vrnn-train", *train[3:]],
+        "score_command": ["vrnn-eval", *score[3:]],
+        "select_iwae_nats": best_row["val_iwae_nats"],  # -IWAE-8 on the first half at the chosen step
+        "select_elbo_nats": best_row["val_elbo_nats"],
+        "best_step": best_row["step"],
+        "last_step_select_iwae_nats": history[-1]["val_iwae_nats"],
+        "elbo_nats": summary["elbo_nats"],  # the second half, K = 64
+        "iwae_nats": summary["iwae_nats"],
+        "nll_nats": summary["nll_nats"],
+        "kl_nats": summary["kl_nats"],
+        "active_units_kl": summary["active_units_kl"],
+        "active_units_variance": summary["active_units"],
+        "latent_size": summary["latent_size"],
+        "chars": summary["chars"],
+        "chars_per_s": statistics.median(row["chars_per_s"] for row in history),
+        "train_wall_s": wall,
+        "threads": args.threads,
+        "date": datetime.date.today().isoformat(),
+    }
+
+
+def tuning_table(results: dict[str, dict]) -> str:
+    """Every run: selection score (first half) and report scores (second half)."""
+    rows = [
+        "| run | dropout | seed | −IWAE-8 first half (selects) | −ELBO second half | −IWAE-64 second half "
+        "| KL/char | active (KL) | best step | chars/s | wall | date |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in sorted(results.items()):
+        rows.append(
+            f"| {name} | {r['dropout']} | {r['seed']} | {r['select_iwae_nats']:.4f} | {r['elbo_nats']:.4f} "
+            f"| {r['iwae_nats']:.4f} | {r['kl_nats']:.4f} | {r['active_units_kl']}/{r['latent_size']} "
+            f"| {r['best_step']} | {r['chars_per_s']:,.0f} | {r['train_wall_s'] / 60:.1f} min | {r['date']} |"
+        )
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    main()
