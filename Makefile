@@ -1,5 +1,5 @@
 # One command to set up and run each main job.  Everything goes into .venv.
-#   make demo   set up, train a short model on Tiny Shakespeare, export it, sample from it
+#   make demo   set up, train a small model on Tiny Shakespeare for 300 steps, export it, sample from it
 #   make test   set up, lint, run the test suite (Python, then the JavaScript runtime's and the browser page's)
 #   make web    serve the browser demo at http://127.0.0.1:8000/clients/web/
 PYTHON ?= python3
@@ -8,6 +8,9 @@ BIN := $(VENV)/bin
 CORPUS ?= tinyshakespeare
 RUN ?= runs/demo
 DEMO_STEPS ?= 300
+# Torch and onnxruntime threads of `make demo` (empty: every core).
+THREADS ?=
+threads_option = $(if $(THREADS),--threads $(THREADS))
 
 .PHONY: setup demo test lint js-test web clean
 
@@ -15,10 +18,14 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-# torch==2.13.0 first: it is a CPU build on this machine's local disk, while a bare
-# `torch` requirement would pull a multi-GB CUDA build.
+# PyTorch first, from TORCH_INDEX (PyTorch's CPU wheels by default): a bare `torch` requirement resolves to a
+# multi-GB CUDA build on most machines.  Another build: make setup TORCH_INDEX=https://download.pytorch.org/whl/cu126.
+# Where the index cannot be reached, pip's own configuration (its index, find-links) is tried instead.
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_VERSION ?= 2.13.0
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet --timeout 15 --retries 1 --index-url $(TORCH_INDEX) torch==$(TORCH_VERSION) \
+	  || $(BIN)/pip install --quiet torch==$(TORCH_VERSION)
 	$(BIN)/pip install --quiet -e '.[train,plot,dev]'
 	touch $@
 
@@ -26,9 +33,10 @@ setup: $(VENV)/.installed
 
 demo: setup
 	mkdir -p $(dir $(RUN))
-	$(BIN)/vrnn-train $(CORPUS) -o $(RUN).pt --steps $(DEMO_STEPS) --eval-every 100 --force
+	$(BIN)/vrnn-train $(CORPUS) -o $(RUN).pt --hidden-size 256 --steps $(DEMO_STEPS) --eval-every 100 \
+	  --val-chars 20000 --force $(threads_option)
 	$(BIN)/vrnn-export $(RUN).pt $(RUN).onnx
-	$(BIN)/vrnn-run $(RUN).onnx --length 500 --temperature 0.8 --seed 1
+	$(BIN)/vrnn-run $(RUN).onnx --length 500 --temperature 0.8 --seed 1 $(threads_option)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -17,6 +17,8 @@ SKIPPED = {
     "pip install": "installs packages: CI's set-up does exactly this",
     "make demo": "long (set-up, 300 training steps); its parts are the by-hand commands below",
     "make test": "this suite itself",
+    "npm ci --prefix clients/js": "installs packages: `make js-test` does exactly this",
+    "node clients/js/examples/sample.mjs": "the JavaScript suite runs it (clients/js/test/example.test.mjs)",
     "vrnn-train tinyshakespeare -o runs/shakespeare.pt": "long (5,000 steps); made by a 30-step run instead",
 }
 
@@ -50,3 +52,10 @@ def test_every_readme_shell_command_runs(tmp_path: Path, tiny_corpus: Path) -> N
         assert result.returncode == 0, f"{command}: {result.stderr}"
         ran.append(command)
     assert any(c.startswith("vrnn-run") for c in ran) and any(c.startswith("vrnn-export") for c in ran)
+
+
+def test_the_readme_shows_the_javascript_example_as_it_is() -> None:
+    """The README's JavaScript block is clients/js/examples/sample.mjs, which the JavaScript suite runs."""
+    blocks = re.findall(r"```js\n(.*?)```", (REPO / "README.md").read_text(encoding="utf-8"), flags=re.S)
+    shown = "\n".join(line.removeprefix("  ") for line in blocks[0].splitlines()) + "\n"
+    assert shown.strip() == (REPO / "clients/js/examples/sample.mjs").read_text(encoding="utf-8").strip()
