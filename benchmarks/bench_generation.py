@@ -5,7 +5,7 @@
 Builds a model of the `default` preset (random weights: speed does not depend on
 training), exports its cell (an ONNX Scan: many characters per run()), then measures, each as the median of --reps runs
 side by side in one process:
-  1. per character at batch 1: Generator loop vs the PyTorch step loop (one thread
+  1. per character at batch 1: Sampler loop vs the PyTorch step loop (one thread
      each), and four floors: InferenceSession.run on a one-node Identity graph (the
      fixed cost of a call), an iteration of an ONNX Scan with an Identity body (the
      fixed cost of a character inside the cell's Scan), and the cell's matrix-vector
@@ -43,10 +43,10 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from vrnn.export.cli import export_cell
-from vrnn.export.sample_cli import torch_sampler
+from vrnn.export.torch_cell import torch_sampler
 from vrnn.models.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_checkpoint
 from vrnn.models.vrnn import VRNN
-from vrnn.runtime import Generator
+from vrnn.runtime import Sampler
 from vrnn.runtime.cell import session_options, step_multiply_adds
 from vrnn.runtime.schema import ModelConfig
 from vrnn.training.config import PRESETS
@@ -217,7 +217,7 @@ def numpy_products_time(config: ModelConfig, batch: int, threads: int, reps: int
 
 def batch1(ckpt: Path, cell: Path, chars: int, reps: int) -> tuple[float, float]:
     """Seconds per character at batch 1, one thread each: (runtime, PyTorch)."""
-    onnx_gen, torch_gen = Generator(cell, threads=1), torch_sampler(str(ckpt), threads=1)
+    onnx_gen, torch_gen = Sampler.from_onnx(cell, threads=1), torch_sampler(str(ckpt), threads=1)
     rt = median_time(lambda: onnx_gen.generate(chars, seed=1), reps) / chars
     pt = median_time(lambda: torch_gen.generate(chars, seed=1), reps) / chars
     return rt, pt
@@ -287,7 +287,7 @@ def main() -> None:
         }
 
         b, steps = 256, 200
-        onnx_gen = Generator(cell, threads=args.threads, batch=b)  # as `vrnn-run --num-samples 256` builds it
+        onnx_gen = Sampler.from_onnx(cell, threads=args.threads, batch=b)  # as `vrnn-run --num-samples 256` builds it
         torch_gen = torch_sampler(str(ckpt), threads=args.threads)
         rt256 = median_time(lambda: onnx_gen.generate(steps, seed=1, num_samples=b), args.reps)
         pt256 = median_time(lambda: torch_gen.generate(steps, seed=1, num_samples=b), args.reps)

@@ -5,7 +5,7 @@
 Exports the checkpoint (default: the bundled model) in each format with `vrnn-export --weights`, then
 measures, in one run, interleaved repetition by repetition so that a slow minute hits every format alike:
   1. file size;
-  2. per character at batch 1, one thread: `Generator.generate` (what vrnn-run runs) for each cell, and
+  2. per character at batch 1, one thread: `Sampler.generate` (what vrnn-run runs) for each cell, and
      the PyTorch step loop (what vrnn-sample runs) -- medians of --reps; and two floors: the cell's
      matrix products alone in its format (an ONNX Scan of nothing else) and an empty Scan iteration;
   3. characters/s at batch 256 with every core;
@@ -34,14 +34,13 @@ import torch
 from bench_generation import onnxruntime_products_floor, process_stats, scan_iteration_floor
 
 from vrnn.export.cli import export_cell
-from vrnn.export.sample_cli import torch_sampler
+from vrnn.export.torch_cell import torch_sampler
 from vrnn.models.bundled import BUNDLED_CHECKPOINT
-from vrnn.runtime import Generator
+from vrnn.runtime import Sampler
 from vrnn.runtime.bundled import bundled_file
-from vrnn.runtime.sampling import SamplingOptions
 
 FORMATS = ("float32", "float16", "int8")
-GREEDY = SamplingOptions(greedy=True, latent_temperature=0.0)
+GREEDY = {"greedy": True, "latent_temperature": 0.0}
 
 
 def interleaved(fns: dict[str, object], reps: int) -> dict[str, float]:
@@ -90,7 +89,7 @@ def main() -> None:
         results["size_bytes"] = {w: p.stat().st_size for w, p in cells.items()}
 
         n = args.chars
-        gens = {w: Generator(p, threads=1) for w, p in cells.items()}
+        gens = {w: Sampler.from_onnx(p, threads=1) for w, p in cells.items()}
         pt = torch_sampler(str(ckpt), threads=1)
         fns = {w: (lambda g=g: g.generate(n, seed=1)) for w, g in gens.items()}
         fns["torch"] = lambda: pt.generate(n, seed=1)
@@ -101,7 +100,7 @@ def main() -> None:
         results["scan_iteration_floor_us"] = scan_iteration_floor(args.reps, n) * 1e6
 
         b, steps = 256, 200
-        gens = {w: Generator(p, threads=args.threads, batch=b) for w, p in cells.items()}
+        gens = {w: Sampler.from_onnx(p, threads=args.threads, batch=b) for w, p in cells.items()}
         pt = torch_sampler(str(ckpt), threads=args.threads)
         fns = {w: (lambda g=g: g.generate(steps, seed=1, num_samples=b)) for w, g in gens.items()}
         fns["torch"] = lambda: pt.generate(steps, seed=1, num_samples=b)
@@ -118,7 +117,7 @@ def main() -> None:
         results["cold_start_s"] = {w: statistics.median(v) for w, v in cold.items()} | {"torch": t}
         results["peak_rss_mib"] = {w: statistics.median(v) for w, v in rss.items()} | {"torch": r}
 
-        greedy = {w: Generator(p, threads=1).generate(2000, seed=1, options=GREEDY) for w, p in cells.items()}
+        greedy = {w: Sampler.from_onnx(p, threads=1).generate(2000, seed=1, **GREEDY) for w, p in cells.items()}
         results["greedy_chars_equal_to_float32"] = {w: common_prefix(t, greedy["float32"]) for w, t in greedy.items()}
         if args.text is not None:
             scores = {}

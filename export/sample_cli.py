@@ -21,16 +21,11 @@ def torch_threads(batch: int) -> int:
     return 1 if batch < MULTI_THREAD_BATCH else max(1, os.cpu_count() or 1)
 
 
-def torch_sampler(checkpoint: str, threads: int = 1) -> Sampler:
-    """A Sampler over the PyTorch model of a checkpoint (same API as vrnn.runtime.Generator)."""
+def _torch_sampler(checkpoint: str, threads: int) -> Sampler:
     require_extra("vrnn-sample", "torch")
-    import torch  # here, not at the top: `vrnn-sample --help` works without PyTorch
+    from vrnn.export.torch_cell import torch_sampler  # here, not at the top: `--help` works without PyTorch
 
-    from vrnn.export.torch_cell import TorchCell
-    from vrnn.models.checkpoint import load_checkpoint
-
-    torch.set_num_threads(threads)
-    return Sampler(TorchCell(load_checkpoint(checkpoint)))
+    return torch_sampler(checkpoint, threads)
 
 
 @click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
@@ -45,7 +40,7 @@ def main(checkpoint: str, out: str | None, threads: int | None, **settings: obje
     exported from this checkpoint.
     """
     emit_samples(
-        lambda n, batch: torch_sampler(checkpoint, n or torch_threads(batch)),
+        lambda n, batch: _torch_sampler(checkpoint, n or torch_threads(batch)),
         out,
         threads,
         {"CHECKPOINT": checkpoint},

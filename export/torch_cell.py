@@ -3,6 +3,7 @@
 `vrnn-sample` and the parity tests drive it with the runtime's own generation
 loop and its numpy reference for N steps per call (`run_steps`), so the two paths
 share every line except the step itself and the in-graph choice of the character.
+`torch_sampler(ckpt)` is the PyTorch counterpart of `Sampler.from_onnx(cell)`.
 """
 
 from __future__ import annotations
@@ -12,9 +13,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from vrnn.models.checkpoint import model_from_checkpoint
+from vrnn.models.checkpoint import load_checkpoint, model_from_checkpoint
 from vrnn.runtime import schema
 from vrnn.runtime.loop import run_steps
+from vrnn.runtime.sampler import Sampler
+
+
+def torch_sampler(checkpoint: str, threads: int = 1) -> Sampler:
+    """A Sampler over the PyTorch model of a checkpoint: the same methods, and for the same seed the same
+    text, as `Sampler.from_onnx` on the cell exported from it.  Sets torch's thread count to `threads`."""
+    torch.set_num_threads(threads)
+    return Sampler(TorchCell(load_checkpoint(checkpoint)))
 
 
 class TorchCell:
@@ -24,7 +33,6 @@ class TorchCell:
         self.model, self.vocab = model_from_checkpoint(payload)
         self.config: schema.ModelConfig = self.model.config
         self.start_char: str = payload["start_char"]  # a character of the vocabulary (check_fields)
-        self.calls = 0
 
     def initial_state(self, batch: int) -> dict[str, np.ndarray]:
         """Zero state, as the ONNX cell's."""
@@ -35,7 +43,6 @@ class TorchCell:
         self, prev_char: np.ndarray, state: dict[str, np.ndarray], eps: np.ndarray
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """One `VRNN.step` (prev_char [B], state, eps [B, Z]) -> (logits [B, V], state)."""
-        self.calls += 1
         logits, h, phi_z = self.model.step(
             torch.from_numpy(np.ascontiguousarray(prev_char, np.int64)),
             torch.from_numpy(state[schema.INPUT_H]),

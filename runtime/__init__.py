@@ -6,14 +6,13 @@ it is the part that services and programs without PyTorch embed.
 
 from vrnn.runtime.bundled import BUNDLED_CELL
 from vrnn.runtime.errors import UsageError, VrnnError
-from vrnn.runtime.sampler import Generator, Sampler
+from vrnn.runtime.sampler import Sampler
 from vrnn.runtime.sampling import SamplingOptions
 from vrnn.runtime.schema import ModelConfig
 from vrnn.runtime.vocab import Vocabulary
 
 __all__ = [
     "BUNDLED_CELL",
-    "Generator",
     "ModelConfig",
     "Sampler",
     "SamplingOptions",

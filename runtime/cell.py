@@ -185,7 +185,6 @@ class OnnxCell:
         self._sessions: dict[bool, ort.InferenceSession] = {}
         self.session = self.session_for(batch)
         self._check_signature(self._path)
-        self.calls = 0  # run() calls so far: tests count them
         self._probe(1 if batch == 1 else 2)  # on the session just built: the other is built when needed
 
     def session_for(self, batch: int) -> ort.InferenceSession:
@@ -252,7 +251,6 @@ class OnnxCell:
         if chars.min() < 0 or chars.max() >= len(self.vocab):
             raise VrnnError(f"{self._path}: the cell picks characters outside its vocabulary")
         check_finite_logits(logits, self._path)
-        self.calls = 0
 
     @property
     def config(self) -> schema.ModelConfig:
@@ -282,7 +280,6 @@ class OnnxCell:
 
         The contract is vrnn.runtime.loop.run_steps, which computes the same in numpy.
         """
-        self.calls += 1
         feed = {
             schema.INPUT_PREV_CHAR: prev_char,
             schema.INPUT_H: state[schema.INPUT_H],

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from typing import IO
+from typing import IO, Any
 
 import click
 
@@ -18,8 +18,7 @@ from vrnn.runtime.atomic import atomic_write, check_writable_destination, refuse
 from vrnn.runtime.bundled import BUNDLED_CELL, bundled_file
 from vrnn.runtime.errors import OneLineCommand, VrnnError, cli_errors
 from vrnn.runtime.limits import check_threads
-from vrnn.runtime.sampler import Generator, Sampler
-from vrnn.runtime.sampling import SamplingOptions
+from vrnn.runtime.sampler import Sampler
 
 RUN_THREADS_HELP = (
     "Intra-op threads.  [default: every core once a step's matrix products reach 500k multiply-adds "
@@ -81,19 +80,30 @@ def _with_sampling_options(func: Callable, threads_help: str) -> Callable:
     return func
 
 
-def _write_samples(sink: IO[str], sampler: Sampler, request: dict, options: SamplingOptions, interactive: bool) -> None:
-    length, prime, seed, num_samples = (request[k] for k in ("length", "prime", "seed", "num_samples"))
+def _samples(sampler: Sampler, settings: dict[str, Any]) -> Callable[[IO[str], bool], None]:
+    """Validate the request (every option, before anything is written or a file created) and return the
+    writer of its samples: `write(sink, interactive)`.  One sample streams; several are made at once."""
+    request = dict(settings)
+    length, prime, seed, num_samples = (request.pop(k) for k in ("length", "prime", "seed", "num_samples"))
     if num_samples == 1:
-        sink.write(prime)
-        for char in sampler.stream(length, prime, seed=seed, options=options):
-            sink.write(char)
-            if interactive or char == "\n":
-                sink.flush()
-        sink.write("\n")
-        return
-    texts = sampler.generate(length, prime, seed=seed, num_samples=num_samples, options=options)
-    for i, text in enumerate(texts, 1):
-        sink.write(f"--- sample {i}/{num_samples} ---\n{text}\n")
+        chars = sampler.stream(length, prime, seed=seed, **request)  # the rest of `request`: sampling options
+
+        def write_one(sink: IO[str], interactive: bool) -> None:
+            sink.write(prime)
+            for char in chars:
+                sink.write(char)
+                if interactive or char == "\n":
+                    sink.flush()
+            sink.write("\n")
+
+        return write_one
+    texts = sampler.generate(length, prime, seed=seed, num_samples=num_samples, **request)
+
+    def write_all(sink: IO[str], interactive: bool) -> None:
+        for i, text in enumerate(texts, 1):
+            sink.write(f"--- sample {i}/{num_samples} ---\n{text}\n")
+
+    return write_all
 
 
 def require_stdout() -> None:
@@ -113,7 +123,7 @@ def emit_samples(
     out: str | None,
     threads: int | None,
     inputs: dict[str, str],
-    **settings: object,
+    **settings: Any,
 ) -> None:
     """Validate the options, build the sampler and write the samples to stdout or `out`.
 
@@ -128,20 +138,16 @@ def emit_samples(
         refuse_overwriting_inputs({"-o": out}, inputs)
     num_samples = settings["num_samples"]
     sampler = sampler_factory(threads, num_samples if isinstance(num_samples, int) else 1)
-    # The options are built once, here, and every option is validated before the first character goes out
-    # (or a file is created).
-    names = ("temperature", "top_k", "top_p", "greedy", "latent_temperature")
-    options = SamplingOptions(*(settings[name] for name in names))
-    sampler.check(settings["length"], settings["prime"], options, settings["num_samples"], settings["seed"])
+    write = _samples(sampler, settings)
     if out is not None:
         with atomic_write(out, "w") as handle:
-            _write_samples(handle, sampler, settings, options, interactive=False)
+            write(handle, False)
         return
     sys.stdout.flush()
     try:
         # UTF-8 whatever the locale says.
         with open(sys.stdout.fileno(), "w", encoding="utf-8", closefd=False) as stdout:
-            _write_samples(stdout, sampler, settings, options, interactive=sys.stdout.isatty())
+            write(stdout, sys.stdout.isatty())
     except BrokenPipeError:  # `vrnn-run ... | head` is fine
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
@@ -160,7 +166,11 @@ def main(cell: str | None, out: str | None, threads: int | None, **settings: obj
     """
     path = cell if cell is not None else str(bundled_file(BUNDLED_CELL, "a CELL argument"))
     # threads None: the cell's size and the batch decide (see default_threads)
-    emit_samples(lambda n, batch: Generator(path, threads=n, batch=batch), out, threads, {"CELL": path}, **settings)
+
+    def build(n: int | None, batch: int) -> Sampler:
+        return Sampler.from_onnx(path, threads=n, batch=batch)
+
+    emit_samples(build, out, threads, {"CELL": path}, **settings)
 
 
 if __name__ == "__main__":

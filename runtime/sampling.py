@@ -22,9 +22,10 @@ from vrnn.runtime.errors import UsageError
 MAX_LATENT_TEMPERATURE = 100.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SamplingOptions:
-    """How the next character is chosen from the distribution the cell predicts."""
+    """How the next character is chosen from the distribution the cell predicts.  Keyword-only: the fields'
+    order means nothing, so reordering them can never swap two options."""
 
     temperature: float = 1.0  # logits are divided by it; < 1 sharpens, > 1 flattens
     top_k: int | None = None  # keep only the k most likely characters
@@ -154,7 +155,8 @@ def decision_margin(logits: np.ndarray, uniform: np.ndarray, options: SamplingOp
     if options.top_k is not None and options.top_k < scaled.shape[1]:
         margins.append(ranked[:, options.top_k - 1] - ranked[:, options.top_k])
     if options.top_p is not None:
-        unfiltered, _ = _filtered_probabilities(logits, SamplingOptions(options.temperature, options.top_k))
+        before_p = SamplingOptions(temperature=options.temperature, top_k=options.top_k)
+        unfiltered, _ = _filtered_probabilities(logits, before_p)
         ranked_probs = -np.sort(-unfiltered, axis=1)
         before = np.cumsum(ranked_probs, axis=1) - ranked_probs
         margins.append(np.abs(before - options.top_p).min(axis=1))

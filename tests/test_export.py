@@ -15,7 +15,7 @@ from vrnn.export.opsets import MAX_OPSET, MIN_OPSET
 from vrnn.export.torch_cell import TorchCell
 from vrnn.export.verify import TOLERANCE, max_differences
 from vrnn.models.checkpoint import file_sha256, load_checkpoint
-from vrnn.runtime import Generator, schema
+from vrnn.runtime import Sampler, schema
 from vrnn.runtime.schema import ModelConfig
 
 
@@ -103,5 +103,5 @@ def test_every_accepted_opset_exports_the_same_cell(trained: dict[str, Path], tm
     model = onnx.load(str(out))
     onnx.checker.check_model(model, full_check=True)
     assert {o.domain: o.version for o in model.opset_import}[""] == opset
-    text = Generator(out).generate(120, seed=5, temperature=0.9)
-    assert text == Generator(trained["cell"]).generate(120, seed=5, temperature=0.9)
+    text = Sampler.from_onnx(out).generate(120, seed=5, temperature=0.9)
+    assert text == Sampler.from_onnx(trained["cell"]).generate(120, seed=5, temperature=0.9)

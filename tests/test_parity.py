@@ -17,11 +17,10 @@ import numpy as np
 import pytest
 from conftest import bin_path
 
-from vrnn.export.sample_cli import torch_sampler
-from vrnn.export.torch_cell import TorchCell
+from vrnn.export.torch_cell import TorchCell, torch_sampler
 from vrnn.export.verify import TOLERANCE
 from vrnn.models.checkpoint import load_checkpoint
-from vrnn.runtime import Generator
+from vrnn.runtime import Sampler
 from vrnn.runtime.cell import OnnxCell
 from vrnn.runtime.loop import ArrayNoise, SeededNoise, generate_ids
 from vrnn.runtime.sampling import SamplingOptions, choose_unfiltered, decision_margin
@@ -45,13 +44,7 @@ SETTINGS = [
 
 def trace(cell, settings: dict, seed: int, length: int = 500) -> tuple[list[int], list[float]]:
     """Generate with the shared loop, recording each sampling step's decision margin."""
-    options = SamplingOptions(
-        settings.get("temperature", 1.0),
-        settings.get("top_k"),
-        settings.get("top_p"),
-        settings.get("greedy", False),
-        settings.get("latent_temperature", 1.0),
-    )
+    options = SamplingOptions(**{k: v for k, v in settings.items() if k != "prime"})
     context = np.concatenate([cell.vocab.encode(cell.start_char), cell.vocab.encode(settings.get("prime", ""))])
     margins: list[float] = []
     ids = generate_ids(
@@ -88,7 +81,7 @@ def test_500_characters_match_through_the_api(
     torch_ids, _ = trace(torch_cell, settings, seed=2024)
     assert_same_or_near_tie(onnx_ids, torch_ids, margins)
     # The public API is this same loop: it must reproduce the traced text exactly.
-    text = Generator(trained["cell"]).generate(500, seed=2024, **settings)
+    text = Sampler.from_onnx(trained["cell"]).generate(500, seed=2024, **settings)
     prime = settings.get("prime", "")
     assert text == prime + onnx_cell.vocab.decode(onnx_ids)
     if onnx_ids == torch_ids:
@@ -115,7 +108,7 @@ def test_cli_paths_print_identical_text(trained: dict[str, Path], flags: list[st
 
 
 def test_same_seed_same_bytes_different_seed_different_text(trained: dict[str, Path]) -> None:
-    generator = Generator(trained["cell"])
+    generator = Sampler.from_onnx(trained["cell"])
     first = generator.generate(400, seed=5)
     assert generator.generate(400, seed=5) == first
     assert generator.generate(400, seed=6) != first
@@ -128,7 +121,7 @@ def test_same_seed_same_bytes_different_seed_different_text(trained: dict[str, P
 
 def test_sample_i_of_a_batch_equals_a_single_run_with_its_noise(trained: dict[str, Path]) -> None:
     """Parity test 4: batching changes nothing but speed."""
-    generator = Generator(trained["cell"])
+    generator = Sampler.from_onnx(trained["cell"])
     length, prime, batch = 300, "ROMEO:", 8
     steps = len(prime) + length
     seeded = SeededNoise(77, batch, generator.cell.config.latent_size)
@@ -144,8 +137,8 @@ def test_sample_i_of_a_batch_equals_a_single_run_with_its_noise(trained: dict[st
 def test_many_characters_per_session_run(trained: dict[str, Path]) -> None:
     """The cell picks characters in-graph: one run() per prime character, then one per 256 sampled
     (at batch 1); top-k, top-p and greedy choose in numpy, one run() per character."""
-    generator = Generator(trained["cell"])
-    session = generator.onnx_cell.session
+    generator = Sampler.from_onnx(trained["cell"])
+    session = generator.cell.session
     calls = []
     original = session.run
     session.run = lambda *a, **k: calls.append(1) or original(*a, **k)

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vrnn.runtime import Generator, UsageError
+from vrnn.runtime import Sampler, UsageError
 from vrnn.runtime.cli import main as run_main
 
 options = st.fixed_dictionaries(
@@ -28,13 +28,13 @@ options = st.fixed_dictionaries(
 
 
 @pytest.fixture(scope="module")
-def generator(trained: dict[str, Path]) -> Generator:
-    return Generator(trained["cell"])
+def generator(trained: dict[str, Path]) -> Sampler:
+    return Sampler.from_onnx(trained["cell"])
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(opts=options)
-def test_api_gives_text_or_a_usage_error(generator: Generator, opts: dict) -> None:
+def test_api_gives_text_or_a_usage_error(generator: Sampler, opts: dict) -> None:
     try:
         result = generator.generate(**opts)
     except UsageError as exc:

@@ -13,7 +13,7 @@ import pytest
 from conftest import REPO, bin_path
 from onnx import TensorProto, helper
 
-from vrnn.runtime import Generator, VrnnError, schema
+from vrnn.runtime import Sampler, VrnnError, schema
 
 
 def test_runtime_never_imports_torch(trained: dict[str, Path]) -> None:
@@ -21,8 +21,8 @@ def test_runtime_never_imports_torch(trained: dict[str, Path]) -> None:
     code = f"""
 import sys
 import vrnn.runtime
-from vrnn.runtime import Generator
-Generator({str(trained["cell"])!r}).generate(50, seed=1)
+from vrnn.runtime import Sampler
+Sampler.from_onnx({str(trained["cell"])!r}).generate(50, seed=1)
 from vrnn.runtime.cli import main
 try:
     main([{str(trained["cell"])!r}, "--length", "20", "--seed", "3"])
@@ -117,7 +117,7 @@ def bad_cells(trained: dict[str, Path], tmp: Path) -> dict[str, tuple[Path, str]
 def test_bad_cells_are_refused_by_api_and_cli(trained: dict[str, Path], tmp_path: Path) -> None:
     for label, (path, message) in bad_cells(trained, tmp_path).items():
         with pytest.raises(VrnnError, match=message):
-            Generator(path)
+            Sampler.from_onnx(path)
         result = subprocess.run([bin_path("vrnn-run"), str(path), "-n", "5"], capture_output=True, text=True)
         assert result.returncode == 1, label
         assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, (label, result.stderr)
@@ -201,23 +201,30 @@ def test_single_samples_run_on_unpacked_weights_and_batches_on_packed(trained: d
         except RuntimeError:  # onnxruntime raises for a key that was never set
             return False
 
-    generator = Generator(trained["cell"])  # built for one sample
-    cell = generator.onnx_cell
+    generator = Sampler.from_onnx(trained["cell"])  # built for one sample
+    cell = generator.cell
     assert packing_disabled(cell.session) and cell.session_for(1) is cell.session
     assert len(cell._sessions) == 1
     batched = generator.generate(40, seed=3, num_samples=3)
     assert not packing_disabled(cell.session_for(3)) and cell.session_for(3) is cell.session_for(64)
-    assert batched == Generator(trained["cell"], batch=3).generate(40, seed=3, num_samples=3)
-    assert generator.generate(40, seed=3) == Generator(trained["cell"], batch=3).generate(40, seed=3)
+    assert batched == Sampler.from_onnx(trained["cell"], batch=3).generate(40, seed=3, num_samples=3)
+    assert generator.generate(40, seed=3) == Sampler.from_onnx(trained["cell"], batch=3).generate(40, seed=3)
     assert not packing_disabled(OnnxCell(trained["cell"], batch=2).session)
 
 
-def test_sampler_from_onnx_is_the_generator_and_takes_options_whole(trained: dict[str, Path]) -> None:
-    from vrnn.runtime import Sampler, SamplingOptions
+def test_options_are_keywords_named_by_sampling_options(trained: dict[str, Path]) -> None:
+    """One way to pass options: keywords, the fields of SamplingOptions; stream gives generate's text."""
+    from dataclasses import asdict
+
+    from vrnn.runtime import SamplingOptions, UsageError
 
     sampler = Sampler.from_onnx(trained["cell"])
-    expected = Generator(trained["cell"]).generate(60, prime="RO", temperature=0.7, top_k=5, seed=4)
-    assert sampler.generate(60, prime="RO", temperature=0.7, top_k=5, seed=4) == expected
-    options = SamplingOptions(temperature=0.7, top_k=5)
-    assert sampler.generate(60, prime="RO", seed=4, options=options) == expected
-    assert "RO" + "".join(sampler.stream(60, prime="RO", seed=4, options=options)) == expected
+    expected = sampler.generate(60, prime="RO", temperature=0.7, top_k=5, seed=4)
+    assert sampler.generate(60, prime="RO", seed=4, **asdict(SamplingOptions(temperature=0.7, top_k=5))) == expected
+    assert "RO" + "".join(sampler.stream(60, prime="RO", seed=4, temperature=0.7, top_k=5)) == expected
+    with pytest.raises(UsageError, match="unknown sampling option 'temprature'"):
+        sampler.generate(10, temprature=0.7)
+    with pytest.raises(UsageError, match="--top-k"):  # stream validates when called, not at its first character
+        sampler.stream(10, top_k=0)
+    with pytest.raises(TypeError):  # keyword-only: reordering the fields can never swap two options
+        SamplingOptions(0.7, 5)  # type: ignore[misc]

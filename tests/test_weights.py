@@ -17,7 +17,7 @@ from onnx import helper, numpy_helper
 from vrnn.export.cli import export_cell
 from vrnn.export.onnx_cell import quantize_columns
 from vrnn.export.verify import MAX_MEAN_KL, lossy_agreement
-from vrnn.runtime import Generator, schema
+from vrnn.runtime import Sampler, schema
 from vrnn.runtime.cell import OnnxCell
 from vrnn.runtime.loop import SeededNoise
 from vrnn.runtime.scoring import score_cell, teacher_forced_logits
@@ -82,8 +82,8 @@ def test_same_seed_same_text_in_every_format(cells: dict[str, Path], weights: st
     first = subprocess.run(run, capture_output=True, text=True, check=True).stdout
     assert first.startswith("ROMEO:") and len(first) == len("ROMEO:") + 200 + 1
     assert subprocess.run(run, capture_output=True, text=True, check=True).stdout == first
-    batch = Generator(cells[weights]).generate(100, seed=4, num_samples=3)
-    assert Generator(cells[weights]).generate(100, seed=4, num_samples=3) == batch
+    batch = Sampler.from_onnx(cells[weights]).generate(100, seed=4, num_samples=3)
+    assert Sampler.from_onnx(cells[weights]).generate(100, seed=4, num_samples=3) == batch
 
 
 def test_int8_rows_do_not_depend_on_the_rest_of_the_batch(cells: dict[str, Path]) -> None:

@@ -5,4 +5,4 @@ model and checkpoints), vrnn.training (vrnn-train) and vrnn.export (vrnn-export,
 vrnn-sample).  Imports point one way: runtime <- models <- training, export.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -55,10 +55,7 @@ CASES_SPEC: dict[str, tuple[dict, str, int, int]] = {
 
 
 def options_of(spec: dict) -> SamplingOptions:
-    return SamplingOptions(
-        spec.get("temperature", 1.0), spec.get("top_k"), spec.get("top_p"), spec.get("greedy", False),
-        spec.get("latent_temperature", 1.0),
-    )  # fmt: skip
+    return SamplingOptions(**spec)
 
 
 def run_case(cell: OnnxCell, case: dict) -> tuple[list[str], float]:
