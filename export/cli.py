@@ -6,8 +6,17 @@ import click
 
 from vrnn import __version__
 from vrnn.export.opsets import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
+from vrnn.export.thresholds import (
+    AGREEMENT_BATCH,
+    AGREEMENT_STEPS,
+    MAX_MEAN_KL,
+    TOLERANCE,
+    VERIFY_BATCHES,
+    VERIFY_STEPS,
+)
 from vrnn.runtime.atomic import atomic_write, check_writable_destination, refuse_overwriting_inputs
-from vrnn.runtime.errors import OneLineCommand, UsageError, VrnnError, cli_errors, require_extra
+from vrnn.runtime.commands import OneLineCommand, cli_errors, require_extra
+from vrnn.runtime.errors import UsageError, VrnnError
 from vrnn.runtime.limits import check_float
 from vrnn.runtime.schema import OUTPUT_CHARS as CHARS
 from vrnn.runtime.schema import WEIGHT_FORMATS
@@ -36,7 +45,7 @@ def export_cell(
     require_extra("vrnn-export", "torch", "onnx")
     from vrnn.export.onnx_cell import build_cell  # PyTorch and onnx from here on
     from vrnn.export.torch_cell import TorchCell
-    from vrnn.export.verify import MAX_MEAN_KL, TOLERANCE, lossy_agreement, max_differences
+    from vrnn.export.verify import lossy_agreement, max_differences
     from vrnn.models.checkpoint import file_sha256, load_checkpoint
 
     payload = load_checkpoint(checkpoint)
@@ -87,7 +96,17 @@ def export_cell(
     return report
 
 
-@click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
+EXPORT_HELP = f"""Write CELL, the generation cell of CHECKPOINT, as one ONNX file.
+
+Before writing, the float32 cell is run in onnxruntime for {VERIFY_STEPS} steps on random
+inputs at batch {" and ".join(map(str, VERIFY_BATCHES))} and compared with the PyTorch step and the numpy
+sampler; the export fails if any output differs by more than {TOLERANCE:g} or any pick
+differs.  A float16 or int8 cell is then compared with the float32 one along
+{AGREEMENT_BATCH * AGREEMENT_STEPS:,} characters of text on the same noise (the mean KL divergence of their
+next-character distributions) and refused above --max-kl."""
+
+
+@click.command(cls=OneLineCommand, help=EXPORT_HELP, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", message="%(prog)s %(version)s")
 @click.argument("checkpoint", type=click.Path(readable=False))
 @click.argument("cell", type=click.Path(readable=False))
@@ -110,19 +129,11 @@ def export_cell(
     type=float,
     default=None,
     help="float16/int8: refuse the cell if its mean KL from the float32 cell exceeds this (nats/char). "
-    "[default: 1e-5 for float16, 5e-3 for int8]",
+    f"[default: {MAX_MEAN_KL['float16']:g} for float16, {MAX_MEAN_KL['int8']:g} for int8]",
 )
 @cli_errors
 def main(checkpoint: str, cell: str, opset: int, weights: str, max_kl: float | None) -> None:
-    """Write CELL, the generation cell of CHECKPOINT, as one ONNX file.
-
-    Before writing, the float32 cell is run in onnxruntime for 3 steps on random
-    inputs at batch 1 and 7 and compared with the PyTorch step and the numpy
-    sampler; the export fails if any output differs by more than 1e-5 or any pick
-    differs.  A float16 or int8 cell is then compared with the float32 one along
-    2,048 characters of text on the same noise (the mean KL divergence of their
-    next-character distributions) and refused above --max-kl.
-    """
+    """Write CELL, the generation cell of CHECKPOINT, as one ONNX file (the help text is EXPORT_HELP)."""
     export_cell(checkpoint, cell, opset, echo=lambda m: click.echo(m, err=True), weights=weights, max_kl=max_kl)
     click.echo(f"wrote {cell}", err=True)
 

@@ -3,8 +3,8 @@
 The file's graph is one ONNX Scan over the noise: each iteration is `VRNN.step`
 followed by inverse-CDF sampling of the next character, so one
 InferenceSession.run generates as many characters as it is given noise for.
-Why: at batch 1 a character used to cost one run() plus numpy sampling in
-Python, several times the arithmetic; inside the graph an iteration costs only
+Why: at batch 1, one run() plus numpy sampling in Python per character would
+cost several times the arithmetic; inside the graph an iteration costs only
 its nodes.  Scan rather than Loop: the same body ran about twice as fast per
 character at the write-up's size (no trip count, condition or Gather of the
 step's noise, and onnxruntime slices the scanned inputs itself).
@@ -29,7 +29,7 @@ exactly:
 Two separate jobs: `fold_weights` turns the model's parameters into the graph's constant arrays
 (arithmetic only), and `_step_nodes` / `_sampling_nodes` lay out the graph, one `op` per formula term.
 
-The sampling nodes repeat vrnn.runtime.sampling's unfiltered inverse-CDF choice
+The sampling nodes repeat vrnn.runtime.choice's unfiltered inverse-CDF choice
 in float64, operation for operation.  Inputs, outputs and their meaning are in
 vrnn.runtime.schema; vrnn.export.verify runs this graph against `VRNN.step` and
 the numpy sampler.

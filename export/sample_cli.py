@@ -8,7 +8,7 @@ import click
 
 from vrnn import __version__
 from vrnn.runtime.cli import emit_samples, sampling_options
-from vrnn.runtime.errors import OneLineCommand, cli_errors, require_extra
+from vrnn.runtime.commands import OneLineCommand, cli_errors, require_extra
 from vrnn.runtime.sampler import Sampler
 
 # PyTorch's step at batch 1 is all per-operation overhead, which more threads only add to: every core

@@ -5,18 +5,17 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 
+from vrnn.export.thresholds import (
+    AGREEMENT_BATCH,
+    AGREEMENT_STEPS,
+    VERIFY_BATCHES,
+    VERIFY_STEPS,
+)
 from vrnn.export.torch_cell import TorchCell
 from vrnn.runtime import schema
 from vrnn.runtime.cell import OnnxCell, session_options
-from vrnn.runtime.sampling import choose_unfiltered
+from vrnn.runtime.choice import choose_unfiltered
 from vrnn.runtime.scoring import CellAgreement, compare_cells
-
-# Maximum absolute difference allowed between onnxruntime and PyTorch on any output.
-# Both compute in float32 but in different orders (folded phi_x table, fused Gemms,
-# the GRU written out as n + u(h - n)), so results differ by a few float32 ulps of the largest
-# intermediate values; 1e-5 is optimum's bar and holds with margin for trained models.
-TOLERANCE = 1e-5
-VERIFY_STEPS = 3  # steps per call: the loop's carried state is checked, not only one step
 
 
 def random_inputs(
@@ -34,7 +33,7 @@ def random_inputs(
 
 
 def max_differences(
-    onnx_bytes: bytes, torch_cell: TorchCell, batches: tuple[int, ...] = (1, 7), seed: int = 0
+    onnx_bytes: bytes, torch_cell: TorchCell, batches: tuple[int, ...] = VERIFY_BATCHES, seed: int = 0
 ) -> dict[int, dict[str, float]]:
     """Per batch size: max |onnxruntime - torch| of logits, h_out and phi_z_out over VERIFY_STEPS steps,
     and "chars", the number of picks where the graph's choice differs from the numpy sampler's on the
@@ -70,15 +69,6 @@ def max_differences(
             schema.OUTPUT_CHARS: float(wrong_picks),
         }
     return report
-
-
-# A cell in a lossy weight format cannot match PyTorch to TOLERANCE; it is checked against the float32 cell
-# of the same model instead, along a text that cell writes, on the same noise: the mean KL divergence of
-# the two next-character distributions must stay below these bounds (nats per character).  Measured on the
-# bundled model (docs/results.md, "Weight formats"): float16 1.1e-7, int8 1.7e-4; the bounds leave
-# room for other trained models, and refuse a cell whose format broke the model.
-MAX_MEAN_KL = {"float16": 1e-5, "int8": 5e-3}
-AGREEMENT_BATCH, AGREEMENT_STEPS = 8, 256
 
 
 def lossy_agreement(reference: bytes, candidate: bytes, seed: int = 0) -> CellAgreement:

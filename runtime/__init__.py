@@ -5,9 +5,9 @@ it is the part that services and programs without PyTorch embed.
 """
 
 from vrnn.runtime.bundled import BUNDLED_CELL
+from vrnn.runtime.choice import SamplingOptions
 from vrnn.runtime.errors import UsageError, VrnnError
 from vrnn.runtime.sampler import Sampler
-from vrnn.runtime.sampling import SamplingOptions
 from vrnn.runtime.schema import ModelConfig
 from vrnn.runtime.vocab import Vocabulary
 

@@ -26,7 +26,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO
 
-from vrnn.runtime.errors import STOP_SIGNALS, UsageError, VrnnError, raise_if_stopped
+from vrnn.runtime.errors import UsageError, VrnnError
+from vrnn.runtime.stop_signals import STOP_SIGNALS, raise_if_stopped
 
 TEMP_PATTERN = re.compile(r"^\.vrnn-(\d+)-[0-9a-f]{8}\.tmp$")
 

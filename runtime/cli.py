@@ -16,7 +16,8 @@ import click
 from vrnn import __version__
 from vrnn.runtime.atomic import atomic_write, check_writable_destination, refuse_overwriting_inputs
 from vrnn.runtime.bundled import BUNDLED_CELL, bundled_file
-from vrnn.runtime.errors import OneLineCommand, VrnnError, cli_errors
+from vrnn.runtime.commands import OneLineCommand, cli_errors
+from vrnn.runtime.errors import VrnnError
 from vrnn.runtime.limits import check_threads
 from vrnn.runtime.sampler import Sampler
 

@@ -1,6 +1,6 @@
 """The generation loop, shared by the ONNX runtime and the PyTorch path.
 
-A backend runs N steps per call (`StepsFn`): each step consumes the previous
+A backend runs N steps per call (`ChunkFn`): each step consumes the previous
 character, returns logits for the next one, and picks it by unfiltered
 inverse-CDF sampling with that step's uniform number.  The ONNX cell does this
 in one InferenceSession.run (an ONNX Scan); `run_steps` is the same contract in
@@ -19,8 +19,9 @@ from typing import Protocol
 
 import numpy as np
 
-from vrnn.runtime.errors import UsageError, VrnnError, raise_if_stopped
-from vrnn.runtime.sampling import SamplingOptions, choose, choose_unfiltered
+from vrnn.runtime.choice import SamplingOptions, choose, choose_unfiltered
+from vrnn.runtime.errors import UsageError, VrnnError
+from vrnn.runtime.stop_signals import raise_if_stopped
 
 MAX_LENGTH = 10_000_000  # characters per call: beyond this, ask for it in pieces
 MAX_SAMPLES = 4096
@@ -30,9 +31,9 @@ MAX_CALL_VALUES = 1 << 16  # steps x samples per call: bounds the noise and logi
 FORCED_UNIFORM = 0.5  # the uniform number of a step whose character is forced (its pick is discarded)
 
 State = dict[str, np.ndarray]
-StepFn = Callable[[np.ndarray, State, np.ndarray], tuple[np.ndarray, State]]
+OneStepFn = Callable[[np.ndarray, State, np.ndarray], tuple[np.ndarray, State]]
 """One step: (prev_char int64 [B], state, eps float32 [B, Z]) -> (logits float32 [B, V], new state)"""
-StepsFn = Callable[[np.ndarray, State, np.ndarray, np.ndarray, float], tuple[np.ndarray, np.ndarray, State]]
+ChunkFn = Callable[[np.ndarray, State, np.ndarray, np.ndarray, float], tuple[np.ndarray, np.ndarray, State]]
 """N steps: (prev_char int64 [B], state, eps float32 [N, B, Z], uniform float64 [N, B], temperature)
 -> (chars int64 [N, B], logits float32 [N, B, V], state after the last step)"""
 
@@ -123,9 +124,9 @@ def check_length(length: object, num_samples: object = 1) -> None:
 
 
 def run_steps(
-    step: StepFn, prev_char: np.ndarray, state: State, eps: np.ndarray, uniform: np.ndarray, temperature: float
+    step: OneStepFn, prev_char: np.ndarray, state: State, eps: np.ndarray, uniform: np.ndarray, temperature: float
 ) -> tuple[np.ndarray, np.ndarray, State]:
-    """What one call of the ONNX cell computes, in numpy around a single-step function (a `StepsFn`).
+    """What one call of the ONNX cell computes, in numpy around a single-step function (a `ChunkFn`).
 
     Each step's character is picked by `choose_unfiltered` with that step's uniform
     number and fed to the next step.
@@ -145,7 +146,7 @@ def steps_per_call(batch: int) -> int:
 
 
 def generate_ids(
-    steps: StepsFn,
+    steps: ChunkFn,
     initial_state: Mapping[str, np.ndarray],
     context_ids: np.ndarray,
     length: int,

@@ -18,10 +18,10 @@ import numpy as np
 
 from vrnn.runtime import schema
 from vrnn.runtime.cell import OnnxCell
+from vrnn.runtime.choice import SamplingOptions
 from vrnn.runtime.errors import UsageError, VrnnError
 from vrnn.runtime.limits import check_seed
-from vrnn.runtime.loop import NoiseSource, SeededNoise, StepsFn, check_length, generate_ids
-from vrnn.runtime.sampling import SamplingOptions
+from vrnn.runtime.loop import ChunkFn, NoiseSource, SeededNoise, check_length, generate_ids
 from vrnn.runtime.vocab import Vocabulary
 
 OPTION_NAMES = tuple(field.name for field in fields(SamplingOptions))
@@ -41,7 +41,7 @@ class Cell(Protocol):
 
     def initial_state(self, batch: int) -> dict[str, np.ndarray]: ...
 
-    steps: StepsFn
+    steps: ChunkFn
 
 
 def sampling_options(keywords: dict[str, Any]) -> SamplingOptions:

@@ -30,13 +30,11 @@ INPUT_PHI_Z = "phi_z"  # float32 [B, E]: phi_z(z) of the latent drawn at the pre
 INPUT_EPS = "eps"  # float32 [N, B, Z]: standard normal noise, one row per step
 INPUT_UNIFORM = "uniform"  # float64 [N, B]: uniform numbers in [0, 1) that pick each character
 INPUT_TEMPERATURE = "temperature"  # float64 []: logits are divided by it before the softmax
-INPUT_NAMES = (INPUT_PREV_CHAR, INPUT_H, INPUT_PHI_Z, INPUT_EPS, INPUT_UNIFORM, INPUT_TEMPERATURE)
 
 OUTPUT_CHARS = "chars"  # int64 [N, B]: the character picked at each step (fed to the next step)
 OUTPUT_LOGITS = "logits"  # float32 [N, B, V]: each step's unnormalised log-probabilities
 OUTPUT_H = "h_out"  # float32 [L, B, H]: state after the last step; feed back as `h`
 OUTPUT_PHI_Z = "phi_z_out"  # float32 [B, E]: feed back as `phi_z`
-OUTPUT_NAMES = (OUTPUT_CHARS, OUTPUT_LOGITS, OUTPUT_H, OUTPUT_PHI_Z)
 
 # The operators a cell may use: those vrnn-export writes.  None of them makes a tensor whose size comes from
 # data (ConstantOfShape, Expand, Tile, Range, Reshape, Loop, ...), so what a cell allocates is bounded by its
@@ -51,8 +49,9 @@ CELL_OPERATORS = frozenset(
 # How a cell stores its weight matrices (metadata META_WEIGHTS; absent = float32).  The interface is the same
 # for all three: the arithmetic between the weights and the outputs is float32, sampling float64.
 #   float32: as trained.   float16: matrices stored as float16, cast to float32 once when the session loads.
-#   int8: matrices stored as int8 with one float32 scale per output column (symmetric); the products of the
-#         GRU state run in integer arithmetic (the state, always inside (-1, 1), quantized with scale 1/127).
+#   int8: matrices quantized to 8 bits with one float32 scale per output column (symmetric); the products of
+#         the GRU state run in integer arithmetic (the state, always inside (-1, 1), quantized with scale 1/127;
+#         those weights stored as uint8 with zero point 128, which onnxruntime computes exactly on every CPU).
 WEIGHT_FORMATS = ("float32", "float16", "int8")
 
 
@@ -86,7 +85,8 @@ CELL_OUTPUTS = (
     Port(OUTPUT_H, "float32", ("layers", "batch", "hidden_size")),
     Port(OUTPUT_PHI_Z, "float32", ("batch", "embed_size")),
 )
-assert tuple(p.name for p in CELL_INPUTS) == INPUT_NAMES and tuple(p.name for p in CELL_OUTPUTS) == OUTPUT_NAMES
+INPUT_NAMES = tuple(p.name for p in CELL_INPUTS)
+OUTPUT_NAMES = tuple(p.name for p in CELL_OUTPUTS)
 
 # (input, output) pairs that carry the recurrent state from one call to the next.
 STATE_PAIRS = ((INPUT_H, OUTPUT_H), (INPUT_PHI_Z, OUTPUT_PHI_Z))
@@ -106,7 +106,7 @@ META_START_CHAR = "vrnn.start_char"  # the context character for unprimed text
 META_CONFIG = "vrnn.config"  # JSON object: ModelConfig fields
 META_INTERFACE = "vrnn.interface"  # JSON object: inputs, outputs, state pairs, initial state
 META_SOURCE = "vrnn.source"  # JSON object: checkpoint sha256, training step, validation score
-META_WEIGHTS = "vrnn.weights"  # one of WEIGHT_FORMATS; optional (cells written before it are float32)
+META_WEIGHTS = "vrnn.weights"  # one of WEIGHT_FORMATS; optional: absent means float32
 REQUIRED_META_KEYS = (
     META_FORMAT,
     META_SCHEMA_VERSION,

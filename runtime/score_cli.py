@@ -11,7 +11,8 @@ import click
 from vrnn import __version__
 from vrnn.runtime.cell import OnnxCell
 from vrnn.runtime.cli import require_stdout
-from vrnn.runtime.errors import OneLineCommand, UsageError, VrnnError, cli_errors
+from vrnn.runtime.commands import OneLineCommand, cli_errors
+from vrnn.runtime.errors import UsageError, VrnnError
 from vrnn.runtime.limits import check_seed, check_threads
 from vrnn.runtime.scoring import score_cell
 from vrnn.runtime.splits import SPLITS, split_bounds
@@ -34,7 +35,7 @@ def read_text(path: str) -> str:
         raise VrnnError(f"{path} is not UTF-8 text (invalid byte at offset {exc.start})") from None
 
 
-# vrnn-score's and vrnn-eval's --split: which part of TEXT is scored (scored_part).
+# vrnn-score's and vrnn-eval's --split: which part of TEXT is scored (text_to_score).
 split_option = click.option(
     "--split",
     type=click.Choice(SPLITS),
@@ -44,7 +45,7 @@ split_option = click.option(
 )
 
 
-def scored_part(content: str, split: str, start_char: str) -> tuple[str, str]:
+def text_to_score(content: str, split: str, start_char: str) -> tuple[str, str]:
     """(context character, text to score) of `content` for --split, as vrnn-eval takes them."""
     start, end = split_bounds(len(content), split)
     if start > 0:  # a part after the text's start: the character before it is its context
@@ -80,7 +81,7 @@ def main(
     check_threads(threads)
     require_stdout()
     scorer = OnnxCell(cell, threads=threads, batch=256)
-    context, scored = scored_part(read_text(text), split, scorer.start_char)
+    context, scored = text_to_score(read_text(text), split, scorer.start_char)
     if not scored or not context:
         raise VrnnError(f"{text} leaves nothing to score in --split {split}")
     ids = scorer.vocab.encode(context + scored, text)

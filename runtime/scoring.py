@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vrnn.runtime.cell import OnnxCell
-from vrnn.runtime.errors import raise_if_stopped
+from vrnn.runtime.stop_signals import raise_if_stopped
 
 SCORE_BATCH = 256  # windows per run(): large enough to use the matrix kernels, small enough to bound memory
 

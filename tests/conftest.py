@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from vrnn.runtime.errors import STOP_SIGNALS
+from vrnn.runtime.stop_signals import STOP_SIGNALS
 
 REPO = Path(__file__).resolve().parent.parent
 

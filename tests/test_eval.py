@@ -181,7 +181,7 @@ def test_cli_refuses_bad_files(trained: dict[str, Path], tiny_corpus: Path, tmp_
 def test_scoring_a_memory_map_in_pieces_equals_scoring_one_tensor(tmp_path: Path, split: str) -> None:
     """vrnn-eval scores a memory-mapped token file in pieces (no copy of the text, windows made as they are
     scored): every number equals the score of the same ids as one in-memory tensor."""
-    from vrnn.training.eval_cli import scored_pieces
+    from vrnn.training.eval_cli import windowed_pieces
 
     text = TINY_TEXT * 4
     mapped = np.memmap(tmp_path / "ids", dtype=np.uint8, mode="w+", shape=(len(text),))
@@ -191,7 +191,7 @@ def test_scoring_a_memory_map_in_pieces_equals_scoring_one_tensor(tmp_path: Path
     whole = {"all": "\n" + text, "train": "\n" + text[:split_at], "val": text[split_at - 1 :]}[split]
     model = random_model()
     reference = score_text(model, torch.from_numpy(VOCAB.encode(whole)), window=50, samples=3, batch_size=12)
-    pieces = scored_pieces(mapped, split, start, 50)
+    pieces = windowed_pieces(mapped, split, start, 50)
     streamed = score_text(model, pieces, window=50, samples=3, batch_size=12, keep_chars=70)
     assert streamed.summary() == reference.summary()
     np.testing.assert_array_equal(streamed.char_nll, reference.char_nll[:70])

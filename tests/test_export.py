@@ -12,8 +12,9 @@ from conftest import bin_path
 
 from vrnn.export.cli import export_cell
 from vrnn.export.opsets import MAX_OPSET, MIN_OPSET
+from vrnn.export.thresholds import TOLERANCE
 from vrnn.export.torch_cell import TorchCell
-from vrnn.export.verify import TOLERANCE, max_differences
+from vrnn.export.verify import max_differences
 from vrnn.models.checkpoint import file_sha256, load_checkpoint
 from vrnn.runtime import Sampler, schema
 from vrnn.runtime.schema import ModelConfig

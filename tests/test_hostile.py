@@ -307,9 +307,6 @@ def test_the_training_options_keep_the_promises_of_their_help() -> None:
     assert build_configs("tiny", 10, {"backward_size": 0})[0].posterior == "filtering"
     config, _ = build_configs("tiny", 10, {"posterior": "smoothing", "backward_size": 8})
     assert config.backward_width == 8
-    from vrnn.training.data import VALIDATION_PIECES
-
-    assert MIN_VAL_CHARS == VALIDATION_PIECES  # the subset's stretches, each scoring a character at least
 
 
 def test_a_plain_gru_exports_to_int8_and_samples(tmp_path: Path, tiny_corpus: Path) -> None:

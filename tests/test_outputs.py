@@ -216,8 +216,8 @@ CONFORMANCE_CELL = Path(__file__).parent / "conformance" / "cell.onnx"
 # numpy.random's did (the SIGTERM of about 1 vrnn-run in 30 was lost and the command sampled on).
 LATE_IMPORTS = """
 import contextlib, sys
-from vrnn.runtime import errors
-installed = errors.terminating_signals
+from vrnn.runtime import commands
+installed = commands.terminating_signals
 @contextlib.contextmanager
 def watched():
     with installed():
@@ -225,7 +225,7 @@ def watched():
         yield
         late = sorted(set(sys.modules) - before)
         assert not late, f"imported under the handler: {late}"
-errors.terminating_signals = watched
+commands.terminating_signals = watched
 from {module} import main
 main(sys.argv[1:])
 """
@@ -251,7 +251,8 @@ DISCARDED_STOP = """
 import os, signal, sys, time
 import click
 from vrnn.runtime.atomic import atomic_write
-from vrnn.runtime.errors import Terminated, cli_errors
+from vrnn.runtime.stop_signals import Terminated
+from vrnn.runtime.commands import cli_errors
 from vrnn.runtime.sampler import Sampler
 
 def discarded_stop():

@@ -5,7 +5,7 @@ only the step differs (VRNN.step vs the ONNX cell's loop body), by at most the
 export tolerance, and where the ONNX cell picks characters in-graph it does so
 with the numpy sampler's float64 operations.  A divergence is accepted only
 where the choice at that step was a float near-tie: its decision margin
-(vrnn.runtime.sampling.decision_margin) below NEAR_TIE.
+(vrnn.runtime.choice.decision_margin) below NEAR_TIE.
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 from conftest import bin_path
 
+from vrnn.export.thresholds import TOLERANCE
 from vrnn.export.torch_cell import TorchCell, torch_sampler
-from vrnn.export.verify import TOLERANCE
 from vrnn.models.checkpoint import load_checkpoint
 from vrnn.runtime import Sampler
 from vrnn.runtime.cell import OnnxCell
+from vrnn.runtime.choice import SamplingOptions, choose_unfiltered, decision_margin
 from vrnn.runtime.loop import ArrayNoise, SeededNoise, generate_ids
-from vrnn.runtime.sampling import SamplingOptions, choose_unfiltered, decision_margin
 
 # A logit error of TOLERANCE moves a softmax probability by at most ~2 * TOLERANCE / temperature;
 # summed over a CDF prefix, by at most that times a few.  Margins below this are near-ties.

@@ -14,12 +14,12 @@ from vrnn.models.checkpoint import load_checkpoint
 from vrnn.models.vrnn import VRNN
 from vrnn.runtime.errors import UsageError
 from vrnn.runtime.schema import ModelConfig
-from vrnn.runtime.score_cli import scored_part
+from vrnn.runtime.score_cli import text_to_score
 from vrnn.runtime.splits import SPLITS, split_bounds
 from vrnn.training.cli import main as train_main
 from vrnn.training.config import TrainConfig
 from vrnn.training.data import Corpus
-from vrnn.training.eval_cli import scored_pieces
+from vrnn.training.eval_cli import windowed_pieces
 
 
 @pytest.mark.parametrize("count", [2, 3, 10, 11, 1000, 111_540 * 10])
@@ -36,10 +36,10 @@ def test_the_parts_of_a_text_partition_it(count: int) -> None:
 def test_every_command_cuts_the_second_half_the_same_way() -> None:
     text = TINY_TEXT * 5
     start, end = split_bounds(len(text), "val-second-half")
-    context, scored = scored_part(text, "val-second-half", "\n")
+    context, scored = text_to_score(text, "val-second-half", "\n")
     assert (context, scored) == (text[start - 1], text[start:end])
     ids = torch.arange(len(text)).numpy()
-    (piece,) = scored_pieces(ids, "val-second-half", 0, 64)
+    (piece,) = windowed_pieces(ids, "val-second-half", 0, 64)
     assert piece[0] == start - 1 and piece[-1] == end - 1
     corpus = Corpus.from_text(text, "t", "")
     first = corpus.validation_part("val-first-half")

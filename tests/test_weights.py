@@ -16,7 +16,8 @@ from onnx import helper, numpy_helper
 
 from vrnn.export.cli import export_cell
 from vrnn.export.onnx_cell import quantize_columns
-from vrnn.export.verify import MAX_MEAN_KL, lossy_agreement
+from vrnn.export.thresholds import MAX_MEAN_KL
+from vrnn.export.verify import lossy_agreement
 from vrnn.runtime import Sampler, schema
 from vrnn.runtime.cell import OnnxCell
 from vrnn.runtime.loop import SeededNoise

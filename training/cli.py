@@ -7,7 +7,8 @@ from typing import Any
 import click
 
 from vrnn import __version__
-from vrnn.runtime.errors import OneLineCommand, UsageError, VrnnError, cli_errors, require_extra
+from vrnn.runtime.commands import OneLineCommand, cli_errors, require_extra
+from vrnn.runtime.errors import UsageError, VrnnError
 from vrnn.runtime.schema import ModelConfig
 from vrnn.training.config import CHOICES, MAX_SELECT_SAMPLES, MIN_VAL_CHARS, PRESETS, TrainConfig
 
@@ -125,7 +126,8 @@ def build_configs(preset: str, vocab_size: int, overrides: dict[str, Any]) -> tu
     "--val-chars",
     type=int,
     help=f"Score at most N validation characters per validation, in {MIN_VAL_CHARS} stretches spread over the "
-    f"split (0: all of it; else at least {MIN_VAL_CHARS}, one character per stretch).  [default: 1,000,000]",
+    f"split (0: all of it; else at least {MIN_VAL_CHARS}, one character per stretch).  [default: "
+    f"{TrainConfig.val_chars:,}]",
 )
 @click.option(
     "--select-on",

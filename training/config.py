@@ -17,10 +17,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "select_by": ("elbo", "iwae"),
 }
 MAX_SELECT_SAMPLES = 64
-# The fewest validation characters --val-chars may ask for (0 aside): the subset is that many stretches of the
-# split (data.VALIDATION_PIECES, which must equal it), each scoring one character at least, so fewer could not
-# keep the promise of "at most N".
-MIN_VAL_CHARS = 16
+# A validation subset (data.validation_subset) is this many stretches spread over the split.  Each scores one
+# character at least, so --val-chars (0 aside) must be at least this many to keep its promise of "at most N".
+VALIDATION_PIECES = 16
+MIN_VAL_CHARS = VALIDATION_PIECES
 
 
 @dataclass

@@ -16,16 +16,13 @@ from vrnn.runtime.atomic import atomic_write
 from vrnn.runtime.errors import VrnnError
 from vrnn.runtime.splits import split_bounds, split_point
 from vrnn.runtime.vocab import Vocabulary
+from vrnn.training.config import VALIDATION_PIECES
 from vrnn.training.tokens import TokenFile, cache_dir
 
 TINYSHAKESPEARE = "tinyshakespeare"
 TINYSHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 TINYSHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 MAX_CORPUS_BYTES = 2 * 1024**3  # of a text read whole into memory (read_corpus, downloads); the commands map
-# vrnn-train's default --val-chars: a validation scores at most about this many characters (all of a smaller
-# split), in VALIDATION_PIECES stretches spread over the split.
-DEFAULT_VAL_CHARS = 1_000_000
-VALIDATION_PIECES = 16
 
 
 def fetch_tinyshakespeare(url: str | None = None, timeout: float = 60.0) -> Path:

@@ -13,7 +13,8 @@ from vrnn import __version__
 from vrnn.runtime.atomic import check_writable_destination, refuse_overwriting_inputs
 from vrnn.runtime.bundled import bundled_file
 from vrnn.runtime.cli import require_stdout
-from vrnn.runtime.errors import OneLineCommand, UsageError, VrnnError, cli_errors, require_extra
+from vrnn.runtime.commands import OneLineCommand, cli_errors, require_extra
+from vrnn.runtime.errors import UsageError, VrnnError
 from vrnn.runtime.limits import check_seed
 from vrnn.runtime.schema import DEFAULT_START_CHAR
 from vrnn.runtime.score_cli import split_option
@@ -45,7 +46,7 @@ def in_model_ids(ids: np.ndarray, text_vocab: Vocabulary, model_vocab: Vocabular
     return out[:filled], len(ids) - filled
 
 
-def scored_pieces(ids: np.ndarray, split: str, start: int, window: int) -> list[np.ndarray]:
+def windowed_pieces(ids: np.ndarray, split: str, start: int, window: int) -> list[np.ndarray]:
     """The context id and the ids to score for --split, as score_text's pieces: for a part that starts after
     the text's start, a view from its preceding character; otherwise the start character's window, then a view
     of the rest, cut where the windows of the whole would be cut (so the scores are those of one contiguous
@@ -163,7 +164,7 @@ def main(
         )
     content, dropped = in_model_ids(tokens.ids, tokens.vocab, vocab)
     start = vocab.chars.index(payload.get("start_char", DEFAULT_START_CHAR))
-    pieces = scored_pieces(content, split, start, window)
+    pieces = windowed_pieces(content, split, start, window)
     if not pieces:
         raise VrnnError(f"{text} leaves nothing to score in --split {split}")
     with flushed_denormals():  # as in training: denormals only cost time

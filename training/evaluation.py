@@ -38,8 +38,9 @@ import numpy as np
 import torch
 
 from vrnn.models.vrnn import VRNN
-from vrnn.runtime.errors import VrnnError, raise_if_stopped
+from vrnn.runtime.errors import VrnnError
 from vrnn.runtime.scoring import windows
+from vrnn.runtime.stop_signals import raise_if_stopped
 
 LN2 = math.log(2.0)
 ACTIVE_UNIT_THRESHOLD = 0.01

@@ -7,7 +7,6 @@ PyTorch is one line, on the runtime-only install.
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 from typing import Any
 
@@ -142,9 +141,8 @@ def _train(
         model_config, train_config = build_configs(preset, len(vocab), options)
         payload = None
         if force and distribution.is_main:
-            for stale in (paths.metrics,):
-                if stale.exists():
-                    os.unlink(stale)
+            # --force starts over: the metrics of the run it replaces would otherwise be appended to
+            paths.metrics.unlink(missing_ok=True)
 
     check_memory(
         estimate_training_bytes(model_config, train_config),

@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vrnn.models.vrnn import VRNN, gaussian_params, log_density_ratio
-from vrnn.runtime.errors import VrnnError, raise_if_stopped
+from vrnn.runtime.errors import VrnnError
+from vrnn.runtime.stop_signals import raise_if_stopped
 from vrnn.training.evaluation import Ids, _stack, _window_groups
 
 DEFAULT_ESS_FRACTION = 0.5

@@ -22,15 +22,9 @@ from torch.nn.parallel import DistributedDataParallel
 from vrnn.models.checkpoint import build_checkpoint, save_checkpoint
 from vrnn.models.vrnn import VRNN
 from vrnn.runtime.atomic import atomic_write, remove_stale_temp_files
-from vrnn.runtime.errors import (
-    EXIT_INTERRUPTED,
-    STOP_SIGNALS,
-    VrnnError,
-    handling_signals,
-    raise_if_stopped,
-    signal_exit_code,
-)
+from vrnn.runtime.errors import EXIT_INTERRUPTED, VrnnError
 from vrnn.runtime.schema import DEFAULT_START_CHAR, ModelConfig
+from vrnn.runtime.stop_signals import STOP_SIGNALS, handling_signals, raise_if_stopped, signal_exit_code
 from vrnn.training.allocator import keep_freed_memory
 from vrnn.training.config import TrainConfig
 from vrnn.training.data import Corpus, sample_windows, validation_subset
@@ -72,8 +66,8 @@ class OutputPaths:
 
     def remove_stale_temp_files(self) -> None:
         """Remove what killed writes left beside these outputs: temporary files of dead vrnn processes, and
-        those of older vrnn versions (named after the output: `.ckpt.pt.XXXXXXXX.tmp`), which only a run
-        of this checkpoint, now locked by this one, can have written."""
+        any named after an output (`.ckpt.pt.XXXXXXXX.tmp`, vrnn 0.1's form), which only a run of this
+        checkpoint, now locked by this one, can have written."""
         directory = self.checkpoint.parent
         remove_stale_temp_files(directory)
         for output in self.named().values():

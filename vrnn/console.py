@@ -2,9 +2,9 @@
 
 Importing a command takes a few tenths of a second (numpy and onnxruntime, which vrnn.runtime loads), and
 until the command runs none of its signal handling is in place: Ctrl-C in that time was Python's
-KeyboardInterrupt traceback, 10 to 46 lines of it.  This module imports only the standard library, so it runs
+KeyboardInterrupt traceback.  This module imports only the standard library, so it runs
 before the slow imports begin, and answers a Ctrl-C during them as the commands answer one later
-(vrnn.runtime.errors.cli_errors): the line `error: interrupted`, exit status 130.
+(vrnn.runtime.commands.cli_errors): the line `error: interrupted`, exit status 130.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import signal
 import sys
 from types import FrameType
 
-# vrnn.runtime.errors.EXIT_INTERRUPTED, and the message its `fail` prints: importing that module would import
-# numpy and onnxruntime, the very imports to be guarded.
+# vrnn.runtime.errors.EXIT_INTERRUPTED, and the message vrnn.runtime.commands.fail prints: importing either would
+# run vrnn.runtime's __init__, which imports numpy and onnxruntime, the very imports to be guarded.
 EXIT_INTERRUPTED = 130
 INTERRUPTED = "error: interrupted"
 

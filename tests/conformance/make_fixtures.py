@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from vrnn.runtime.cell import OnnxCell
+from vrnn.runtime.choice import SamplingOptions, decision_margin
 from vrnn.runtime.loop import ArrayNoise, generate_ids, steps_per_call
-from vrnn.runtime.sampling import SamplingOptions, decision_margin
 
 HERE = Path(__file__).resolve().parent
 CELLS = {"float32": HERE / "cell.onnx", "float16": HERE / "cell-float16.onnx", "int8": HERE / "cell-int8.onnx"}

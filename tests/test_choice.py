@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from vrnn.runtime.choice import SamplingOptions, choose, decision_margin
 from vrnn.runtime.errors import UsageError
 from vrnn.runtime.loop import SeededNoise
-from vrnn.runtime.sampling import SamplingOptions, choose, decision_margin
 
 LOGITS = np.log(np.array([[0.1, 0.2, 0.3, 0.4], [0.7, 0.1, 0.1, 0.1]], dtype=np.float32))
 
