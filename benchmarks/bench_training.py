@@ -25,6 +25,7 @@ both training wall times (validation time excluded from both).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -45,7 +46,8 @@ from vrnn.models.vrnn import VRNN
 from vrnn.runtime.schema import ModelConfig
 from vrnn.runtime.vocab import Vocabulary
 from vrnn.training.config import PRESETS, TrainConfig
-from vrnn.training.data import Corpus, read_corpus
+from vrnn.training.corpus import resolve_corpus
+from vrnn.training.data import Corpus
 from vrnn.training.trainer import OutputPaths, Trainer
 
 BATCH, SEQ = 64, 300
@@ -120,7 +122,7 @@ def recurrence_split(reps: int) -> dict[str, float]:
 
 def time_to_quality(corpus: str, baseline_iters: int, eval_every: int) -> dict:
     """Wall time of the baseline for `baseline_iters` iterations vs vrnn-train's default recipe to match it."""
-    text, sha = read_corpus(corpus)
+    text = resolve_corpus(corpus)[0].read_text(encoding="utf-8")
     if max(map(ord, text)) >= VOCAB:
         raise SystemExit("--time-to-quality needs an ASCII corpus (the baseline's vocabulary is 128 symbols)")
     ids = torch.tensor([ord(c) for c in text])
@@ -141,7 +143,7 @@ def time_to_quality(corpus: str, baseline_iters: int, eval_every: int) -> dict:
     target = baseline_val_elbo(cell, val)
     print(f"baseline: {baseline_iters} iterations in {baseline_s:,.0f} s, val -ELBO {target:.4f} nats/char")
 
-    corpus_obj = Corpus.from_text(text, Path(corpus).name, sha)
+    corpus_obj = Corpus.from_text(text, Path(corpus).name, hashlib.sha256(text.encode()).hexdigest())
     sizes, settings = PRESETS["default"]
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(

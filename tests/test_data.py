@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from vrnn.runtime.errors import VrnnError
-from vrnn.training import data
+from vrnn.training import corpus as data
+from vrnn.training.data import Corpus
+from vrnn.training.tokens import prepare_tokens
 
 
 @pytest.fixture
@@ -66,8 +68,8 @@ def test_real_tinyshakespeare_through_the_download_path(
     monkeypatch.setenv("VRNN_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("VRNN_TINYSHAKESPEARE_URL", f"{url}/input.txt")
     monkeypatch.chdir(tmp_path)
-    text, sha = data.read_corpus("tinyshakespeare")
-    assert sha == data.TINYSHAKESPEARE_SHA256
-    corpus = data.Corpus.from_text(text, "tinyshakespeare", sha)
+    tokens = prepare_tokens(data.resolve_corpus("tinyshakespeare"))
+    assert tokens.sha256 == data.TINYSHAKESPEARE_SHA256
+    corpus = Corpus.from_tokens(tokens, "tinyshakespeare")
     assert len(corpus.vocab) == 65
     assert len(corpus.train) == 1_003_854 and len(corpus.val) == 111_540  # nanoGPT's split

@@ -22,8 +22,8 @@ from conftest import bin_path, default_stop_signals
 from onnx import TensorProto, helper, numpy_helper
 
 from vrnn.runtime import schema
-from vrnn.training.cli import build_configs
 from vrnn.training.config import MIN_VAL_CHARS
+from vrnn.training.options import resolve_configs
 
 
 def edited_cell(source: Path, target: Path, meta: dict[str, str] | None = None, graph_edit=None) -> Path:
@@ -302,10 +302,10 @@ def test_a_cell_in_a_fifo_is_read_once(tmp_path: Path, trained: dict[str, Path])
 def test_the_training_options_keep_the_promises_of_their_help() -> None:
     """--val-chars N scores at most N characters: from 16 on (one per stretch), or 0 for all; --backward-size,
     like --aux-weight, belongs to the smoothing posterior (and 0, its default, to any)."""
-    assert build_configs("tiny", 10, {"val_chars": MIN_VAL_CHARS})[1].val_chars == MIN_VAL_CHARS
-    assert build_configs("tiny", 10, {"val_chars": 0})[1].val_chars == 0
-    assert build_configs("tiny", 10, {"backward_size": 0})[0].posterior == "filtering"
-    config, _ = build_configs("tiny", 10, {"posterior": "smoothing", "backward_size": 8})
+    assert resolve_configs("tiny", {"val_chars": MIN_VAL_CHARS}, 10)[1].val_chars == MIN_VAL_CHARS
+    assert resolve_configs("tiny", {"val_chars": 0}, 10)[1].val_chars == 0
+    assert resolve_configs("tiny", {"backward_size": 0}, 10)[0].posterior == "filtering"
+    config, _ = resolve_configs("tiny", {"posterior": "smoothing", "backward_size": 8}, 10)
     assert config.backward_width == 8
 
 

@@ -15,8 +15,9 @@ import torch
 from conftest import TINY_TEXT, bin_path
 
 from vrnn.runtime.errors import VrnnError
+from vrnn.training.corpus import corpus_files
 from vrnn.training.data import Corpus, sample_windows, validation_subset
-from vrnn.training.tokens import DOCUMENT_SEPARATOR, corpus_files, prepare_tokens
+from vrnn.training.tokens import DOCUMENT_SEPARATOR, prepare_tokens
 
 MIXED = "Ωmega — naïve café, 日本語 and emoji 🎭🎭; plain ASCII too.\n" * 40
 

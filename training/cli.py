@@ -1,61 +1,77 @@
-"""`vrnn-train` (also `python -m vrnn.training`): fit a VRNN to a UTF-8 text file."""
+"""`vrnn-train` (also `python -m vrnn.training`): fit a VRNN to a UTF-8 text file.
+
+Its model and training options are generated from the config dataclasses (vrnn.training.options): one per
+field, typed by the field, with the help text below."""
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from collections.abc import Callable
+from typing import Any, get_type_hints
 
 import click
 
 from vrnn import __version__
 from vrnn.runtime.commands import OneLineCommand, cli_errors, require_extra
-from vrnn.runtime.errors import UsageError, VrnnError
-from vrnn.runtime.schema import ModelConfig
+from vrnn.runtime.schema import POSTERIORS, ModelConfig
 from vrnn.training.config import CHOICES, MAX_SELECT_SAMPLES, MIN_VAL_CHARS, PRESETS, TrainConfig
+from vrnn.training.options import DEFAULT_PRESET, MODEL_OPTIONS, TRAIN_OPTIONS, option_name, preset_value
 
-MODEL_OPTIONS = ("embed_size", "hidden_size", "latent_size", "layers", "posterior", "backward_size")
-TRAIN_OPTIONS = (
-    "steps",
-    "batch_size",
-    "seq_len",
-    "lr",
-    "clip",
-    "kl_anneal_steps",
-    "free_bits",
-    "aux_weight",
-    "dropout",
-    "dropout_scope",
-    "weight_decay",
-    "eval_every",
-    "val_chars",
-    "select_on",
-    "select_by",
-    "select_samples",
-    "seed",
-)
-# Options that may change when a run is resumed; the rest would make it a different run.
-RESUMABLE_OPTIONS = ("steps", "eval_every", "val_chars")
+# What each config option does (its type, choices and default come from the dataclasses and the presets).
+OPTION_HELP = {
+    "embed_size": "Width of phi_x(x) and phi_z(z).",
+    "hidden_size": "GRU state width.",
+    "latent_size": "Dimensions of the latent z; 0 removes it (a plain GRU language model).",
+    "layers": "Stacked GRU layers.",
+    "posterior": "Encoder q(z_t | x_t, h) ('filtering'), or q(z_t | b_t, h) with a backward GRU over the window "
+    "('smoothing').",
+    "backward_size": "Width of the smoothing posterior's backward GRU (0: --hidden-size); narrower is cheaper.",
+    "steps": "Optimizer steps in total.",
+    "batch_size": "Windows per step in each process; under torchrun the global batch is this times the number of "
+    "processes.",
+    "seq_len": "Predicted characters per window (each window also has one context character).",
+    "lr": "Adam learning rate (peak, with the cosine schedule).",
+    "lr_schedule": "Constant, or linear warm-up then cosine decay.",
+    "warmup_steps": "Linear warm-up steps of the cosine schedule.",
+    "min_lr_ratio": "Where the cosine schedule ends, as a fraction of --lr.",
+    "clip": "Clip the gradient norm to this before each step (0: off).",
+    "kl_anneal_steps": "Raise the KL weight linearly from 0 to 1 over these steps, at most half of --steps (0: off).",
+    "free_bits": "Nats per latent dimension of KL left unpenalised (0: off).",
+    "aux_weight": "Weight of the smoothing posterior's auxiliary cost: z_t predicts the backward state (0: off).",
+    "dropout": "Dropout on what the decoder reads, in [0, 1) (training only).",
+    "dropout_scope": "What --dropout masks: the decoder's whole input [phi_z(z), h], or the state h alone (which "
+    "leaves the latent's path to the prediction unregularised).",
+    "weight_decay": "Decoupled (AdamW) weight decay of weight matrices and embedding (0: off).",
+    "eval_every": "Validate, checkpoint and plot every N steps.",
+    "val_chars": f"Score at most N validation characters per validation, in {MIN_VAL_CHARS} stretches spread over "
+    f"the split (0: all of it; else at least {MIN_VAL_CHARS}, one character per stretch).",
+    "select_on": "What validation scores to choose OUT.best.pt: the whole validation split, or its first half (the "
+    "second half then stays unseen: report on it with vrnn-eval --split val-second-half).",
+    "select_by": "The score that chooses OUT.best.pt: the negative ELBO, or the importance-weighted bound with "
+    "--select-samples trajectories per window (does not favour a collapsed posterior).",
+    "select_samples": f"Trajectories per window of --select-by iwae (1 to {MAX_SELECT_SAMPLES}).",
+    "seed": "Seed of initialisation, window sampling and latent noise.",
+}
 
 
-def build_configs(preset: str, vocab_size: int, overrides: dict[str, Any]) -> tuple[ModelConfig, TrainConfig]:
-    """Start from a preset and apply the options given on the command line."""
-    model_sizes, train_settings = PRESETS[preset]
-    model = {**model_sizes, **{k: overrides[k] for k in MODEL_OPTIONS if overrides.get(k) is not None}}
-    train = {**train_settings, **{k: overrides[k] for k in TRAIN_OPTIONS if overrides.get(k) is not None}}
-    if overrides.get("warmup_steps") is not None:
-        train["warmup_steps"] = overrides["warmup_steps"]
-    if overrides.get("lr_schedule") is not None:
-        train["lr_schedule"] = overrides["lr_schedule"]
-    try:
-        config = ModelConfig(vocab_size=vocab_size, **model)
-    except VrnnError as exc:
-        raise UsageError(str(exc).removeprefix("model config: ")) from None
-    train_config = TrainConfig(**train, preset=preset).validate()
-    if train_config.aux_weight > 0 and config.posterior != "smoothing":
-        raise UsageError("--aux-weight needs --posterior smoothing (the auxiliary cost predicts its backward state)")
-    # Only a value given on the command line: a preset's width is no choice of the user's.  0 is the default.
-    if (overrides.get("backward_size") or 0) > 0 and config.posterior != "smoothing":
-        raise UsageError("--backward-size needs --posterior smoothing (the width of that posterior's backward GRU)")
-    return config, train_config
+def _config_option(config: type, field: dataclasses.Field) -> Callable[[Callable], Callable]:
+    """The click option of one field of `config`: the field's type (a choice for the string fields), its
+    help, and the value --preset default gives it (the option itself defaults to None: not given)."""
+    choices = {**CHOICES, "posterior": POSTERIORS}
+    kind = click.Choice(choices[field.name]) if field.name in choices else get_type_hints(config)[field.name]
+    default = preset_value(DEFAULT_PRESET, field.name)
+    shown = f"{default:,}" if isinstance(default, int) and not isinstance(default, bool) else f"{default}"
+    return click.option(option_name(field.name), field.name, type=kind,
+                        help=f"{OPTION_HELP[field.name]}  [default: {shown}, or the preset's]")  # fmt: skip
+
+
+def config_options(func: Callable) -> Callable:
+    """Add an option for every model and training option (options.MODEL_OPTIONS, TRAIN_OPTIONS)."""
+    fields = [(ModelConfig, f) for f in dataclasses.fields(ModelConfig) if f.name in MODEL_OPTIONS]
+    fields += [(TrainConfig, f) for f in dataclasses.fields(TrainConfig) if f.name in TRAIN_OPTIONS]
+    for config, field in reversed(fields):
+        func = _config_option(config, field)(func)
+    return func
 
 
 @click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -68,86 +84,9 @@ def build_configs(preset: str, vocab_size: int, overrides: dict[str, Any]) -> tu
     "--preset",
     type=click.Choice(sorted(PRESETS)),
     default=None,
-    help="Model sizes and settings to start from; the options below override it.  [default: default]",
+    help=f"Model sizes and settings to start from; the options below override it.  [default: {DEFAULT_PRESET}]",
 )
-@click.option("--steps", type=int, help="Optimizer steps in total.  [default: preset's]")
-@click.option(
-    "--batch-size",
-    type=int,
-    help="Windows per step in each process; under torchrun the global batch is this times the number of processes.",
-)
-@click.option(
-    "--seq-len", type=int, help="Predicted characters per window (each window also has one context character)."
-)
-@click.option("--embed-size", type=int, help="Width of phi_x(x) and phi_z(z).")
-@click.option("--hidden-size", type=int, help="GRU state width.")
-@click.option("--latent-size", type=int, help="Dimensions of the latent z; 0 removes it (a plain GRU language model).")
-@click.option("--layers", type=int, help="Stacked GRU layers.")
-@click.option("--lr", type=float, help="Adam learning rate (peak, with the cosine schedule).")
-@click.option(
-    "--lr-schedule", type=click.Choice(["constant", "cosine"]), help="Constant, or linear warm-up then cosine decay."
-)
-@click.option("--warmup-steps", type=int, help="Linear warm-up steps of the cosine schedule.")
-@click.option("--clip", type=float, help="Clip the gradient norm to this before each step (0: off).")
-@click.option(
-    "--kl-anneal-steps",
-    type=int,
-    help="Raise the KL weight linearly from 0 to 1 over these steps, at most half of --steps (0: off).",
-)
-@click.option("--free-bits", type=float, help="Nats per latent dimension of KL left unpenalised (0: off).")
-@click.option(
-    "--posterior",
-    type=click.Choice(["filtering", "smoothing"]),
-    help="Encoder q(z_t | x_t, h) ('filtering'), or q(z_t | b_t, h) with a backward GRU over the window "
-    "('smoothing').  [default: preset's]",
-)
-@click.option(
-    "--backward-size",
-    type=int,
-    help="Width of the smoothing posterior's backward GRU (0: --hidden-size); narrower is cheaper.",
-)
-@click.option(
-    "--aux-weight",
-    type=float,
-    help="Weight of the smoothing posterior's auxiliary cost: z_t predicts the backward state (0: off).",
-)
-@click.option("--dropout", type=float, help="Dropout on what the decoder reads, in [0, 1) (training only).")
-@click.option(
-    "--dropout-scope",
-    type=click.Choice(CHOICES["dropout_scope"]),
-    help="What --dropout masks: the decoder's whole input [phi_z(z), h], or the state h alone (which leaves the "
-    "latent's path to the prediction unregularised).  [default: decoder-input]",
-)
-@click.option(
-    "--weight-decay", type=float, help="Decoupled (AdamW) weight decay of weight matrices and embedding (0: off)."
-)
-@click.option("--eval-every", type=int, help="Validate, checkpoint and plot every N steps.")
-@click.option(
-    "--val-chars",
-    type=int,
-    help=f"Score at most N validation characters per validation, in {MIN_VAL_CHARS} stretches spread over the "
-    f"split (0: all of it; else at least {MIN_VAL_CHARS}, one character per stretch).  [default: "
-    f"{TrainConfig.val_chars:,}]",
-)
-@click.option(
-    "--select-on",
-    type=click.Choice(CHOICES["select_on"]),
-    help="What validation scores to choose OUT.best.pt: the whole validation split, or its first half (the "
-    "second half then stays unseen: report on it with vrnn-eval --split val-second-half).  [default: val]",
-)
-@click.option(
-    "--select-by",
-    type=click.Choice(CHOICES["select_by"]),
-    help="The score that chooses OUT.best.pt: the negative ELBO, or the importance-weighted bound with "
-    "--select-samples trajectories per window (does not favour a collapsed posterior).  [default: elbo]",
-)
-@click.option(
-    "--select-samples",
-    type=int,
-    help=f"Trajectories per window of --select-by iwae (1 to {MAX_SELECT_SAMPLES}).  [default: "
-    f"{TrainConfig.select_samples}]",
-)
-@click.option("--seed", type=int, help="Seed of initialisation, window sampling and latent noise.")
+@config_options
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--threads", type=int, default=None, help="Torch CPU threads.  [default: all cores]")
 @click.option("--resume", is_flag=True, help="Continue the run saved at --out (up to --steps).")

@@ -1,82 +1,18 @@
-"""Corpora: reading UTF-8 text, the train/validation split, Tiny Shakespeare's download, windows."""
+"""A corpus's ids for training in torch: the train/validation split as arrays, random windows, the validation
+subset.  Which files a corpus is: vrnn.training.corpus; their token file: vrnn.training.tokens."""
 
 from __future__ import annotations
 
-import hashlib
-import os
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from vrnn.runtime.atomic import atomic_write
 from vrnn.runtime.errors import VrnnError
 from vrnn.runtime.splits import split_bounds, split_point
 from vrnn.runtime.vocab import Vocabulary
 from vrnn.training.config import VALIDATION_PIECES
-from vrnn.training.tokens import TokenFile, cache_dir
-
-TINYSHAKESPEARE = "tinyshakespeare"
-TINYSHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
-TINYSHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
-MAX_CORPUS_BYTES = 2 * 1024**3  # of a text read whole into memory (read_corpus, downloads); the commands map
-
-
-def fetch_tinyshakespeare(url: str | None = None, timeout: float = 60.0) -> Path:
-    """Download Tiny Shakespeare once into the cache, check its sha256, and return its path.
-
-    $VRNN_TINYSHAKESPEARE_URL overrides the source (a mirror, or a local server in tests).
-    """
-    target = cache_dir() / "tinyshakespeare.txt"
-    if target.is_file() and _sha256(target.read_bytes()) == TINYSHAKESPEARE_SHA256:
-        return target
-    url = url or os.environ.get("VRNN_TINYSHAKESPEARE_URL") or TINYSHAKESPEARE_URL
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            data = response.read(MAX_CORPUS_BYTES)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise VrnnError(
-            f"could not download Tiny Shakespeare from {url}: {reason}; pass a local copy as CORPUS instead, "
-            f"put it at {target}, or point $VRNN_TINYSHAKESPEARE_URL at a mirror"
-        ) from None
-    if _sha256(data) != TINYSHAKESPEARE_SHA256:
-        raise VrnnError(f"download from {url} has the wrong sha256 (expected {TINYSHAKESPEARE_SHA256}); not using it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(target) as handle:
-        handle.write(data)
-    return target
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def read_corpus(source: str) -> tuple[str, str]:
-    """Return (text, sha256 of its bytes) for a UTF-8 file, or for the name 'tinyshakespeare'."""
-    path = fetch_tinyshakespeare() if source == TINYSHAKESPEARE and not Path(source).exists() else Path(source)
-    if not path.exists():
-        raise VrnnError(f"corpus not found: {path}")
-    if path.is_dir():
-        raise VrnnError(f"corpus is a directory, not a file: {path}")
-    try:
-        if path.stat().st_size > MAX_CORPUS_BYTES:
-            raise VrnnError(f"corpus is larger than {MAX_CORPUS_BYTES >> 30} GiB: {path}")
-        data = path.read_bytes()
-    except PermissionError:
-        raise VrnnError(f"corpus cannot be read (permission denied): {path}") from None
-    if not data:
-        raise VrnnError(f"corpus is empty: {path}")
-    if b"\x00" in data:
-        raise VrnnError(f"corpus looks binary (contains NUL bytes), not text: {path}")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise VrnnError(f"corpus is not UTF-8 text (bad byte at offset {exc.start}): {path}") from None
-    return text, _sha256(data)
+from vrnn.training.tokens import TokenFile
 
 
 @dataclass

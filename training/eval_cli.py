@@ -131,7 +131,7 @@ def main(
 
     from vrnn.models.bundled import BUNDLED_CHECKPOINT
     from vrnn.models.checkpoint import load_checkpoint, model_from_checkpoint
-    from vrnn.training.data import TINYSHAKESPEARE, fetch_tinyshakespeare
+    from vrnn.training.corpus import resolve_corpus
     from vrnn.training.evaluation import score_text
     from vrnn.training.plot import draw_passage, matplotlib_available
     from vrnn.training.smc import smc_text
@@ -152,10 +152,9 @@ def main(
     model, vocab = model_from_checkpoint(payload)
     if window is None:
         window = TrainConfig.from_dict(payload.get("train_config", {})).seq_len
-    source = fetch_tinyshakespeare() if text == TINYSHAKESPEARE and not Path(text).exists() else Path(text)
-    if source.is_dir():
+    if Path(text).is_dir():
         raise VrnnError(f"corpus is a directory, not a file: {text}")
-    tokens = prepare_tokens(str(source))  # encoded once, then memory-mapped: texts of any size
+    tokens = prepare_tokens(resolve_corpus(text))  # encoded once, then memory-mapped: texts of any size
     unknown = vocab.unknown("".join(tokens.vocab.chars))
     if unknown and not skip_unknown:
         raise VrnnError(

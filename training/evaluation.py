@@ -119,6 +119,31 @@ def _stack(group: list[Ids]) -> torch.Tensor:
     return torch.from_numpy(np.stack(group).astype(np.int64))
 
 
+def scored_pieces(ids: Ids | list[Ids]) -> list[Ids]:
+    """The stretches to score: `ids` itself or its list, each a context id followed by at least one id."""
+    pieces = ids if isinstance(ids, list) else [ids]
+    if not pieces or any(len(piece) < 2 for piece in pieces):
+        raise ValueError("need at least one character to score after the context character")
+    return pieces
+
+
+def checked_groups(model: VRNN, pieces: list[Ids], window: int, per_pass: int) -> Iterator[torch.Tensor]:
+    """The windows of `pieces` stacked in groups of `per_pass` ([b, T+1] each, see _window_groups), every id
+    checked against the model's vocabulary (a damaged token file: one line, never an IndexError), with the
+    model in eval mode until the last group is done and a stop signal honoured between two groups."""
+    was_training = model.training
+    model.eval()
+    try:
+        for group in _window_groups(pieces, window, per_pass):
+            raise_if_stopped()
+            stacked = _stack(group)
+            if int(stacked.max()) >= model.config.vocab_size:
+                raise VrnnError(f"the text holds character id {int(stacked.max())}, outside the model's vocabulary")
+            yield stacked
+    finally:
+        model.train(was_training)
+
+
 @torch.no_grad()
 def score_text(
     model: VRNN,
@@ -138,17 +163,10 @@ def score_text(
     reproducible; the model may live on any device.  `keep_chars` bounds the per-character
     arrays (char_nll, char_kl) to the text's first characters (None: all of them).
     """
-    pieces = ids if isinstance(ids, list) else [ids]
-    if not pieces or any(len(piece) < 2 for piece in pieces):
-        raise ValueError("need at least one character to score after the context character")
-    was_training = model.training
-    model.eval()
+    pieces = scored_pieces(ids)
     device = next(model.parameters()).device
     z_size = model.config.latent_size
     generator = torch.Generator().manual_seed(seed)
-    per_pass = max(1, batch_size // samples)
-    # Windows of equal length batch together; the (shorter) last one goes alone, keeping text order.
-    groups = _window_groups(pieces, window, per_pass)
     kept = 0
 
     elbo_sum = iwae_sum = nll_sum = kl_sum = 0.0
@@ -158,12 +176,8 @@ def score_text(
     aux_sum: float | None = None
     positions = 0
     char_nll, char_kl = [], []
-    for group in groups:
-        raise_if_stopped()
-        b, t = len(group), len(group[0]) - 1
-        stacked = _stack(group)
-        if int(stacked.max()) >= model.config.vocab_size:  # a damaged token file: never an IndexError
-            raise VrnnError(f"the text holds character id {int(stacked.max())}, outside the model's vocabulary")
+    for stacked in checked_groups(model, pieces, window, max(1, batch_size // samples)):
+        b, t = stacked.shape[0], stacked.shape[1] - 1
         tokens = stacked.repeat_interleave(samples, dim=0).to(device)  # [b*K, T+1], sample index fastest
         eps = torch.randn((t, b * samples, z_size), generator=generator).to(device)
         terms = model(tokens, eps)
@@ -187,7 +201,6 @@ def score_text(
             char_kl.append(kl.mean(1).reshape(-1).numpy())
             kept += len(char_nll[-1])
 
-    model.train(was_training)
     chars = sum(len(piece) - 1 for piece in pieces)
     mean = mean_sum / positions
     variance = (square_sum / positions - mean**2).clamp(min=0.0)

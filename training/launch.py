@@ -19,12 +19,13 @@ from vrnn.runtime.errors import UsageError, VrnnError
 from vrnn.runtime.limits import check_memory
 from vrnn.runtime.schema import ModelConfig
 from vrnn.runtime.vocab import Vocabulary, describe_chars
-from vrnn.training.cli import MODEL_OPTIONS, RESUMABLE_OPTIONS, TRAIN_OPTIONS, build_configs
-from vrnn.training.config import PRESETS, TrainConfig
-from vrnn.training.data import TINYSHAKESPEARE, Corpus, fetch_tinyshakespeare
+from vrnn.training.config import TrainConfig
+from vrnn.training.corpus import corpus_name, resolve_corpus
+from vrnn.training.data import Corpus
 from vrnn.training.distributed import Distribution, init_distribution, shutdown_distribution
+from vrnn.training.options import Resumed, resolve_configs
 from vrnn.training.run_lock import exclusive_run
-from vrnn.training.tokens import TokenFile, corpus_files, prepare_tokens
+from vrnn.training.tokens import TokenFile, prepare_tokens
 from vrnn.training.torch_settings import set_torch_threads
 from vrnn.training.trainer import OutputPaths, Trainer, estimate_training_bytes, resolve_device
 
@@ -54,15 +55,12 @@ def train_from_cli(
     paths = OutputPaths(Path(out))
     for output in paths.named().values():
         check_writable_destination(output, files_only=True)
-    specs = [corpus] if isinstance(corpus, str) else list(corpus)
-    if specs == [TINYSHAKESPEARE] and not Path(TINYSHAKESPEARE).exists():
-        specs = [str(fetch_tinyshakespeare())]
-    files = corpus_files(specs)
+    files = resolve_corpus(corpus)
     refuse_overwriting_inputs(paths.named(), {f"CORPUS file {f}": str(f) for f in files})
     # Every rank of a torchrun prepares: the first to take the cache's lock builds the token file, the
     # others wait for it and map the same file.
     tokens = prepare_tokens(files)
-    name = Path(specs[0]).name if len(specs) == 1 else f"{Path(specs[0]).name} and {len(specs) - 1} more"
+    name = corpus_name(corpus)
     distribution, torch_device = init_distribution(resolve_device(device))
     try:
         # Rank 0 writes every file, so it alone takes the lock; its peers follow it.
@@ -74,6 +72,23 @@ def train_from_cli(
         shutdown_distribution(wait_for_peers=False)
         raise
     shutdown_distribution(wait_for_peers=True)
+
+
+def check_same_corpus(
+    corpus: str, tokens: TokenFile, vocab: Vocabulary, trained_on: str | None, paths: OutputPaths, allow_change: bool
+) -> None:
+    """Refuse to resume on a text without the checkpoint's vocabulary, or (unless `allow_change`) on a text
+    other than the one it was trained on (`trained_on`, its sha256)."""
+    found = tokens.vocab
+    if found != vocab:
+        extra, missing = set(found.chars) - set(vocab.chars), set(vocab.chars) - set(found.chars)
+        detail = f"new characters {describe_chars(extra)}" if extra else f"lacks {describe_chars(missing)}"
+        raise VrnnError(f"{corpus} does not have the checkpoint's vocabulary ({detail}): resume with the same corpus")
+    if trained_on and trained_on != tokens.sha256 and not allow_change:
+        raise VrnnError(
+            f"{corpus} is not the text {paths.checkpoint} was trained on (its sha256 differs): resume with "
+            "the same corpus, or pass --allow-corpus-change to continue training on this one"
+        )
 
 
 def _train(
@@ -89,60 +104,24 @@ def _train(
 ) -> None:
     log = _log if distribution.is_main else _silent
     resume, force, allow_corpus_change = flags
-    if options.get("batch_size") is not None:
-        if options["batch_size"] < 1:
-            raise UsageError(f"--batch-size must be at least 1, got {options['batch_size']}")
-        options["batch_size"] *= distribution.world_size  # checkpoints record the global batch
     if resume:
         payload = load_checkpoint(paths.checkpoint)
         # With today's defaults for the fields older checkpoints lack.
-        model_config = ModelConfig.from_dict(payload["model_config"])
-        train_config = TrainConfig.from_dict(payload.get("train_config", {}))
-        saved = {**train_config.to_dict(), **model_config.to_dict()}
-        # Repeating the original command with --resume is fine; changing the run is not.
-        changed = [
-            k
-            for k in (*MODEL_OPTIONS, *TRAIN_OPTIONS, "warmup_steps", "lr_schedule")
-            if options.get(k) is not None and k not in RESUMABLE_OPTIONS and options[k] != saved.get(k)
-        ]
-        if changed:
-            names = ", ".join("--" + k.replace("_", "-") for k in changed)
-            raise UsageError(f"{names} cannot change when resuming (the checkpoint fixes them)")
-        recorded = payload.get("train_config", {}).get("preset")
-        if preset is not None and preset != recorded:
-            was = f"was trained with --preset {recorded}" if recorded else "does not record a preset"
-            raise UsageError(f"--preset {preset} cannot change when resuming (the checkpoint {was}): drop --preset")
+        resumed = Resumed(ModelConfig.from_dict(payload["model_config"]),
+                          TrainConfig.from_dict(payload.get("train_config", {})),
+                          payload.get("train_config", {}).get("preset"))  # fmt: skip
         vocab = Vocabulary(payload["vocab"])
-        found = tokens.vocab
-        if found != vocab:
-            extra, missing = set(found.chars) - set(vocab.chars), set(vocab.chars) - set(found.chars)
-            detail = f"new characters {describe_chars(extra)}" if extra else f"lacks {describe_chars(missing)}"
-            raise VrnnError(
-                f"{corpus} does not have the checkpoint's vocabulary ({detail}): resume with the same corpus"
-            )
-        trained_on = (payload.get("corpus") or {}).get("sha256")
-        if trained_on and trained_on != tokens.sha256 and not allow_corpus_change:
-            raise VrnnError(
-                f"{corpus} is not the text {paths.checkpoint} was trained on (its sha256 differs): resume with "
-                "the same corpus, or pass --allow-corpus-change to continue training on this one"
-            )
-        for key in RESUMABLE_OPTIONS:
-            if options.get(key) is not None:
-                setattr(train_config, key, options[key])
-        train_config.validate()
+        check_same_corpus(
+            corpus, tokens, vocab, (payload.get("corpus") or {}).get("sha256"), paths, allow_corpus_change
+        )
     else:
         if paths.checkpoint.exists() and not force:
             raise UsageError(f"{paths.checkpoint} exists: pass --resume to continue it or --force to overwrite it")
-        vocab = tokens.vocab
-        preset = preset or "default"
-        if options.get("batch_size") is None:
-            options["batch_size"] = PRESETS[preset][1].get("batch_size", TrainConfig.batch_size)
-            options["batch_size"] *= distribution.world_size
-        model_config, train_config = build_configs(preset, len(vocab), options)
-        payload = None
+        payload, resumed, vocab = None, None, tokens.vocab
         if force and distribution.is_main:
             # --force starts over: the metrics of the run it replaces would otherwise be appended to
             paths.metrics.unlink(missing_ok=True)
+    model_config, train_config = resolve_configs(preset, options, len(vocab), distribution.world_size, resumed)
 
     check_memory(
         estimate_training_bytes(model_config, train_config),

@@ -29,9 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vrnn.models.vrnn import VRNN, gaussian_params, log_density_ratio
-from vrnn.runtime.errors import VrnnError
-from vrnn.runtime.stop_signals import raise_if_stopped
-from vrnn.training.evaluation import Ids, _stack, _window_groups
+from vrnn.training.evaluation import Ids, checked_groups, scored_pieces
 
 DEFAULT_ESS_FRACTION = 0.5
 
@@ -113,26 +111,17 @@ def smc_text(
 ) -> SmcScore:
     """Score ids[1:] given ids[0] (or a list of such stretches) with the SMC bound: the windows of
     evaluation.score_text, `particles` per window, `batch_size` particles per pass."""
-    pieces = ids if isinstance(ids, list) else [ids]
-    if not pieces or any(len(piece) < 2 for piece in pieces):
-        raise ValueError("need at least one character to score after the context character")
-    was_training = model.training
-    model.eval()
+    pieces = scored_pieces(ids)
     device = next(model.parameters()).device
     noise = torch.Generator().manual_seed(seed)
     ancestry = torch.Generator().manual_seed(seed + 1)
     total, events, steps = 0.0, 0, 0
-    for group in _window_groups(pieces, window, max(1, batch_size // particles)):
-        raise_if_stopped()
-        tokens = _stack(group)
-        if int(tokens.max()) >= model.config.vocab_size:
-            raise VrnnError(f"the text holds character id {int(tokens.max())}, outside the model's vocabulary")
+    for tokens in checked_groups(model, pieces, window, max(1, batch_size // particles)):
         b, t = tokens.shape[0], tokens.shape[1] - 1
         eps = torch.randn((t, b * particles, model.config.latent_size), generator=noise).to(device)
         estimate, found = smc_windows(model, tokens.to(device), eps, ancestry, ess_fraction)
         total -= estimate.sum().item()
         events += found
         steps += b * max(t - 1, 0)
-    model.train(was_training)
     chars = sum(len(piece) - 1 for piece in pieces)
     return SmcScore(chars, window, particles, total / chars, events / max(steps, 1))

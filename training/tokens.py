@@ -12,7 +12,7 @@ The first use reads the corpus twice in chunks of CHUNK_BYTES (bounded memory wh
     2. encode: each chunk's characters become ids (uint8 when the vocabulary has at most 256 characters,
        uint16 otherwise) appended to `<sha256>.tokens`, described by `<sha256>.json` (format, version,
        vocabulary, counts, sizes, split point, the sources).
-Both are written atomically into the cache ($VRNN_CACHE/tokens, see cache_dir), named by content, so
+Both are written atomically into the cache ($VRNN_CACHE/tokens, see corpus.cache_dir), named by content, so
 the same text at two paths shares one file.  A small `sources-<key>.json`, keyed by the sources' paths,
 finds it again without reading the corpus: a later run only stats the files.
 
@@ -40,7 +40,6 @@ import codecs
 import contextlib
 import errno
 import fcntl
-import glob
 import hashlib
 import json
 import mmap
@@ -59,6 +58,7 @@ from vrnn.runtime.errors import VrnnError
 from vrnn.runtime.schema import VALIDATION_FRACTION
 from vrnn.runtime.splits import split_point
 from vrnn.runtime.vocab import Vocabulary
+from vrnn.training.corpus import cache_dir, corpus_files
 
 TOKEN_FORMAT = "vrnn-tokens"
 TOKEN_VERSION = 2  # 2: sources and the token file identified by inode and ctime too; checksummed JSON
@@ -103,35 +103,6 @@ def _with_checksum(record: dict[str, Any]) -> dict[str, Any]:
     return {**record, "checksum": _checksum(record)}
 
 
-def corpus_files(spec: str | Sequence[str]) -> list[Path]:
-    """The documents of CORPUS arguments: each a file, a directory (every file below it, hidden ones
-    skipped) or a glob pattern; sorted by path, each once."""
-    found: set[Path] = set()
-    for item in [spec] if isinstance(spec, str) else list(spec):
-        path = Path(item)
-        if path.is_dir():
-            below = [p for p in path.rglob("*") if p.is_file() and not _hidden(p.relative_to(path))]
-            if not below:
-                raise VrnnError(f"corpus directory has no files: {path}")
-            found.update(below)
-        elif path.is_file():
-            found.add(path)
-        elif path.exists():  # a FIFO or a device cannot be read twice (the two passes) or mapped
-            raise VrnnError(f"corpus is not a regular file: {path}")
-        elif any(c in item for c in "*?["):
-            matches = [Path(m) for m in glob.glob(item, recursive=True) if Path(m).is_file()]
-            if not matches:
-                raise VrnnError(f"corpus pattern matches no file: {item}")
-            found.update(matches)
-        else:
-            raise VrnnError(f"corpus not found: {path}")
-    return sorted(found, key=lambda p: str(p.resolve()))
-
-
-def _hidden(relative: Path) -> bool:
-    return any(part.startswith(".") for part in relative.parts)
-
-
 @dataclass
 class TokenFile:
     """A prepared corpus: its ids memory-mapped (read-only) and what the token file's JSON says."""
@@ -151,15 +122,6 @@ class TokenFile:
     @property
     def val(self) -> np.ndarray:
         return self.ids[self.split :]
-
-
-def cache_dir() -> Path:
-    """Where downloaded corpora and token files live: $VRNN_CACHE, else $XDG_CACHE_HOME/vrnn, else
-    ~/.cache/vrnn."""
-    if os.environ.get("VRNN_CACHE"):
-        return Path(os.environ["VRNN_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "vrnn"
 
 
 def token_cache(cache: Path | None = None) -> Path:

@@ -1,0 +1,72 @@
+"""The package's shape: imports point one way (runtime <- models <- training, export), and no two modules
+import each other, directly or around a loop, whether at the top of a file or inside a function."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from conftest import REPO
+
+PACKAGES = {"runtime": "vrnn.runtime", "models": "vrnn.models", "training": "vrnn.training", "export": "vrnn.export"}
+# What each package may import from the others (itself aside).
+ALLOWED = {
+    "vrnn.runtime": set(),
+    "vrnn.models": {"vrnn.runtime"},
+    "vrnn.training": {"vrnn.runtime", "vrnn.models"},
+    "vrnn.export": {"vrnn.runtime", "vrnn.models"},
+}
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for folder, package in PACKAGES.items():
+        for path in sorted((REPO / folder).glob("*.py")):
+            found[package if path.stem == "__init__" else f"{package}.{path.stem}"] = path
+    return found
+
+
+def imports(path: Path, known: dict[str, Path]) -> set[str]:
+    """The vrnn modules `path` imports anywhere in it (a package's names resolve to the module that holds
+    them where that is a module, else to the package)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("vrnn."):
+            for alias in node.names:
+                name = f"{node.module}.{alias.name}"
+                found.add(name if name in known else node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.startswith("vrnn."))
+    return found
+
+
+def package_of(module: str) -> str:
+    return ".".join(module.split(".")[:2])
+
+
+def test_imports_point_one_way() -> None:
+    known = modules()
+    wrong = [
+        f"{module} imports {target}"
+        for module, path in known.items()
+        for target in imports(path, known)
+        if package_of(target) != package_of(module) and package_of(target) not in ALLOWED[package_of(module)]
+    ]
+    assert not wrong
+
+
+def test_no_import_cycle_even_through_lazy_imports() -> None:
+    known = modules()
+    graph = {module: {t for t in imports(path, known) if t in known and t != module} for module, path in known.items()}
+    cycles = []
+
+    def visit(start: str, module: str, path: list[str]) -> None:
+        for target in graph[module]:
+            if target == start:
+                cycles.append(" -> ".join([*path, start]))
+            elif target > start and target not in path:
+                visit(start, target, [*path, target])
+
+    for module in sorted(graph):
+        visit(module, module, [module])
+    assert not cycles
