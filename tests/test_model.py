@@ -96,9 +96,8 @@ def test_fused_recurrence_matches_autograd_values_and_gradients() -> None:
         mask = (torch.rand(12, 4, 9) > 0.3).double() / 0.7  # time-major, like eps
         results = {}
         for fused in (True, False):
-            model.use_fused_recurrence = fused
             model.zero_grad()
-            terms = model(tokens, eps, mask)
+            terms = model(tokens, eps, mask, autograd_recurrence=not fused)
             # A loss that reaches h, phi_z, mu_q and sigma_q through every path (nll, kl, log_ratio, mu_q).
             loss = terms.nll.sum() + 0.7 * terms.kl.sum() - 0.3 * terms.log_ratio.sum() + (terms.mu_q**2).sum()
             loss.backward()

@@ -106,7 +106,7 @@ def _train(
     resume, force, allow_corpus_change = flags
     if resume:
         payload = load_checkpoint(paths.checkpoint)
-        # With today's defaults for the fields older checkpoints lack.
+        # from_dict gives a field the checkpoint lacks its default (formats are upgraded by checkpoint.UPGRADES)
         resumed = Resumed(ModelConfig.from_dict(payload["model_config"]),
                           TrainConfig.from_dict(payload.get("train_config", {})),
                           payload.get("train_config", {}).get("preset"))  # fmt: skip
