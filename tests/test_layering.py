@@ -4,6 +4,8 @@ import each other, directly or around a loop, whether at the top of a file or in
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 from conftest import REPO
@@ -70,3 +72,16 @@ def test_no_import_cycle_even_through_lazy_imports() -> None:
     for module in sorted(graph):
         visit(module, module, [module])
     assert not cycles
+
+
+def test_a_plain_install_imports_from_the_repository_root(tmp_path: Path) -> None:
+    """Started in the checkout, Python finds its vrnn/ folder first; the installed subpackages must still load
+    (vrnn/__init__.py extends its path).  -S keeps the editable install's finder out of it."""
+    installed = tmp_path / "site" / "vrnn"
+    (installed / "runtime").mkdir(parents=True)
+    (installed / "__init__.py").write_text("")
+    (installed / "runtime" / "__init__.py").write_text("WHERE = 'installed'\n")
+    probe = "import vrnn.runtime; print(vrnn.runtime.WHERE)"
+    result = subprocess.run([sys.executable, "-S", "-c", probe], cwd=REPO, capture_output=True, text=True,
+                            env={"PYTHONPATH": str(tmp_path / "site")}, timeout=60)  # fmt: skip
+    assert result.stdout.strip() == "installed", result.stderr
