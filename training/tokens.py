@@ -49,7 +49,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -197,16 +197,28 @@ def _sources_key(sources: list[dict]) -> str:
     return hashlib.sha256(json.dumps([s["path"] for s in sources]).encode()).hexdigest()[:32]
 
 
-def _read_json(path: Path) -> dict | None:
-    """A cache JSON file's object, or None when it is missing, a link, not a regular file or not JSON."""
+def _open_regular(path: Path) -> tuple[BinaryIO, os.stat_result] | None:
+    """`path` opened for reading without following a link, and its stat; None when it is missing, a link or
+    not a regular file (the cache trusts only files it wrote itself)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
         return None
+    handle = os.fdopen(fd, "rb")
+    found = os.fstat(fd)
+    if not stat.S_ISREG(found.st_mode):
+        handle.close()
+        return None
+    return handle, found
+
+
+def _read_json(path: Path) -> dict | None:
+    """A cache JSON file's object, or None when it is missing, a link, not a regular file or not JSON."""
+    opened = _open_regular(path)
+    if opened is None:
+        return None
     try:
-        with os.fdopen(fd, "rb") as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                return None
+        with opened[0] as handle:
             data = json.loads(handle.read().decode("utf-8"))
     except (OSError, ValueError):
         return None
@@ -232,12 +244,14 @@ def _open(root: Path, sha: str) -> TokenFile | None:
             return None
         if split != split_point(count) or not 0 < split < count or len(counts) != len(vocab) or sum(counts) != count:
             return None
-        fd = os.open(tokens, os.O_RDONLY | os.O_NOFOLLOW)
-    except (KeyError, TypeError, ValueError, OSError, VrnnError):
+    except (KeyError, TypeError, ValueError, VrnnError):
         return None
-    with os.fdopen(fd, "rb") as handle:
-        found = os.fstat(handle.fileno())
-        if not stat.S_ISREG(found.st_mode) or found.st_size != count * dtype.itemsize:
+    opened = _open_regular(tokens)
+    if opened is None:
+        return None
+    handle, found = opened
+    with handle:
+        if found.st_size != count * dtype.itemsize:
             return None
         if meta.get("file") != _identity(found):
             return None
