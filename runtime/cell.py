@@ -17,7 +17,7 @@ from vrnn.runtime.errors import VrnnError
 from vrnn.runtime.limits import check_threads
 from vrnn.runtime.loop import check_finite_logits
 from vrnn.runtime.onnx_meta import graph_operators, read_metadata
-from vrnn.runtime.vocab import Vocabulary
+from vrnn.runtime.vocab import Vocabulary, first_outside
 
 MAX_CELL_BYTES = 2 * 1024**3  # protobuf's own limit for one file
 
@@ -248,7 +248,7 @@ class OnnxCell:
                     f"{self._path}: {name} comes out as {list(array.shape)} but the cell's metadata implies "
                     f"{list(expected[name])}: the metadata does not describe this graph"
                 )
-        if chars.min() < 0 or chars.max() >= len(self.vocab):
+        if first_outside(chars, len(self.vocab)) is not None:
             raise VrnnError(f"{self._path}: the cell picks characters outside its vocabulary")
         check_finite_logits(logits, self._path)
 

@@ -22,6 +22,7 @@ import numpy as np
 from vrnn.runtime.choice import SamplingOptions, choose, choose_unfiltered
 from vrnn.runtime.errors import UsageError, VrnnError
 from vrnn.runtime.stop_signals import raise_if_stopped
+from vrnn.runtime.vocab import first_outside
 
 MAX_LENGTH = 10_000_000  # characters per call: beyond this, ask for it in pieces
 MAX_SAMPLES = 4096
@@ -102,10 +103,10 @@ def check_picks(chars: np.ndarray, vocab_size: int) -> None:
     """Refuse character ids outside [0, vocab_size) in one line, before any is decoded: the load-time probe
     tries only a few picks, and a bad one would end in an IndexError, or for -1 in the last character
     printed as though nothing were wrong."""
-    if chars.size and (chars.min() < 0 or chars.max() >= vocab_size):
-        bad = chars[(chars < 0) | (chars >= vocab_size)].flat[0]
+    bad = first_outside(chars, vocab_size)
+    if bad is not None:
         raise VrnnError(
-            f"the cell picked character id {int(bad)}, outside its vocabulary of {vocab_size} characters: it is broken"
+            f"the cell picked character id {bad}, outside its vocabulary of {vocab_size} characters: it is broken"
         )
 
 

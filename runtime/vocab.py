@@ -18,6 +18,14 @@ def describe_chars(chars: Iterable[str]) -> str:
     return text + (f" and {len(shown) - MAX_SHOWN} more" if len(shown) > MAX_SHOWN else "")
 
 
+def first_outside(ids: np.ndarray, size: int) -> int | None:
+    """The first of `ids` outside [0, size), or None when all are inside: the check every decoder of picks
+    makes before an id becomes a character."""
+    if ids.size and (ids.min() < 0 or ids.max() >= size):
+        return int(ids[(ids < 0) | (ids >= size)].flat[0])
+    return None
+
+
 class Vocabulary:
     """Maps characters to token ids (their index in sorted order) and back."""
 
@@ -67,11 +75,11 @@ class Vocabulary:
     def decode(self, ids: Iterable[int]) -> str:
         """The text of a sequence of token ids; refuses an id outside the vocabulary (a negative one would
         otherwise index from the end, and decode silently)."""
-        chars, size = self.chars, len(self.chars)
         picked = np.asarray(ids if isinstance(ids, np.ndarray) else list(ids), dtype=np.int64)
-        if picked.size and (picked.min() < 0 or picked.max() >= size):
-            bad = picked[(picked < 0) | (picked >= size)].flat[0]
-            raise VrnnError(f"character id {int(bad)} is outside the vocabulary of {size} characters")
+        bad = first_outside(picked, len(self.chars))
+        if bad is not None:
+            raise VrnnError(f"character id {bad} is outside the vocabulary of {len(self.chars)} characters")
+        chars = self.chars
         return "".join(chars[i] for i in picked.tolist())
 
     def start_char(self, preferred: str) -> str:
