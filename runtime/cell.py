@@ -138,13 +138,11 @@ def read_cell_info(path: str | os.PathLike[str]) -> CellInfo:
 
 
 def session_options(threads: int = 1, pack_weights: bool = True) -> ort.SessionOptions:
-    """Session settings for generation with `threads` intra-op threads (see default_threads);
-    `pack_weights` False for sessions that run one sample at a time."""
+    """Session settings for generation with `threads` intra-op threads (see default_threads).
+
+    `pack_weights` False is for benchmarks only: the runtime always packs (see OnnxCell)."""
     options = ort.SessionOptions()
     if not pack_weights:
-        # onnxruntime repacks constant weights for its matrix-matrix kernel; a one-row product is then
-        # no longer sent to the matrix-vector kernel, which is faster at batch 1 (and no packed copies
-        # are kept); from batch 2 on packing wins.  Measurements: docs/results.md, "Weight packing".
         options.add_session_config_entry("session.disable_prepacking", "1")
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -157,8 +155,12 @@ def session_options(threads: int = 1, pack_weights: bool = True) -> ort.SessionO
 class OnnxCell:
     """A validated vrnn cell in an onnxruntime session; `steps` is one run() call.
 
-    One-sample runs and batches want different session settings (see session_options), so each
-    kind of run gets its own session, built when first needed; `session` is the first one."""
+    One session runs every batch size, its weights packed for onnxruntime's matrix-matrix kernel.  With
+    packed weights a sample's row is computed the same way whatever else is in the batch (bit for bit, at
+    batch 1 too and at any thread count, tests/test_runtime.py), so one sample alone and the same sample
+    as one row of a server's batch (vrnn-serve) give the same text.  Unpacked weights would let a batch
+    of 1 take the faster matrix-vector kernel, whose sums round differently: measured in docs/results.md,
+    "Weight packing"."""
 
     def __init__(
         self,
@@ -168,8 +170,7 @@ class OnnxCell:
         batch: int = 1,
     ) -> None:
         """`path` is the cell's file (or its bytes).  `batch` is the number of samples the caller means to
-        generate at once: it picks the first session's settings, and with `threads` None the thread count
-        (default_threads)."""
+        generate at once: with `threads` None it picks the thread count (default_threads)."""
         check_threads(threads)
         in_memory = isinstance(path, bytes)  # a cell being exported, before it is written
         self._path = "the exported cell" if in_memory else str(path)
@@ -177,31 +178,20 @@ class OnnxCell:
         self.info = parse_cell_metadata(read_metadata(data, self._path), self._path)
         check_operators(graph_operators(data, self._path), self._path)
         # onnxruntime reads a regular file itself once our copy is gone (peak RSS); anything else (a FIFO)
-        # can be read only once, so its bytes are kept for the sessions.
-        self._model: str | bytes = self._path if not in_memory and Path(path).is_file() else data
+        # can be read only once, so its bytes are kept for the session.
+        model: str | bytes = self._path if not in_memory and Path(path).is_file() else data
         del data
         self.threads = default_threads(batch, self.info.config) if threads is None else threads
-        self._providers = providers or ["CPUExecutionProvider"]
-        self._sessions: dict[bool, ort.InferenceSession] = {}
-        self.session = self.session_for(batch)
+        try:
+            self.session = ort.InferenceSession(
+                model, sess_options=session_options(self.threads), providers=providers or ["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own exception types
+            first_line = str(exc).splitlines()[0]
+            raise VrnnError(f"{self._path} could not be loaded by onnxruntime: {first_line}") from None
+        del model
         self._check_signature(self._path)
-        self._probe(1 if batch == 1 else 2)  # on the session just built: the other is built when needed
-
-    def session_for(self, batch: int) -> ort.InferenceSession:
-        """The session that runs `batch` samples at once: one for single samples (weights unpacked),
-        one for batches (packed), each built the first time it is needed."""
-        one_sample = batch == 1
-        if one_sample not in self._sessions:
-            try:
-                self._sessions[one_sample] = ort.InferenceSession(
-                    self._model,
-                    sess_options=session_options(self.threads, pack_weights=not one_sample),
-                    providers=self._providers,
-                )
-            except Exception as exc:  # onnxruntime raises its own exception types
-                first_line = str(exc).splitlines()[0]
-                raise VrnnError(f"{self._path} could not be loaded by onnxruntime: {first_line}") from None
-        return self._sessions[one_sample]
+        self._probe(2)
 
     def _check_signature(self, name: str) -> None:
         found = {v.name: v.type for v in [*self.session.get_inputs(), *self.session.get_outputs()]}
@@ -289,7 +279,7 @@ class OnnxCell:
             schema.INPUT_TEMPERATURE: np.array(temperature, np.float64),
         }
         try:
-            chars, logits, h, phi_z = self.session_for(len(prev_char)).run(None, feed)
+            chars, logits, h, phi_z = self.session.run(None, feed)
         except VrnnError:
             raise
         except Exception as exc:  # onnxruntime's own types: a failed allocation, a shape the graph cannot take

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 from conftest import REPO, bin_path
@@ -190,26 +191,36 @@ def test_thread_default_follows_the_work_per_step(monkeypatch: pytest.MonkeyPatc
     assert torch_threads(256) == default_threads(256, bundled) == 1
 
 
-def test_single_samples_run_on_unpacked_weights_and_batches_on_packed(trained: dict[str, Path]) -> None:
-    """One sample and a batch want different onnxruntime settings (session_options): the cell keeps a
-    session for each, built when first needed, and both give the text the other would."""
+@pytest.mark.parametrize("name", ["cell.onnx", "cell-float16.onnx", "cell-int8.onnx"])
+def test_a_row_is_computed_the_same_at_any_batch_size_and_thread_count(name: str) -> None:
+    """One session with packed weights runs every batch: a sample's row of logits and state is bit for bit
+    the same alone (batch 1), among 2 or 200 rows, and on 1 or 2 threads.  vrnn-serve's "same seed, same
+    text as vrnn-run, whatever else is in flight" rests on this."""
     from vrnn.runtime.cell import OnnxCell
 
-    def packing_disabled(session: object) -> bool:
-        try:
-            return session.get_session_options().get_session_config_entry("session.disable_prepacking") == "1"
-        except RuntimeError:  # onnxruntime raises for a key that was never set
-            return False
+    path = Path(__file__).parent / "conformance" / name
+    rng = np.random.default_rng(0)
+    cells = [OnnxCell(path, threads=1), OnnxCell(path, threads=2, batch=64)]
+    config = cells[0].config
+    batch = 200
+    state = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in cells[0].initial_state(batch).items()}
+    prev = rng.integers(0, config.vocab_size, batch)
+    eps = rng.standard_normal((3, batch, config.latent_size)).astype(np.float32)
+    uniform = rng.random((3, batch))
 
-    generator = Sampler.from_onnx(trained["cell"])  # built for one sample
-    cell = generator.cell
-    assert packing_disabled(cell.session) and cell.session_for(1) is cell.session
-    assert len(cell._sessions) == 1
-    batched = generator.generate(40, seed=3, num_samples=3)
-    assert not packing_disabled(cell.session_for(3)) and cell.session_for(3) is cell.session_for(64)
-    assert batched == Sampler.from_onnx(trained["cell"], batch=3).generate(40, seed=3, num_samples=3)
-    assert generator.generate(40, seed=3) == Sampler.from_onnx(trained["cell"], batch=3).generate(40, seed=3)
-    assert not packing_disabled(OnnxCell(trained["cell"], batch=2).session)
+    def rows(cell: OnnxCell, n: int) -> tuple[np.ndarray, ...]:
+        sub = {k: v[..., :n, :] for k, v in state.items()}
+        chars, logits, new = cell.steps(prev[:n], sub, eps[:, :n], uniform[:, :n], 0.9)
+        return chars, logits, new["h"], new["phi_z"]
+
+    reference = rows(cells[0], batch)
+    for cell in cells:
+        for n in (1, 2, batch):
+            chars, logits, h, phi_z = rows(cell, n)
+            np.testing.assert_array_equal(chars, reference[0][:, :n])
+            np.testing.assert_array_equal(logits, reference[1][:, :n])
+            np.testing.assert_array_equal(h, reference[2][:, :n])
+            np.testing.assert_array_equal(phi_z, reference[3][:n])
 
 
 def test_options_are_keywords_named_by_sampling_options(trained: dict[str, Path]) -> None:
