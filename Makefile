@@ -26,7 +26,7 @@ TORCH_VERSION ?= 2.13.0
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --timeout 15 --retries 1 --index-url $(TORCH_INDEX) torch==$(TORCH_VERSION) \
 	  || $(BIN)/pip install --quiet torch==$(TORCH_VERSION)
-	$(BIN)/pip install --quiet -e '.[train,plot,dev]'
+	$(BIN)/pip install --quiet -e '.[train,plot,serve,dev]'
 	touch $@
 
 setup: $(VENV)/.installed

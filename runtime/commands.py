@@ -23,7 +23,14 @@ from vrnn.runtime.stop_signals import Terminated, raise_if_stopped, signal_exit_
 F = TypeVar("F", bound=Callable[..., object])
 
 # What each optional module is installed with.
-EXTRAS = {"torch": "train", "onnx": "train", "matplotlib": "plot"}
+EXTRAS = {
+    "torch": "train",
+    "onnx": "train",
+    "matplotlib": "plot",
+    "starlette": "serve",
+    "uvicorn": "serve",
+    "prometheus_client": "serve",
+}
 
 
 def _installed(module: str) -> bool:
@@ -31,6 +38,11 @@ def _installed(module: str) -> bool:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
         return False
+
+
+def listed(names: list[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def require_extra(command: str, *modules: str) -> None:
@@ -41,7 +53,7 @@ def require_extra(command: str, *modules: str) -> None:
         extra = EXTRAS.get(missing[0], "train")
         hint = " (install a CPU build of PyTorch first: see the README)" if "torch" in missing else ""
         raise VrnnError(
-            f"{command} needs {' and '.join(missing)}, which this install lacks: pip install 'vrnn[{extra}]'{hint}"
+            f"{command} needs {listed(missing)}, which this install lacks: pip install 'vrnn[{extra}]'{hint}"
         )
 
 

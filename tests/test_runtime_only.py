@@ -1,6 +1,6 @@
 """The runtime-only install (`pip install .`: numpy, onnxruntime, click): every command's --help works, and
-the torch-side commands say in one line which extra to install.  The missing packages are simulated by an
-import hook in a fresh interpreter that makes torch, onnx and matplotlib unimportable."""
+the torch-side commands and vrnn-serve say in one line which extra to install.  The missing packages are
+simulated by an import hook in a fresh interpreter that makes the extras' packages unimportable."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ HIDE = """
 import sys
 class Hide:
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "onnx", "matplotlib"):
+        if name.split(".")[0] in ("torch", "onnx", "matplotlib", "starlette", "uvicorn", "prometheus_client"):
             raise ModuleNotFoundError(f"No module named {name!r}")
 sys.meta_path.insert(0, Hide())
 """
@@ -28,6 +28,7 @@ COMMANDS = {
     "vrnn-sample": "vrnn.export.sample_cli",
     "vrnn-run": "vrnn.runtime.cli",
     "vrnn-score": "vrnn.runtime.score_cli",
+    "vrnn-serve": "vrnn.runtime.serve_cli",
 }
 
 
@@ -65,3 +66,12 @@ def test_torch_side_commands_name_the_extra_in_one_line(tmp_path: Path, trained:
     assert ran.returncode == 0 and len(ran.stdout) == 6, ran.stderr
     scored = run_without_torch(COMMANDS["vrnn-score"], str(trained["cell"]), str(text.parent / "t.txt"), "-k", "1")
     assert scored.returncode == 0 and "nats/char" in scored.stdout, scored.stderr
+
+
+def test_vrnn_serve_names_its_extra_in_one_line() -> None:
+    result = run_without_torch(COMMANDS["vrnn-serve"], "--port", "0")
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "error: vrnn-serve needs starlette, uvicorn and prometheus_client, which this install lacks: "
+        "pip install 'vrnn[serve]'"
+    )

@@ -106,3 +106,8 @@ def evaluate() -> object:
 def score() -> object:
     """`vrnn-score`."""
     return launch("vrnn.runtime.score_cli")
+
+
+def serve() -> object:
+    """`vrnn-serve`."""
+    return launch("vrnn.runtime.serve_cli")

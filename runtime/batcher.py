@@ -1,0 +1,395 @@
+"""Continuous batching: many generation requests advance together, one step of one cell call at a time.
+
+vrnn-serve's engine, with no HTTP in it.  A worker thread owns the cell.  Every call advances each row in
+flight by one character: a request joins at the next call and leaves when it is done or cancelled, so a
+new request waits for at most one step, never for the others to finish.
+
+Each row is exactly the sample `Sampler.stream` (and vrnn-run) makes alone with the same seed and options:
+
+- its own noise streams (SeededNoise(seed, 1, Z)), drawn a block at a time, which draws the same numbers
+  as one step at a time (the streams do not depend on chunking);
+- its own options: the cell runs at temperature 1 and its picks are discarded; every row's character is
+  chosen here in numpy (`choose`, the reference the cell's in-graph sampler is tested against), rows
+  grouped by their options, so temperatures, top-k, top-p, greedy and latent temperatures share a batch
+  without changing the cell's interface;
+- its own arithmetic: the cell's session packs its weights, and a row's logits are then bit for bit the
+  same at any batch size (tests/test_runtime.py), which is what makes "whatever else is in flight" hold.
+
+Characters reach the caller through `publish(deliveries)`, called from the worker thread once per call
+with every row that has something due: its first characters at once (time to first character), then
+at most every `flush_interval` seconds while streaming (fewer, larger chunks: less work per character for
+the HTTP side), or all at once when it is done.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vrnn.runtime.cell import OnnxCell
+from vrnn.runtime.choice import SamplingOptions, choose
+from vrnn.runtime.loop import FORCED_UNIFORM, SeededNoise
+
+NOISE_BLOCK = 64  # steps of noise drawn per row at a time: a row's random generator is called once per block
+OUTPUT_RING = 64  # characters a row holds before they move to its text, at the latest
+
+
+class Busy(Exception):
+    """Every row is busy and the queue is full: try again later."""
+
+
+class Closed(Exception):
+    """The batcher no longer accepts work (it is draining or stopped)."""
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One sample: `length` characters after `prime`, with `seed` and `options` (validated by the caller)."""
+
+    prime_ids: np.ndarray  # int64 [P]: the prime's characters, which the row is forced through first
+    length: int
+    seed: int
+    options: SamplingOptions
+    streaming: bool = False  # publish characters as they come (else once, when done)
+
+
+@dataclass
+class Delivery:
+    """What a row has for its caller after one call: new text, and whether it has ended (done or failed)."""
+
+    ticket: Ticket
+    text: str
+    done: bool = False
+    error: str | None = None
+
+
+@dataclass(eq=False)
+class Ticket:
+    """A request's handle: the caller keeps it to cancel the request; `context` is the caller's own."""
+
+    request: GenerationRequest
+    context: object = None
+    submitted: float = field(default_factory=time.perf_counter)
+    admitted: float | None = None  # when the row joined the batch
+    first_char: float | None = None  # when its first character was made
+    cancelled: bool = False
+
+
+@dataclass
+class _Row:
+    """The worker's own record of a row in flight (its arrays live in the batch's columns)."""
+
+    ticket: Ticket
+    noise: SeededNoise
+    slot: int  # its place in the noise and output buffers, fixed while it lives
+    text: list[str] = field(default_factory=list)
+
+
+class Batcher:
+    """Runs generation requests as rows of one batch on `cell`, in a worker thread of its own."""
+
+    def __init__(
+        self,
+        cell: OnnxCell,
+        publish: Callable[[list[Delivery]], None],
+        max_batch: int = 64,
+        max_queue: int = 256,
+        flush_interval: float = 0.02,
+        steps_per_call: int = 8,
+        on_call: Callable[[float, int], None] | None = None,
+    ) -> None:
+        """`publish` receives each call's deliveries (from the worker thread); `on_call(seconds, rows)` is told
+        each cell call's duration and batch size (metrics).  `steps_per_call` (at most OUTPUT_RING // 2) is
+        how many steps a call runs when the cell's own choice fits every row: more spread the call's fixed
+        cost, fewer let a new request join sooner."""
+        if not 1 <= steps_per_call <= OUTPUT_RING // 2:
+            raise ValueError(f"steps_per_call must be from 1 to {OUTPUT_RING // 2}")
+        self.steps_per_call = steps_per_call
+        self.cell, self.publish, self.on_call = cell, publish, on_call
+        self.max_batch, self.max_queue, self.flush_interval = max_batch, max_queue, flush_interval
+        config = cell.config
+        self._latent = config.latent_size
+        self._chars = np.array(cell.vocab.chars, dtype=object)
+        self._start = cell.vocab.chars.index(cell.start_char)
+        self._lock = threading.Condition()
+        self._waiting: collections.deque[Ticket] = collections.deque()
+        self._cancelled: set[int] = set()  # id() of cancelled tickets, for the worker to drop
+        self._accepting = True
+        self._stopped = False
+        self._stop_reason = "the server is shutting down"
+        self.characters = 0  # generated so far, all rows together
+        self.calls = 0
+        # Per slot (fixed while a row lives): noise blocks and the output ring.
+        slots = max_batch
+        self._free = list(range(slots - 1, -1, -1))
+        self._eps = np.zeros((slots, NOISE_BLOCK, self._latent), np.float32)
+        self._eps_at = np.full(slots, NOISE_BLOCK)
+        self._uniform = np.zeros((slots, NOISE_BLOCK), np.float64)
+        self._uniform_at = np.full(slots, NOISE_BLOCK)
+        self._ring = np.zeros((slots, OUTPUT_RING), np.int64)
+        # Per row, in batch order (rebuilt when rows join or leave).
+        self._rows: list[_Row] = []
+        self._by_slot: dict[int, _Row] = {}
+        self._state = cell.initial_state(0)
+        self._columns = self._empty_columns()
+        self._groups: list[tuple[SamplingOptions, np.ndarray]] = []
+        self._cell_chooses = False
+        self._thread = threading.Thread(target=self._work, name="vrnn-batcher", daemon=True)
+        self._thread.start()
+
+    # ---- the caller's side (any thread) ----
+
+    def submit(self, request: GenerationRequest, context: object = None) -> Ticket:
+        """Queue `request`; it joins the batch at the next call.  Raises Busy when `max_batch` rows are in
+        flight and `max_queue` wait, Closed once draining or stopped."""
+        with self._lock:
+            if not self._accepting:
+                raise Closed("not accepting requests")
+            if len(self._rows) + len(self._waiting) >= self.max_batch + self.max_queue:
+                raise Busy(f"{self.max_batch} rows busy and {self.max_queue} requests waiting")
+            ticket = Ticket(request, context)
+            self._waiting.append(ticket)
+            self._lock.notify()
+        return ticket
+
+    def cancel(self, ticket: Ticket) -> None:
+        """Drop a request (its caller went away): it leaves the batch before the next call."""
+        with self._lock:
+            ticket.cancelled = True
+            self._cancelled.add(id(ticket))
+            self._lock.notify()
+
+    @property
+    def rows_in_flight(self) -> int:
+        return len(self._rows)
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing in flight and nothing waiting."""
+        with self._lock:
+            return not self._rows and not self._waiting
+
+    def stop_accepting(self) -> None:
+        """Refuse new requests (Closed); those in flight and waiting go on."""
+        with self._lock:
+            self._accepting = False
+
+    def close(self, reason: str = "the server is shutting down") -> None:
+        """Stop the worker; every request still in flight or waiting ends with `reason` as its error."""
+        with self._lock:
+            self._accepting = False
+            self._stopped = True
+            self._stop_reason = reason
+            self._lock.notify()
+        self._thread.join()
+
+    # ---- the worker ----
+
+    def _empty_columns(self) -> dict[str, np.ndarray]:
+        return {
+            "prev": np.zeros(0, np.int64),
+            "slot": np.zeros(0, np.int64),
+            "scale": np.zeros(0, np.float32),  # latent temperature
+            "forced": np.zeros(0, np.int64),  # prime characters still to force
+            "made": np.zeros(0, np.int64),  # characters generated
+            "length": np.zeros(0, np.int64),
+            "taken": np.zeros(0, np.int64),  # characters moved out of the ring into the row's text
+            "streaming": np.zeros(0, bool),
+            "published": np.zeros(0, np.int64),  # characters handed to publish()
+            "last_publish": np.zeros(0, np.float64),
+        }
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                while not self._stopped and not self._rows and not self._waiting:
+                    self._lock.wait()
+                if self._stopped:
+                    break
+                cancelled, self._cancelled = self._cancelled, set()
+                joining = []
+                while self._waiting and len(self._rows) + len(joining) < self.max_batch:
+                    ticket = self._waiting.popleft()
+                    if not ticket.cancelled:
+                        joining.append(ticket)
+            deliveries: list[Delivery] = []
+            if cancelled:
+                self._leave([i for i, row in enumerate(self._rows) if id(row.ticket) in cancelled])
+            if joining:
+                self._join(joining)
+            if self._rows:
+                try:
+                    deliveries = self._step()
+                except Exception as exc:  # the cell failed (VrnnError, MemoryError): every row ends with it
+                    message = str(exc) or type(exc).__name__
+                    deliveries = [Delivery(row.ticket, "", True, message) for row in self._rows]
+                    self._leave(list(range(len(self._rows))))
+            if deliveries:
+                self.publish(deliveries)
+        rows = [row.ticket for row in self._rows] + list(self._waiting)
+        self._waiting.clear()
+        if rows:
+            self.publish([Delivery(ticket, "", True, self._stop_reason) for ticket in rows])
+
+    def _join(self, tickets: list[Ticket]) -> None:
+        now = time.perf_counter()
+        rows = []
+        for ticket in tickets:
+            ticket.admitted = now
+            request = ticket.request
+            row = _Row(ticket, SeededNoise(request.seed, 1, self._latent), self._free.pop())
+            self._eps_at[row.slot] = NOISE_BLOCK  # refilled on first use
+            self._uniform_at[row.slot] = NOISE_BLOCK
+            rows.append(row)
+        n = len(rows)
+        add = {
+            "prev": np.full(n, self._start, np.int64),
+            "slot": np.array([r.slot for r in rows], np.int64),
+            "scale": np.array([r.ticket.request.options.latent_temperature for r in rows], np.float32),
+            "forced": np.array([len(r.ticket.request.prime_ids) for r in rows], np.int64),
+            "made": np.zeros(n, np.int64),
+            "length": np.array([r.ticket.request.length for r in rows], np.int64),
+            "taken": np.zeros(n, np.int64),
+            "streaming": np.array([r.ticket.request.streaming for r in rows], bool),
+            "published": np.zeros(n, np.int64),
+            "last_publish": np.full(n, now),
+        }
+        self._columns = {k: np.concatenate([v, add[k]]) for k, v in self._columns.items()}
+        fresh = self.cell.initial_state(n)
+        batch_axis = {k: v.ndim - 2 for k, v in fresh.items()}  # every state tensor is [..., B, width]
+        self._state = {k: np.concatenate([self._state[k], fresh[k]], axis=batch_axis[k]) for k in fresh}
+        self._rows.extend(rows)
+        self._by_slot.update((row.slot, row) for row in rows)
+        self._regroup()
+
+    def _leave(self, indices: list[int]) -> None:
+        if not indices:
+            return
+        keep = np.ones(len(self._rows), bool)
+        keep[indices] = False
+        for i in indices:
+            self._free.append(self._rows[i].slot)
+            del self._by_slot[self._rows[i].slot]
+        self._rows = [row for row, kept in zip(self._rows, keep, strict=True) if kept]
+        self._columns = {k: v[keep] for k, v in self._columns.items()}
+        self._state = {k: np.compress(keep, v, axis=v.ndim - 2) for k, v in self._state.items()}
+        self._regroup()
+
+    def _regroup(self) -> None:
+        """The rows of each distinct set of options (each group's characters are chosen in one numpy call),
+        and whether the cell's own choice fits every row: all unfiltered at one temperature."""
+        groups: dict[SamplingOptions, list[int]] = {}
+        for i, row in enumerate(self._rows):
+            groups.setdefault(row.ticket.request.options, []).append(i)
+        self._groups = [(options, np.array(rows, np.int64)) for options, rows in groups.items()]
+        temperatures = {options.temperature for options in groups}
+        self._cell_chooses = len(temperatures) == 1 and all(options.unfiltered for options in groups)
+
+    def _draw(self, which: str, slots: np.ndarray, steps: int) -> np.ndarray:
+        """The next `steps` draws of noise of each row in `slots` ([steps, len(slots), ...]), from each row's
+        own stream: a row whose block has fewer left keeps them and draws the rest (the stream does not
+        depend on how it is split into blocks)."""
+        block, at = (self._eps, self._eps_at) if which == "eps" else (self._uniform, self._uniform_at)
+        for slot in slots[at[slots] + steps > NOISE_BLOCK]:
+            noise = self._by_slot[int(slot)].noise
+            left = NOISE_BLOCK - at[slot]
+            block[slot, :left] = block[slot, at[slot] :]
+            wanted = NOISE_BLOCK - left
+            block[slot, left:] = noise.eps(wanted)[:, 0, :] if which == "eps" else noise.uniform(wanted)[:, 0]
+            at[slot] = 0
+        offsets = at[slots][None, :] + np.arange(steps)[:, None]  # [steps, rows]
+        drawn = block[slots[None, :], offsets]
+        at[slots] += steps
+        return drawn
+
+    def _step(self) -> list[Delivery]:
+        """Advance every row by one call: `steps_per_call` steps when the cell's own choice fits every row and
+        none is being primed, else one step with each row's character chosen here.  Return what is due."""
+        c = self._columns
+        slot = c["slot"]
+        sampling = c["forced"] == 0
+        multi = self._cell_chooses and bool(sampling.all()) and self.steps_per_call > 1
+        steps = self.steps_per_call if multi else 1
+        eps = self._draw("eps", slot, steps) * c["scale"][None, :, None]  # as generate_ids scales it (float32)
+        uniform = np.full((steps, len(slot)), FORCED_UNIFORM)
+        uniform[:, sampling] = self._draw("uniform", slot[sampling], steps)
+        temperature = self._groups[0][0].temperature if multi else 1.0
+
+        started = time.perf_counter()
+        chars, logits, self._state = self.cell.steps(c["prev"], self._state, eps, uniform, temperature)
+        seconds = time.perf_counter() - started
+        self.calls += 1
+        if self.on_call is not None:
+            self.on_call(seconds, len(slot))
+
+        broken = ~np.isfinite(logits).all(axis=(0, 2))
+        if multi:  # the cell's own picks, made in-graph with the same arithmetic as choose_unfiltered
+            picks = chars
+        else:
+            picks = np.zeros((1, len(slot)), np.int64)
+            for options, rows in self._groups:
+                picks[0, rows] = choose(logits[0, rows], uniform[0, rows], options)
+            # Rows being primed are forced through their prime's characters (their picks are discarded).
+            for i in np.flatnonzero(~sampling):
+                prime = self._rows[i].ticket.request.prime_ids
+                picks[0, i] = prime[len(prime) - c["forced"][i]]
+            c["forced"][~sampling] -= 1
+        broken |= ((picks < 0) | (picks >= logits.shape[2])).any(axis=0)
+        c["prev"] = picks[-1]
+
+        made, length = c["made"], c["length"]
+        before = made.copy()
+        for step in range(steps):
+            writing = sampling & (made < length)
+            self._ring[slot[writing], made[writing] % OUTPUT_RING] = picks[step, writing]
+            made[writing] += 1
+        self.characters += int((made - before).sum())
+        now = time.perf_counter()
+        for i in np.flatnonzero((before == 0) & (made > 0)):
+            self._rows[i].ticket.first_char = now
+        done = made >= length
+        pending = made - c["published"]
+        due = (pending > 0) & (
+            done | (c["streaming"] & ((c["published"] == 0) | (now - c["last_publish"] >= self.flush_interval)))
+        )
+        # The ring must be emptied before the next call could wrap it.
+        full = (made - c["taken"] > OUTPUT_RING - self.steps_per_call) & ~due
+        deliveries, leaving = [], []
+        for i in np.flatnonzero(due | full | broken):
+            row = self._rows[i]
+            if broken[i]:
+                message = "the cell produced non-finite logits or a character outside its vocabulary"
+                deliveries.append(Delivery(row.ticket, "", True, message))
+                leaving.append(i)
+                continue
+            self._take(i, row)
+            if not due[i]:
+                continue
+            text = "".join(row.text)
+            row.text.clear()
+            c["published"][i] = made[i]
+            c["last_publish"][i] = now
+            deliveries.append(Delivery(row.ticket, text, bool(done[i])))
+            if done[i]:
+                leaving.append(i)
+        self._leave(leaving)
+        return deliveries
+
+    def _take(self, i: int, row: _Row) -> None:
+        """Move row i's characters out of its ring into its text."""
+        c = self._columns
+        start, stop = int(c["taken"][i]), int(c["made"][i])
+        if stop == start:
+            return
+        ids = self._ring[row.slot, np.arange(start, stop) % OUTPUT_RING]
+        row.text.append("".join(self._chars[ids]))
+        c["taken"][i] = stop

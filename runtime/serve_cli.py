@@ -1,0 +1,205 @@
+"""`vrnn-serve`: serve a cell over HTTP, many concurrent requests batched into one cell (uvicorn + Starlette).
+
+Needs the `serve` extra (pip install 'vrnn[serve]'); the base install stays numpy, onnxruntime and click.
+The first SIGTERM or Ctrl-C drains (new requests get 503, /readyz turns false, requests in flight finish
+within --drain-timeout) and exits 0; a second one exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import os
+import signal
+import socket
+import sys
+from collections.abc import Iterator
+from types import FrameType
+from typing import TYPE_CHECKING
+
+import click
+
+from vrnn import __version__
+from vrnn.runtime.batcher import OUTPUT_RING
+from vrnn.runtime.bundled import BUNDLED_CELL, bundled_file
+from vrnn.runtime.commands import OneLineCommand, cli_errors, require_extra
+from vrnn.runtime.errors import UsageError, VrnnError
+from vrnn.runtime.limits import MAX_THREADS, check_threads
+from vrnn.runtime.loop import MAX_LENGTH
+from vrnn.runtime.stop_signals import STOP_SIGNALS, Terminated, handling_signals
+
+if TYPE_CHECKING:
+    from vrnn.runtime.server import ServeApp
+
+SERVE_MODULES = ("starlette", "uvicorn", "prometheus_client")
+MAX_ROWS = 4096  # rows of one batch, and requests waiting: the cell's state for 4096 rows is tens of MB
+MAX_DRAIN_SECONDS = 24 * 3600
+LISTEN_BACKLOG = 2048  # connections the kernel holds before they are accepted (uvicorn's default)
+
+
+def check_count(value: int, name: str, low: int, high: int) -> None:
+    """Refuse an integer option outside [low, high], naming it."""
+    if not low <= value <= high:
+        raise UsageError(f"{name} must be from {low} to {high:,}, got {value}")
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port (port 0: a free one), refused in one line when it cannot be."""
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:
+        raise UsageError(f"--host must be an IP address such as 127.0.0.1 or ::1, got {host!r}") from None
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(LISTEN_BACKLOG)  # now, not when uvicorn starts: clients may connect once the port is printed
+    except OSError as exc:
+        sock.close()
+        raise VrnnError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(app: ServeApp, sock: socket.socket, drain_timeout: float) -> int:
+    """Run the app on `sock` until a stop signal; return the signal that cut it short, 0 after a drain."""
+    import uvicorn
+
+    loop_kind = "uvloop" if _importable("uvloop") else "asyncio"
+    http_kind = "httptools" if _importable("httptools") else "h11"
+    config = uvicorn.Config(app.app, lifespan="off", log_level="warning", access_log=False, loop=loop_kind,
+                            http=http_kind, timeout_graceful_shutdown=2, server_header=False)  # fmt: skip
+
+    class DrainingServer(uvicorn.Server):
+        """uvicorn's server with vrnn-serve's signals: the first drains, the second stops at once."""
+
+        first_signal: int | None = None
+        second_signal: int | None = None
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            with handling_signals(STOP_SIGNALS, self.handle_exit):
+                yield
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            if self.first_signal is None:
+                self.first_signal = sig
+                self._loop.call_soon_threadsafe(self._start_drain)
+            else:
+                self.second_signal = sig
+                self.force_exit = self.should_exit = True
+
+        def _start_drain(self) -> None:
+            self._drain_task = asyncio.ensure_future(self._drain())
+
+        async def _drain(self) -> None:
+            in_flight = app.batcher.rows_in_flight + app.batcher.queue_depth
+            say(f"draining: {in_flight} request(s) in flight or queued, up to {drain_timeout:g} s")
+            drained = await app.drain(drain_timeout)
+            if not drained:
+                say("drain timeout: the requests still running were ended")
+            self.should_exit = True
+
+        async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+            self._loop = asyncio.get_running_loop()
+            await super().serve(sockets)
+
+    server = DrainingServer(config)
+    server.run(sockets=[sock])
+    if server.second_signal is not None:
+        return server.second_signal
+    if server.first_signal is None:  # uvicorn stopped on its own (a startup failure it logged)
+        raise VrnnError("the server stopped unexpectedly")
+    return 0
+
+
+def _importable(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+def say(message: str) -> None:
+    """One status line on stderr."""
+    print(f"vrnn-serve: {message}", file=sys.stderr, flush=True)
+
+
+@click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", message="%(prog)s %(version)s")
+@click.argument("cell", type=click.Path(readable=False), required=False)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every one).")
+@click.option("--port", type=int, default=8000, show_default=True, help="Port; 0 picks a free one and prints it.")
+@click.option("--max-batch", type=int, default=256, show_default=True, help="Rows advanced together per cell call.")
+@click.option("--max-queue", type=int, default=1024, show_default=True,
+              help="Requests waiting for a row; beyond them, 503 with Retry-After.")  # fmt: skip
+@click.option("--max-length", type=int, default=10_000, show_default=True, help="Largest `length` a request may ask.")
+@click.option("--max-prime", type=int, default=4_096, show_default=True, help="Longest `prime` in characters.")
+@click.option("--threads", type=int, default=None, help="onnxruntime intra-op threads.  [default: every core]")
+@click.option("--drain-timeout", type=float, default=30.0, show_default=True,
+              help="Seconds requests in flight get to finish after SIGTERM or Ctrl-C.")  # fmt: skip
+@click.option("--flush-interval", type=float, default=0.02, show_default=True,
+              help="Seconds between a stream's chunks at most (its first characters go at once).")  # fmt: skip
+@click.option("--steps-per-call", type=int, default=8, show_default=True,
+              help="Steps a cell call runs when every row takes the cell's own choice (1 to 32): more spread "
+              "each call's fixed cost, fewer let new requests join sooner.")  # fmt: skip
+@cli_errors
+def main(
+    cell: str | None,
+    host: str,
+    port: int,
+    max_batch: int,
+    max_queue: int,
+    max_length: int,
+    max_prime: int,
+    threads: int | None,
+    drain_timeout: float,
+    flush_interval: float,
+    steps_per_call: int,
+) -> None:
+    """Serve CELL over HTTP: POST /v1/generate, GET /v1/model, /healthz, /readyz, /metrics.
+
+    Without CELL, serves the bundled Tiny Shakespeare model.  Concurrent requests advance together in one
+    batched cell call; a request with seed S and options O gets exactly `vrnn-run CELL --seed S` with O.
+    API and examples: docs/serving.md.
+    """
+    check_count(port, "--port", 0, 65535)
+    check_count(max_batch, "--max-batch", 1, MAX_ROWS)
+    check_count(max_queue, "--max-queue", 0, MAX_ROWS * 16)
+    check_count(max_length, "--max-length", 1, MAX_LENGTH)
+    check_count(max_prime, "--max-prime", 0, 65_536)
+    check_count(steps_per_call, "--steps-per-call", 1, OUTPUT_RING // 2)
+    check_threads(threads)
+    if not 0 <= drain_timeout <= MAX_DRAIN_SECONDS or drain_timeout != drain_timeout:
+        raise UsageError(f"--drain-timeout must be from 0 to {MAX_DRAIN_SECONDS} seconds, got {drain_timeout}")
+    if not 0 <= flush_interval <= 10 or flush_interval != flush_interval:
+        raise UsageError(f"--flush-interval must be from 0 to 10 seconds, got {flush_interval}")
+    require_extra("vrnn-serve", *SERVE_MODULES)
+    from vrnn.runtime.cell import OnnxCell
+    from vrnn.runtime.serve_request import Limits
+    from vrnn.runtime.server import ServeApp
+
+    path = cell if cell is not None else str(bundled_file(BUNDLED_CELL, "a CELL argument"))
+    loaded = OnnxCell(path, threads=threads if threads is not None else min(MAX_THREADS, os.cpu_count() or 1),
+                      batch=max_batch)  # fmt: skip
+    sock = listening_socket(host, port)
+    app = ServeApp(loaded, path, Limits(max_length, max_prime), max_batch, max_queue, flush_interval, steps_per_call)
+    bound_host, bound_port = sock.getsockname()[:2]
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    print(f"vrnn-serve: listening on http://{shown}:{bound_port} ({loaded.info.weights} cell {path}, "
+          f"max batch {max_batch}, {loaded.threads} thread(s))", flush=True)  # fmt: skip
+    try:
+        stopped_by = serve(app, sock, drain_timeout)
+    finally:
+        app.batcher.close()  # a cell call still running when the interpreter exits would abort the process
+    if stopped_by:
+        if stopped_by == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise Terminated(stopped_by)
+    say("drained, exiting")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""vrnn-serve's request bodies: parse and check one `POST /v1/generate` body, naming the field at fault.
+
+Standard library and numpy only (no HTTP framework), so every refusal can be tested on its own.  The
+checks mirror vrnn-run's options (docs/serving.md lists them), with the bounds a shared service needs:
+a length and a prime no longer than the server allows, a temperature no larger than MAX_TEMPERATURE.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from vrnn.runtime.batcher import GenerationRequest
+from vrnn.runtime.choice import MAX_LATENT_TEMPERATURE, SamplingOptions
+from vrnn.runtime.errors import VrnnError
+from vrnn.runtime.limits import MAX_SEED
+from vrnn.runtime.vocab import Vocabulary
+
+MAX_BODY_BYTES = 64 * 1024
+# Past 100 every character is within 1% of equally likely: a larger temperature can only be a mistake.
+MAX_TEMPERATURE = 100.0
+FIELDS = ("prime", "length", "temperature", "top_k", "top_p", "greedy", "latent_temperature", "seed", "stream")
+
+
+class RequestError(Exception):
+    """A request the server refuses: the HTTP status, and a message that names the field at fault."""
+
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.field = status, message, field
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask of the server (vrnn-serve's --max-length and --max-prime)."""
+
+    max_length: int = 10_000
+    max_prime: int = 4_096
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """A checked request: what the batcher runs, the prime as text, and whether to stream."""
+
+    request: GenerationRequest
+    prime: str
+    stream: bool
+
+
+def _refuse_constant(name: str) -> float:
+    raise RequestError(400, f"the body is not valid JSON: {name} is not a JSON number")
+
+
+def _integer(body: dict[str, Any], name: str, default: int | None, low: int, high: int) -> int | None:
+    value = body.get(name, default)
+    if value is None and default is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RequestError(422, f"{name} must be an integer, got {json.dumps(value)[:40]}", name)
+    if not low <= value <= high:
+        raise RequestError(422, f"{name} must be from {low} to {high:,}, got {value}", name)
+    return value
+
+
+def _number(
+    body: dict[str, Any], name: str, default: float | None, low: float, high: float, low_open: bool
+) -> float | None:
+    value = body.get(name, default)
+    if value is None and default is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise RequestError(422, f"{name} must be a finite number, got {json.dumps(value)[:40]}", name)
+    if value < low or (low_open and value == low) or value > high:
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+        raise RequestError(422, f"{name} must be in {interval}, got {value!r}", name)
+    return float(value)
+
+
+def _boolean(body: dict[str, Any], name: str) -> bool:
+    value = body.get(name, False)
+    if not isinstance(value, bool):
+        raise RequestError(422, f"{name} must be true or false, got {json.dumps(value)[:40]}", name)
+    return value
+
+
+def parse_generate(body: bytes, vocab: Vocabulary, limits: Limits) -> Parsed:
+    """Check a JSON body of `POST /v1/generate` against `vocab` and `limits`; raise RequestError naming the
+    field at fault.  A request without a seed gets a random one, which the answer returns."""
+    if len(body) > MAX_BODY_BYTES:
+        raise RequestError(413, f"the body is larger than {MAX_BODY_BYTES // 1024} KiB")
+    try:
+        decoded = json.loads(body.decode("utf-8"), parse_constant=_refuse_constant)
+    except UnicodeDecodeError:
+        raise RequestError(400, "the body is not UTF-8") from None
+    except (json.JSONDecodeError, RecursionError) as exc:
+        detail = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+        raise RequestError(400, f"the body is not valid JSON: {detail}") from None
+    if not isinstance(decoded, dict):
+        raise RequestError(400, 'the body must be a JSON object, such as {"length": 200}')
+    unknown = sorted(set(decoded) - set(FIELDS))
+    if unknown:
+        name = unknown[0]
+        raise RequestError(422, f"unknown field {name[:40]!r} (known: {', '.join(FIELDS)})", name[:40])
+    prime = decoded.get("prime", "")
+    if not isinstance(prime, str):
+        raise RequestError(422, f"prime must be a string, got {json.dumps(prime)[:40]}", "prime")
+    if len(prime) > limits.max_prime:
+        raise RequestError(422, f"prime is {len(prime):,} characters, more than this server's {limits.max_prime:,}",
+                           "prime")  # fmt: skip
+    try:
+        prime_ids = vocab.encode(prime, what="prime")
+    except VrnnError as exc:
+        raise RequestError(422, str(exc), "prime") from None
+    length = _integer(decoded, "length", 500, 1, limits.max_length)
+    temperature = _number(decoded, "temperature", 1.0, 0.0, MAX_TEMPERATURE, low_open=True)
+    top_k = _integer(decoded, "top_k", None, 1, len(vocab))
+    top_p = _number(decoded, "top_p", None, 0.0, 1.0, low_open=True)
+    greedy = _boolean(decoded, "greedy")
+    latent = _number(decoded, "latent_temperature", 1.0, 0.0, MAX_LATENT_TEMPERATURE, low_open=False)
+    seed = _integer(decoded, "seed", None, 0, MAX_SEED)
+    stream = _boolean(decoded, "stream")
+    if greedy and (top_k is not None or top_p is not None or temperature != 1.0):
+        raise RequestError(422, "greedy cannot be combined with temperature, top_k or top_p", "greedy")
+    options = SamplingOptions(temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
+                              latent_temperature=latent)  # fmt: skip
+    options.validate(len(vocab))  # the checks above are stricter: this cannot fail, and keeps them honest
+    if seed is None:
+        seed = secrets.randbelow(MAX_SEED + 1)
+    return Parsed(GenerationRequest(prime_ids, length, seed, options, streaming=stream), prime, stream)

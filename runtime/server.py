@@ -1,0 +1,284 @@
+"""vrnn-serve's HTTP API (an ASGI app on Starlette): generation, model metadata, health, readiness, metrics.
+
+Every request for text becomes a row of one Batcher (vrnn.runtime.batcher): the event loop parses and
+answers, the batcher's worker thread runs the cell.  The worker hands each call's characters to the loop
+in one `call_soon_threadsafe`, which puts them on each request's own queue.  The routes, fields and errors
+are documented in docs/serving.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from vrnn import __version__
+from vrnn.runtime import schema
+from vrnn.runtime.batcher import Batcher, Busy, Closed, Delivery, Ticket
+from vrnn.runtime.cell import OnnxCell
+from vrnn.runtime.serve_metrics import ServeMetrics
+from vrnn.runtime.serve_request import MAX_BODY_BYTES, Limits, Parsed, RequestError, parse_generate
+
+log = logging.getLogger("vrnn.serve")
+
+RETRY_AFTER_SECONDS = 1  # a full queue clears within a few hundred characters' time
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # no proxy may hold the stream back
+
+
+def error_response(status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None):
+    """The JSON every refusal has: {"error": message, "field": name or null}."""
+    return JSONResponse({"error": message, "field": field}, status_code=status, headers=headers)
+
+
+def sse(event: str, data: dict[str, Any]) -> str:
+    """One Server-Sent Event: a name and one line of JSON (JSON escapes newlines, so the text fits one line)."""
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n"
+
+
+class ServeApp:
+    """The HTTP side of vrnn-serve: routes, request checks, streaming, draining, metrics."""
+
+    def __init__(
+        self,
+        cell: OnnxCell,
+        cell_path: str,
+        limits: Limits,
+        max_batch: int,
+        max_queue: int,
+        flush_interval: float = 0.02,
+        steps_per_call: int = 8,
+    ) -> None:
+        self.cell, self.cell_path, self.limits = cell, cell_path, limits
+        self.draining = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.metrics = ServeMetrics(lambda: self.batcher.rows_in_flight, lambda: self.batcher.queue_depth)
+        self.batcher = Batcher(cell, self._publish, max_batch=max_batch, max_queue=max_queue,
+                               flush_interval=flush_interval, steps_per_call=steps_per_call,
+                               on_call=self.metrics.observe_call)  # fmt: skip
+        routes = [
+            Route("/v1/generate", self.generate, methods=["POST"]),
+            Route("/v1/model", self.model, methods=["GET"]),
+            Route("/healthz", self.healthz, methods=["GET"]),
+            Route("/readyz", self.readyz, methods=["GET"]),
+            Route("/metrics", self.metrics_route, methods=["GET"]),
+        ]
+        handlers = {HTTPException: self._http_error, Exception: self._internal_error}
+        self.app = Starlette(routes=routes, exception_handlers=handlers)  # type: ignore[arg-type]
+
+    # ---- the worker's hand-off ----
+
+    def _publish(self, deliveries: list[Delivery]) -> None:
+        """From the batcher's thread: pass one call's deliveries to the event loop in one hop."""
+        loop = self._loop
+        if loop is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop has closed: the process is exiting
+            loop.call_soon_threadsafe(self._deliver, deliveries)
+
+    def _deliver(self, deliveries: list[Delivery]) -> None:
+        characters = 0
+        for delivery in deliveries:
+            characters += len(delivery.text)
+            queue: asyncio.Queue[Delivery] = delivery.ticket.context  # type: ignore[assignment]
+            queue.put_nowait(delivery)
+        if characters:
+            self.metrics.characters.inc(characters)
+
+    # ---- routes ----
+
+    async def generate(self, request: Request) -> Response:
+        """POST /v1/generate: one sample, as one JSON answer or as Server-Sent Events."""
+        self._loop = asyncio.get_running_loop()
+        try:
+            if self.draining:
+                raise RequestError(503, "the server is shutting down: try another instance")
+            kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if kind != "application/json":
+                raise RequestError(415, f"the body must be application/json, not {kind[:60] or 'untyped'}")
+            parsed = parse_generate(await self._read_body(request), self.cell.vocab, self.limits)
+            queue: asyncio.Queue[Delivery] = asyncio.Queue()
+            try:
+                ticket = self.batcher.submit(parsed.request, context=queue)
+            except Busy:
+                raise RequestError(503, "every row is busy and the queue is full: retry shortly") from None
+            except Closed:
+                raise RequestError(503, "the server is shutting down: try another instance") from None
+        except RequestError as exc:
+            outcome = "busy" if exc.status == 503 and not self.draining else "draining" if exc.status == 503 else None
+            self.metrics.requests.labels(outcome or "bad_request").inc()
+            retry = {"Retry-After": str(RETRY_AFTER_SECONDS)} if exc.status == 503 else None
+            return error_response(exc.status, exc.message, exc.field, retry)
+        headers = {"X-Vrnn-Seed": str(parsed.request.seed)}
+        if parsed.stream:
+            return StreamingResponse(self._events(ticket, queue, parsed), media_type="text/event-stream",
+                                     headers=SSE_HEADERS | headers)  # fmt: skip
+        return await self._whole(request, ticket, queue, parsed, headers)
+
+    async def _read_body(self, request: Request) -> bytes:
+        """The body, refused with 413 as soon as it passes MAX_BODY_BYTES (before reading it all)."""
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            raise RequestError(413, f"the body is larger than {MAX_BODY_BYTES // 1024} KiB")
+        chunks, size = [], 0
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    raise RequestError(413, f"the body is larger than {MAX_BODY_BYTES // 1024} KiB")
+                chunks.append(chunk)
+        except ClientDisconnect:
+            raise RequestError(400, "the client went away before sending the whole body") from None
+        return b"".join(chunks)
+
+    def _summary(self, ticket: Ticket, parsed: Parsed) -> dict[str, Any]:
+        """The counts and timings of a finished request (milliseconds from its arrival)."""
+        now = time.perf_counter()
+
+        def since(moment: float | None) -> float | None:
+            return None if moment is None else round((moment - ticket.submitted) * 1000, 3)
+
+        return {
+            "seed": parsed.request.seed,
+            "prime_chars": len(parsed.prime),
+            "chars": parsed.request.length,
+            "queued_ms": since(ticket.admitted),
+            "first_char_ms": since(ticket.first_char),
+            "total_ms": since(now),
+        }
+
+    def _finished(self, ticket: Ticket, error: str | None) -> None:
+        self.metrics.requests.labels("failed" if error else "completed").inc()
+        if ticket.first_char is not None and error is None:
+            self.metrics.first_char_seconds.observe(ticket.first_char - ticket.submitted)
+
+    async def _events(self, ticket: Ticket, queue: asyncio.Queue[Delivery], parsed: Parsed) -> AsyncIterator[str]:
+        """The Server-Sent Events of one request: `text` events as characters are made, then `done` (or
+        `error`).  If the client goes away the stream is cancelled here, and its row leaves the batch."""
+        finished = False
+        try:
+            while True:
+                delivery = await queue.get()
+                if delivery.text:
+                    yield sse("text", {"text": delivery.text})
+                if delivery.done:
+                    finished = True
+                    self._finished(ticket, delivery.error)
+                    if delivery.error:
+                        yield sse("error", {"error": delivery.error})
+                    else:
+                        yield sse("done", self._summary(ticket, parsed))
+                    return
+        finally:
+            if not finished:
+                self.batcher.cancel(ticket)
+                self.metrics.requests.labels("disconnected").inc()
+
+    async def _whole(
+        self, request: Request, ticket: Ticket, queue: asyncio.Queue[Delivery], parsed: Parsed, headers: dict[str, str]
+    ) -> Response:
+        """One JSON answer when the text is done; the row is dropped if the client goes away first."""
+
+        async def collect() -> tuple[str, str | None]:
+            pieces = []
+            while True:
+                delivery = await queue.get()
+                pieces.append(delivery.text)
+                if delivery.done:
+                    return "".join(pieces), delivery.error
+
+        async def gone() -> None:
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+
+        text_task, gone_task = asyncio.ensure_future(collect()), asyncio.ensure_future(gone())
+        try:
+            await asyncio.wait({text_task, gone_task}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone_task.cancel()
+            if not text_task.done():
+                text_task.cancel()
+                self.batcher.cancel(ticket)
+                self.metrics.requests.labels("disconnected").inc()
+        if not text_task.done() or text_task.cancelled():
+            return Response(status_code=499)  # nobody is listening; uvicorn drops it
+        text, error = text_task.result()
+        self._finished(ticket, error)
+        if error:
+            return error_response(500, error)
+        return JSONResponse({"text": parsed.prime + text, **self._summary(ticket, parsed)}, headers=headers)
+
+    async def model(self, request: Request) -> Response:
+        """GET /v1/model: what the cell is and what this server allows."""
+        info = self.cell.info
+        return JSONResponse({
+            "file": Path(self.cell_path).name,
+            "format": schema.CELL_FORMAT,
+            "schema_version": int(info.metadata.get(schema.META_SCHEMA_VERSION, schema.CELL_SCHEMA_VERSION)),
+            "weights": info.weights,
+            "config": asdict(info.config),
+            "vocab": list(info.vocab.chars),
+            "start_char": info.start_char,
+            "source": info.source,
+            "limits": {"max_length": self.limits.max_length, "max_prime": self.limits.max_prime,
+                       "max_batch": self.batcher.max_batch, "max_queue": self.batcher.max_queue,
+                       "max_body_bytes": MAX_BODY_BYTES},
+            "server": {"name": "vrnn-serve", "version": __version__},
+        })  # fmt: skip
+
+    async def healthz(self, request: Request) -> Response:
+        """GET /healthz: the process answers."""
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        """GET /readyz: accepting work (200), or draining (503)."""
+        if self.draining:
+            return JSONResponse({"ready": False, "reason": "draining"}, status_code=503)
+        return JSONResponse({"ready": True})
+
+    async def metrics_route(self, request: Request) -> Response:
+        """GET /metrics: Prometheus text format."""
+        body, content_type = self.metrics.exposition()
+        return Response(body, media_type=content_type)
+
+    # ---- errors ----
+
+    async def _http_error(self, request: Request, exc: Exception) -> Response:
+        """Starlette's own refusals (no such route, wrong method) as the same JSON as ours."""
+        assert isinstance(exc, HTTPException)
+        message = {404: f"no such route: {request.url.path[:100]}",
+                   405: f"{request.method[:20]} is not allowed on {request.url.path[:100]}"}.get(exc.status_code,
+                                                                                               exc.detail)  # fmt: skip
+        return error_response(exc.status_code, message, headers=exc.headers)
+
+    async def _internal_error(self, request: Request, exc: Exception) -> Response:
+        """A bug: one log line and a 500, never a traceback to the client."""
+        log.error("internal error on %s %s: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
+        self.metrics.requests.labels("failed").inc()
+        return error_response(500, "internal server error")
+
+    # ---- draining ----
+
+    async def drain(self, timeout: float) -> bool:
+        """Refuse new work and wait up to `timeout` seconds for the requests in flight and queued to finish;
+        True if they all did.  Those still running after it end with an error event."""
+        self.draining = True
+        self.batcher.stop_accepting()
+        deadline = time.monotonic() + timeout
+        while not self.batcher.idle and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        drained = self.batcher.idle
+        await asyncio.to_thread(self.batcher.close)
+        await asyncio.sleep(0.05)  # the last deliveries reach their streams before the server closes them
+        return drained
