@@ -24,6 +24,7 @@ the HTTP side), or all at once when it is done.
 from __future__ import annotations
 
 import collections
+import itertools
 import threading
 import time
 from collections.abc import Callable
@@ -58,7 +59,7 @@ class GenerationRequest:
     streaming: bool = False  # publish characters as they come (else once, when done)
 
 
-@dataclass
+@dataclass(slots=True)
 class Delivery:
     """What a row has for its caller after one call: new text, and whether it has ended (done or failed)."""
 
@@ -114,7 +115,7 @@ class Batcher:
         self.max_batch, self.max_queue, self.flush_interval = max_batch, max_queue, flush_interval
         config = cell.config
         self._latent = config.latent_size
-        self._chars = np.array(cell.vocab.chars, dtype=object)
+        self._chars = np.array(cell.vocab.chars, dtype="<U1")  # one character each (the cell format's rule)
         self._start = cell.vocab.chars.index(cell.start_char)
         self._lock = threading.Condition()
         self._waiting: collections.deque[Ticket] = collections.deque()
@@ -363,33 +364,46 @@ class Batcher:
         )
         # The ring must be emptied before the next call could wrap it.
         full = (made - c["taken"] > OUTPUT_RING - self.steps_per_call) & ~due
-        deliveries, leaving = [], []
-        for i in np.flatnonzero(due | full | broken):
-            row = self._rows[i]
-            if broken[i]:
-                message = "the cell produced non-finite logits or a character outside its vocabulary"
-                deliveries.append(Delivery(row.ticket, "", True, message))
-                leaving.append(i)
-                continue
-            self._take(i, row)
-            if not due[i]:
-                continue
-            text = "".join(row.text)
-            row.text.clear()
-            c["published"][i] = made[i]
-            c["last_publish"][i] = now
-            deliveries.append(Delivery(row.ticket, text, bool(done[i])))
-            if done[i]:
-                leaving.append(i)
+        due &= ~broken
+        full &= ~broken
+        deliveries: list[Delivery] = []
+        leaving = np.flatnonzero(broken).tolist()
+        for i in leaving:
+            message = "the cell produced non-finite logits or a character outside its vocabulary"
+            deliveries.append(Delivery(self._rows[i].ticket, "", True, message))
+        moving = np.flatnonzero(due | full)
+        if len(moving):
+            pieces = self._take(moving)
+            published, last_publish = c["published"], c["last_publish"]
+            for i, piece, is_due, is_done in zip(
+                moving.tolist(), pieces, due[moving].tolist(), done[moving].tolist(), strict=True
+            ):
+                row = self._rows[i]
+                if not is_due:
+                    row.text.append(piece)
+                    continue
+                if row.text:
+                    piece = "".join(row.text) + piece
+                    row.text.clear()
+                published[i] = made[i]
+                last_publish[i] = now
+                deliveries.append(Delivery(row.ticket, piece, is_done))
+                if is_done:
+                    leaving.append(i)
         self._leave(leaving)
         return deliveries
 
-    def _take(self, i: int, row: _Row) -> None:
-        """Move row i's characters out of its ring into its text."""
+    def _take(self, rows: np.ndarray) -> list[str]:
+        """Move the characters of `rows` (batch indices) out of their rings: each row's text since its last take,
+        decoded for all of them at once."""
         c = self._columns
-        start, stop = int(c["taken"][i]), int(c["made"][i])
-        if stop == start:
-            return
-        ids = self._ring[row.slot, np.arange(start, stop) % OUTPUT_RING]
-        row.text.append("".join(self._chars[ids]))
-        c["taken"][i] = stop
+        start, stop = c["taken"][rows], c["made"][rows]
+        counts = stop - start
+        owner = np.repeat(np.arange(len(rows)), counts)
+        offsets = np.cumsum(counts) - counts
+        positions = (np.arange(int(counts.sum())) - offsets[owner] + start[owner]) % OUTPUT_RING
+        ids = self._ring[c["slot"][rows][owner], positions]
+        text = self._chars[ids].tobytes().decode("utf-32-le", "surrogatepass")  # one character per id
+        c["taken"][rows] = stop
+        bounds = [0, *np.cumsum(counts).tolist()]
+        return [text[a:b] for a, b in itertools.pairwise(bounds)]

@@ -382,3 +382,38 @@ def test_command_line_errors_are_one_line() -> None:
             assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], (args, lines)
     version = run_serve("--version")
     assert version.returncode == 0 and version.stdout.startswith("vrnn-serve ")
+
+
+def test_the_curl_examples_in_docs_serving_work_as_written() -> None:
+    """Every curl command of docs/serving.md, run against a server (its port for 8000), answers what the page
+    shows after it (timings aside)."""
+    import re
+
+    page = (REPO / "docs" / "serving.md").read_text()
+    blocks = re.findall(r"```(\w*)\n(.*?)```", page, re.S)
+    timings = ("queued_ms", "first_char_ms", "total_ms")
+    ran = 0
+    with serving() as server:
+        for (kind, code), following in zip(blocks, [*blocks[1:], ("", "")], strict=True):
+            if kind != "sh" or not code.startswith("curl"):
+                continue
+            command = code.replace("http://127.0.0.1:8000", server.url)
+            out = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60, check=True)
+            ran += 1
+            shown_kind, shown = following
+            if shown_kind == "json":
+                got, want = json.loads(out.stdout), json.loads(shown)
+                assert {k: v for k, v in got.items() if k not in timings} == {
+                    k: v for k, v in want.items() if k not in timings
+                }
+            elif shown.startswith("event:"):
+                got_events, want_events = read_events(out.stdout), read_events(shown)
+
+                def joined(events: list[tuple[str, dict]]) -> str:  # chunks depend on timing; the text does not
+                    return "".join(data["text"] for kind, data in events if kind == "text")
+
+                assert joined(got_events) == joined(want_events)
+                assert got_events[-1][0] == "done" and got_events[-1][1]["chars"] == want_events[-1][1]["chars"]
+            else:
+                assert out.stdout.startswith("vrnn_requests_total{outcome=")
+    assert ran == 4

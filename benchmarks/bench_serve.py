@@ -1,0 +1,264 @@
+"""vrnn-serve under load: streaming clients against the batched server, a one-request-at-a-time server, and the
+cell's own throughput at the same batch size without HTTP.
+
+    python benchmarks/bench_serve.py [--clients 1,16,64,256] [--seconds 10] [--soak 120] [--json out.json]
+
+For each cell (the bundled float32 one, and its int8 export) and each number of concurrent clients, in one
+run on loopback: a fresh `vrnn-serve --max-batch 256` and a fresh `vrnn-serve --max-batch 1` each take the
+load for --seconds after a warm-up; then `Sampler.generate(500, num_samples=N)` measures the cell alone at
+batch N.  The load comes from a separate process (asyncio + aiohttp): every client streams one request of 500
+characters after another.  Reported: aggregate characters/s received in the window, time to first
+character p50/p99, the gap between chunks p99, errors, the server's peak RSS.  Then a soak: 64 clients for
+--soak seconds against one server, a random tenth of the requests dropped mid-stream and one bad request in
+ten, with the server's RSS after 20 s and at the end.
+
+Nothing else should run meanwhile (a training would share the cores): ratios within one run are what count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+LENGTH = 500
+WARMUP_SECONDS = 2.0
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """The q-th percentile (nearest rank) of `values`, None if there are none."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+
+
+# ---- the load generator (run in its own process: `bench_serve.py --load URL CLIENTS SECONDS [SOAK]`) ----
+
+
+async def one_client(session, url: str, start: float, stop: float, soak: bool, record: dict) -> None:
+    """Stream requests one after another until `stop`; record characters (with arrival times), first-character
+    times, gaps between chunks and errors."""
+    rng = random.Random(id(record) ^ int(start * 1e6))
+    while time.perf_counter() < stop:
+        if soak and rng.random() < 0.1:  # a bad request: must be refused, and must not disturb the others
+            async with session.post(url, json={"length": -1}) as response:
+                await response.read()
+                record["bad_refused" if response.status == 422 else "bad_wrong"] += 1
+            continue
+        drop_after = rng.randint(1, LENGTH - 1) if soak and rng.random() < 0.1 else None
+        sent = time.perf_counter()
+        received = 0
+        last = None
+        buffer = b""
+        try:
+            async with session.post(url, json={"length": LENGTH, "stream": True}) as response:
+                if response.status != 200:
+                    record["errors"] += 1
+                    await response.read()
+                    await asyncio.sleep(0.05)
+                    continue
+                done = False
+                async for chunk in response.content.iter_any():
+                    now = time.perf_counter()
+                    buffer += chunk
+                    *events, buffer = buffer.split(b"\n\n")
+                    for event in events:
+                        kind, _, data = event.partition(b"\ndata: ")
+                        if kind == b"event: text":
+                            n = len(json.loads(data)["text"])
+                            received += n
+                            if now >= start:
+                                record["chars"].append((now, n))
+                            if last is None:
+                                if sent >= start:
+                                    record["first"].append(now - sent)
+                            elif now >= start:
+                                record["gaps"].append(now - last)
+                            last = now
+                        elif kind == b"event: done":
+                            done = True
+                        else:
+                            record["errors"] += 1
+                    if drop_after is not None and received >= drop_after:
+                        break
+                if drop_after is not None and received >= drop_after:
+                    record["dropped"] += 1
+                elif done and received == LENGTH:
+                    record["completed"] += 1
+                else:
+                    record["errors"] += 1
+        except Exception as exc:  # a refused or reset connection is an error of the run, counted
+            record["errors"] += 1
+            record.setdefault("exceptions", []).append(f"{type(exc).__name__}: {exc}"[:200])
+            await asyncio.sleep(0.05)
+
+
+async def load(url: str, clients: int, seconds: float, soak: bool) -> dict:
+    import aiohttp
+
+    connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=None, sock_read=120)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        start = time.perf_counter() + (0 if soak else WARMUP_SECONDS)
+        stop = start + seconds
+        records = [{"chars": [], "first": [], "gaps": [], "errors": 0, "completed": 0, "dropped": 0,
+                    "bad_refused": 0, "bad_wrong": 0} for _ in range(clients)]  # fmt: skip
+        await asyncio.gather(*(one_client(session, url, start, stop, soak, r) for r in records))
+    chars = [n for r in records for t, n in r["chars"] if t <= stop]
+    first = [x for r in records for x in r["first"]]
+    gaps = [x for r in records for x in r["gaps"]]
+    sums = {k: sum(r[k] for r in records) for k in ("errors", "completed", "dropped", "bad_refused", "bad_wrong")}
+    return {
+        "clients": clients,
+        "seconds": seconds,
+        "chars_per_s": sum(chars) / seconds,
+        "first_char_p50_ms": None if not first else 1000 * percentile(first, 50),
+        "first_char_p99_ms": None if not first else 1000 * percentile(first, 99),
+        "gap_p99_ms": None if not gaps else 1000 * percentile(gaps, 99),
+        "exceptions": [e for r in records for e in r.get("exceptions", [])][:5],
+        **sums,
+    }
+
+
+# ---- the orchestration ----
+
+
+class ServerProcess:
+    """A vrnn-serve child on a free loopback port."""
+
+    def __init__(self, cell: str, *args: str) -> None:
+        command = [str(Path(sys.executable).with_name("vrnn-serve")), cell, "--port", "0", *args]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = self.process.stdout.readline()
+        if "listening on " not in line:
+            raise SystemExit(f"vrnn-serve did not start: {line} {self.process.stderr.read()}")
+        self.url = line.split("listening on ")[1].split()[0] + "/v1/generate"
+
+    def memory(self, key: str) -> int:
+        """VmHWM (peak) or VmRSS of the server, in bytes."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError(f"no {key}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=60)
+
+
+def run_load(url: str, clients: int, seconds: float, soak: bool = False) -> dict:
+    args = [sys.executable, __file__, "--load", url, str(clients), str(seconds), *(["soak"] if soak else [])]
+    done = subprocess.run(args, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)
+
+
+def serve_under_load(cell: str, clients: int, seconds: float, max_batch: int) -> dict:
+    server = ServerProcess(cell, "--max-batch", str(max_batch), "--max-queue", "4096")
+    try:
+        result = run_load(server.url, clients, seconds)
+        result["server_peak_rss_mib"] = server.memory("VmHWM") / 2**20
+    finally:
+        server.stop()
+    return result
+
+
+def cell_alone(cell: str, batch: int, reps: int = 3) -> float:
+    """Characters/s of Sampler.generate at `batch` samples of LENGTH (every core), median of `reps`."""
+    from vrnn.runtime import Sampler
+
+    sampler = Sampler.from_onnx(cell, threads=None, batch=batch)
+    sampler.generate(50, num_samples=batch, seed=0)  # warm-up
+    times = []
+    for rep in range(reps):
+        started = time.perf_counter()
+        sampler.generate(LENGTH, num_samples=batch, seed=rep)
+        times.append(time.perf_counter() - started)
+    return batch * LENGTH / statistics.median(times)
+
+
+def int8_cell(directory: Path) -> str:
+    """The bundled checkpoint exported with int8 weights."""
+    out = directory / "shakespeare-int8.onnx"
+    checkpoint = HERE.parent / "models" / "bundled-checkpoint" / "shakespeare.pt"
+    subprocess.run([str(Path(sys.executable).with_name("vrnn-export")), str(checkpoint), str(out), "--weights",
+                    "int8"], check=True, capture_output=True)  # fmt: skip
+    return str(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--load", nargs="+", help=argparse.SUPPRESS)  # the load generator's own entry
+    parser.add_argument("--clients", default="1,16,64,256")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--soak", type=float, default=120.0, help="seconds of the soak (0: none)")
+    parser.add_argument("--cells", default="float32,int8")
+    parser.add_argument("--json", type=Path, default=HERE / "results-serve.json")
+    args = parser.parse_args()
+    if args.load:
+        url, clients, seconds, *soak = args.load
+        print(json.dumps(asyncio.run(load(url, int(clients), float(seconds), bool(soak)))))
+        return
+    from vrnn.runtime.bundled import BUNDLED_CELL, bundled_file
+
+    report = {"date": datetime.date.today().isoformat(), "machine": platform.processor() or platform.machine(),
+              "cores": os.cpu_count(), "length": LENGTH, "seconds": args.seconds, "runs": {}}  # fmt: skip
+    with tempfile.TemporaryDirectory() as scratch:
+        cells = {"float32": str(bundled_file(BUNDLED_CELL, "the bundled cell"))}
+        if "int8" in args.cells:
+            cells["int8"] = int8_cell(Path(scratch))
+        for name in args.cells.split(","):
+            rows = []
+            for clients in (int(n) for n in args.clients.split(",")):
+                batched = serve_under_load(cells[name], clients, args.seconds, max_batch=256)
+                naive = serve_under_load(cells[name], clients, args.seconds, max_batch=1)
+                alone = cell_alone(cells[name], clients)
+                row = {"clients": clients, "batched": batched, "max_batch_1": naive, "cell_chars_per_s": alone,
+                       "vs_max_batch_1": batched["chars_per_s"] / naive["chars_per_s"],
+                       "vs_cell": batched["chars_per_s"] / alone}  # fmt: skip
+                rows.append(row)
+                print(f"{name} {clients:>3} clients: {batched['chars_per_s']:>8,.0f} chars/s "
+                      f"({row['vs_max_batch_1']:.2f}x max-batch-1 {naive['chars_per_s']:,.0f}, "
+                      f"{row['vs_cell']:.2f}x the cell alone {alone:,.0f}); first char p50/p99 "
+                      f"{batched['first_char_p50_ms']:.1f}/{batched['first_char_p99_ms']:.1f} ms, gap p99 "
+                      f"{batched['gap_p99_ms']:.1f} ms, errors {batched['errors']}, "
+                      f"peak RSS {batched['server_peak_rss_mib']:.0f} MiB", flush=True)  # fmt: skip
+            report["runs"][name] = rows
+        if args.soak:
+            server = ServerProcess(cells["float32"], "--max-batch", "256")
+            try:
+                soak_out: dict = {}
+                loader = subprocess.Popen([sys.executable, __file__, "--load", server.url, "64", str(args.soak),
+                                           "soak"], stdout=subprocess.PIPE, text=True)  # fmt: skip
+                time.sleep(20)
+                rss_20s = server.memory("VmRSS")
+                soak_out = json.loads(loader.communicate()[0])
+                rss_end = server.memory("VmRSS")
+            finally:
+                server.stop()
+            soak_out |= {"rss_after_20s_mib": rss_20s / 2**20, "rss_end_mib": rss_end / 2**20,
+                         "rss_growth": rss_end / rss_20s - 1}  # fmt: skip
+            report["soak"] = soak_out
+            print(
+                f"soak {args.soak:g} s, 64 clients: {soak_out['completed']} completed, {soak_out['dropped']} "
+                f"dropped on purpose, {soak_out['bad_refused']} bad requests refused ({soak_out['bad_wrong']} "
+                f"answered otherwise), errors {soak_out['errors']}; RSS {soak_out['rss_after_20s_mib']:.0f} MiB "
+                f"after 20 s, {soak_out['rss_end_mib']:.0f} MiB at the end ({100 * soak_out['rss_growth']:+.1f}%)"
+            )
+    args.json.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
