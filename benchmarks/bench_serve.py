@@ -164,8 +164,8 @@ def run_load(url: str, clients: int, seconds: float, soak: bool = False) -> dict
     return json.loads(done.stdout)
 
 
-def serve_under_load(cell: str, clients: int, seconds: float, max_batch: int) -> dict:
-    server = ServerProcess(cell, "--max-batch", str(max_batch), "--max-queue", "4096")
+def serve_under_load(cell: str, clients: int, seconds: float, max_batch: int, *extra: str) -> dict:
+    server = ServerProcess(cell, "--max-batch", str(max_batch), "--max-queue", "4096", *extra)
     try:
         result = run_load(server.url, clients, seconds)
         result["server_peak_rss_mib"] = server.memory("VmHWM") / 2**20
@@ -204,6 +204,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--soak", type=float, default=120.0, help="seconds of the soak (0: none)")
     parser.add_argument("--cells", default="float32,int8")
+    parser.add_argument("--sweep-clients", default="64,256", help="client counts of the scheduling sweeps ('': none)")
+    parser.add_argument("--steps-per-call", default="1,4,8,16,32", help="the --steps-per-call values swept")
+    parser.add_argument("--flush-intervals", default="0.005,0.02,0.05,0.1", help="the --flush-interval values swept")
     parser.add_argument("--json", type=Path, default=HERE / "results-serve.json")
     args = parser.parse_args()
     if args.load:
@@ -235,6 +238,22 @@ def main() -> None:
                       f"{batched['gap_p99_ms']:.1f} ms, errors {batched['errors']}, "
                       f"peak RSS {batched['server_peak_rss_mib']:.0f} MiB", flush=True)  # fmt: skip
             report["runs"][name] = rows
+        # The scheduling trade-offs, on the float32 cell: steps per call (a call's fixed cost against how long
+        # a new request waits to join), and the flush interval (the event loop's work per character against
+        # the gap between a stream's chunks).
+        sweeps = []
+        for clients in (int(n) for n in args.sweep_clients.split(",") if n):
+            for option, values in (
+                ("--steps-per-call", args.steps_per_call),
+                ("--flush-interval", args.flush_intervals),
+            ):
+                for value in values.split(","):
+                    result = serve_under_load(cells["float32"], clients, args.seconds, 256, option, value)
+                    sweeps.append({"clients": clients, "option": option, "value": float(value), **result})
+                    print(f"sweep {clients:>3} clients {option} {value:>5}: {result['chars_per_s']:>8,.0f} chars/s, "
+                          f"first char p50/p99 {result['first_char_p50_ms']:.1f}/{result['first_char_p99_ms']:.1f} ms, "
+                          f"gap p99 {result['gap_p99_ms']:.1f} ms, errors {result['errors']}", flush=True)  # fmt: skip
+        report["sweeps"] = sweeps
         if args.soak:
             server = ServerProcess(cells["float32"], "--max-batch", "256")
             try:
