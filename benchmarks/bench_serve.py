@@ -135,6 +135,11 @@ async def load(url: str, clients: int, seconds: float, soak: bool) -> dict:
 # ---- the orchestration ----
 
 
+def ms(value: float | None) -> str:
+    """Milliseconds for the report ('-' when nothing was measured: no request began within the window)."""
+    return "-" if value is None else f"{value:.1f}"
+
+
 class ServerProcess:
     """A vrnn-serve child on a free loopback port."""
 
@@ -234,8 +239,8 @@ def main() -> None:
                 print(f"{name} {clients:>3} clients: {batched['chars_per_s']:>8,.0f} chars/s "
                       f"({row['vs_max_batch_1']:.2f}x max-batch-1 {naive['chars_per_s']:,.0f}, "
                       f"{row['vs_cell']:.2f}x the cell alone {alone:,.0f}); first char p50/p99 "
-                      f"{batched['first_char_p50_ms']:.1f}/{batched['first_char_p99_ms']:.1f} ms, gap p99 "
-                      f"{batched['gap_p99_ms']:.1f} ms, errors {batched['errors']}, "
+                      f"{ms(batched['first_char_p50_ms'])}/{ms(batched['first_char_p99_ms'])} ms, gap p99 "
+                      f"{ms(batched['gap_p99_ms'])} ms, errors {batched['errors']}, "
                       f"peak RSS {batched['server_peak_rss_mib']:.0f} MiB", flush=True)  # fmt: skip
             report["runs"][name] = rows
         # The scheduling trade-offs, on the float32 cell: steps per call (a call's fixed cost against how long
@@ -250,9 +255,10 @@ def main() -> None:
                 for value in values.split(","):
                     result = serve_under_load(cells["float32"], clients, args.seconds, 256, option, value)
                     sweeps.append({"clients": clients, "option": option, "value": float(value), **result})
+                    first = f"{ms(result['first_char_p50_ms'])}/{ms(result['first_char_p99_ms'])}"
                     print(f"sweep {clients:>3} clients {option} {value:>5}: {result['chars_per_s']:>8,.0f} chars/s, "
-                          f"first char p50/p99 {result['first_char_p50_ms']:.1f}/{result['first_char_p99_ms']:.1f} ms, "
-                          f"gap p99 {result['gap_p99_ms']:.1f} ms, errors {result['errors']}", flush=True)  # fmt: skip
+                          f"first char p50/p99 {first} ms, gap p99 {ms(result['gap_p99_ms'])} ms, "
+                          f"errors {result['errors']}", flush=True)  # fmt: skip
         report["sweeps"] = sweeps
         if args.soak:
             server = ServerProcess(cells["float32"], "--max-batch", "256")

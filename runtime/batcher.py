@@ -17,8 +17,9 @@ Each row is exactly the sample `Sampler.stream` (and vrnn-run) makes alone with 
 
 Characters reach the caller through `publish(deliveries)`, called from the worker thread once per call
 with every row that has something due: its first characters at once (time to first character), then
-at most every `flush_interval` seconds while streaming (fewer, larger chunks: less work per character for
-the HTTP side), or all at once when it is done.
+at most every `flush_interval` seconds while streaming -- or every rows / MAX_CHUNK_RATE seconds when
+that is longer: fewer, larger chunks under load, less work per character for the HTTP side -- or all at
+once when it is done.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ from vrnn.runtime.cell import OnnxCell
 from vrnn.runtime.choice import SamplingOptions, choose
 from vrnn.runtime.loop import FORCED_UNIFORM, SeededNoise
 
+# The most chunks per second a server sends across all its streams: each costs the event loop and the
+# client a fixed amount of work, so under load a stream's chunks are spaced further apart (rows / this
+# many seconds) rather than crowding out the cell.  Measured: docs/results.md, "Serving".
+MAX_CHUNK_RATE = 2000
 NOISE_BLOCK = 64  # steps of noise drawn per row at a time: a row's random generator is called once per block
 OUTPUT_RING = 64  # characters a row holds before they move to its text, at the latest
 
@@ -359,8 +364,9 @@ class Batcher:
             self._rows[i].ticket.first_char = now
         done = made >= length
         pending = made - c["published"]
+        interval = max(self.flush_interval, len(slot) / MAX_CHUNK_RATE)
         due = (pending > 0) & (
-            done | (c["streaming"] & ((c["published"] == 0) | (now - c["last_publish"] >= self.flush_interval)))
+            done | (c["streaming"] & ((c["published"] == 0) | (now - c["last_publish"] >= interval)))
         )
         # The ring must be emptied before the next call could wrap it.
         full = (made - c["taken"] > OUTPUT_RING - self.steps_per_call) & ~due

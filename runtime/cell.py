@@ -137,11 +137,15 @@ def read_cell_info(path: str | os.PathLike[str]) -> CellInfo:
     return parse_cell_metadata(read_metadata(read_file(path, "ONNX cell"), str(path)), str(path))
 
 
-def session_options(threads: int = 1, pack_weights: bool = True) -> ort.SessionOptions:
+def session_options(threads: int = 1, pack_weights: bool = True, spinning: bool = True) -> ort.SessionOptions:
     """Session settings for generation with `threads` intra-op threads (see default_threads).
 
-    `pack_weights` False is for benchmarks only: the runtime always packs (see OnnxCell)."""
+    `pack_weights` False is for benchmarks only: the runtime always packs (see OnnxCell).  `spinning` False
+    stops the intra-op threads from spinning while they wait for the next call: slower for a loop that only
+    calls the cell, better for a process whose other threads need the cores between calls (vrnn-serve)."""
     options = ort.SessionOptions()
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if not pack_weights:
         options.add_session_config_entry("session.disable_prepacking", "1")
     options.intra_op_num_threads = threads
@@ -168,9 +172,11 @@ class OnnxCell:
         threads: int | None = 1,
         providers: list[str] | None = None,
         batch: int = 1,
+        spinning: bool = True,
     ) -> None:
         """`path` is the cell's file (or its bytes).  `batch` is the number of samples the caller means to
-        generate at once: with `threads` None it picks the thread count (default_threads)."""
+        generate at once: with `threads` None it picks the thread count (default_threads).  `spinning`: see
+        session_options."""
         check_threads(threads)
         in_memory = isinstance(path, bytes)  # a cell being exported, before it is written
         self._path = "the exported cell" if in_memory else str(path)
@@ -183,9 +189,9 @@ class OnnxCell:
         del data
         self.threads = default_threads(batch, self.info.config) if threads is None else threads
         try:
-            self.session = ort.InferenceSession(
-                model, sess_options=session_options(self.threads), providers=providers or ["CPUExecutionProvider"]
-            )
+            options = session_options(self.threads, spinning=spinning)
+            providers = providers or ["CPUExecutionProvider"]
+            self.session = ort.InferenceSession(model, sess_options=options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
             first_line = str(exc).splitlines()[0]
             raise VrnnError(f"{self._path} could not be loaded by onnxruntime: {first_line}") from None

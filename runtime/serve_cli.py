@@ -182,8 +182,9 @@ def main(
     from vrnn.runtime.server import ServeApp
 
     path = cell if cell is not None else str(bundled_file(BUNDLED_CELL, "a CELL argument"))
+    # No spinning: between calls the event loop needs the cores (measured: the same throughput, shorter gaps).
     loaded = OnnxCell(path, threads=threads if threads is not None else min(MAX_THREADS, os.cpu_count() or 1),
-                      batch=max_batch)  # fmt: skip
+                      batch=max_batch, spinning=False)  # fmt: skip
     sock = listening_socket(host, port)
     app = ServeApp(loaded, path, Limits(max_length, max_prime), max_batch, max_queue, flush_interval, steps_per_call)
     bound_host, bound_port = sock.getsockname()[:2]
