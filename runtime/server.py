@@ -37,9 +37,20 @@ RETRY_AFTER_SECONDS = 1  # a full queue clears within a few hundred characters' 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # no proxy may hold the stream back
 
 
-def error_response(status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None):
+class AsciiJSONResponse(JSONResponse):
+    """JSON with every non-ASCII character escaped: a request can put a lone surrogate (valid in JSON text,
+    not encodable as UTF-8) into a field name the error then quotes, which Starlette's UTF-8 rendering
+    would turn into a 500."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
+def error_response(
+    status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None
+) -> Response:
     """The JSON every refusal has: {"error": message, "field": name or null}."""
-    return JSONResponse({"error": message, "field": field}, status_code=status, headers=headers)
+    return AsciiJSONResponse({"error": message, "field": field}, status_code=status, headers=headers)
 
 
 def sse(event: str, data: dict[str, Any]) -> str:
@@ -217,12 +228,12 @@ class ServeApp:
         self._finished(ticket, error)
         if error:
             return error_response(500, error)
-        return JSONResponse({"text": parsed.prime + text, **self._summary(ticket, parsed)}, headers=headers)
+        return AsciiJSONResponse({"text": parsed.prime + text, **self._summary(ticket, parsed)}, headers=headers)
 
     async def model(self, request: Request) -> Response:
         """GET /v1/model: what the cell is and what this server allows."""
         info = self.cell.info
-        return JSONResponse({
+        return AsciiJSONResponse({
             "file": Path(self.cell_path).name,
             "format": schema.CELL_FORMAT,
             "schema_version": int(info.metadata.get(schema.META_SCHEMA_VERSION, schema.CELL_SCHEMA_VERSION)),
@@ -239,13 +250,13 @@ class ServeApp:
 
     async def healthz(self, request: Request) -> Response:
         """GET /healthz: the process answers."""
-        return JSONResponse({"status": "ok"})
+        return AsciiJSONResponse({"status": "ok"})
 
     async def readyz(self, request: Request) -> Response:
         """GET /readyz: accepting work (200), or draining (503)."""
         if self.draining:
-            return JSONResponse({"ready": False, "reason": "draining"}, status_code=503)
-        return JSONResponse({"ready": True})
+            return AsciiJSONResponse({"ready": False, "reason": "draining"}, status_code=503)
+        return AsciiJSONResponse({"ready": True})
 
     async def metrics_route(self, request: Request) -> Response:
         """GET /metrics: Prometheus text format."""

@@ -223,6 +223,8 @@ BAD_REQUESTS = [
      None),
     ("body over 64 KiB", {"json": {"prime": "a" * 70_000}}, 413, "larger than 64 KiB", None),
     ("unknown field", {"json": {"lenght": 5}}, 422, "unknown field 'lenght'", "lenght"),
+    ("a field named by a lone surrogate", {"content": b'{"\\ud800": 1}'}, 422, "unknown field '\\ud800'", "\ud800"),
+    ("a prime with a lone surrogate", {"content": b'{"prime": "\\udc00"}'}, 422, "'\\udc00'", "prime"),
     ("length zero", {"json": {"length": 0}}, 422, "length must be from 1", "length"),
     ("length negative", {"json": {"length": -5}}, 422, "length must be from 1", "length"),
     ("length over --max-length", {"json": {"length": 10_001}}, 422, "length must be from 1 to 10,000", "length"),
@@ -262,7 +264,7 @@ BAD_REQUESTS = [
 
 
 def test_bad_requests_get_a_4xx_naming_the_problem_and_the_server_keeps_serving() -> None:
-    assert len(BAD_REQUESTS) >= 30
+    assert len(BAD_REQUESTS) >= 45
     with serving() as server, httpx.Client(timeout=30) as client:
         for description, how, status, message, field in BAD_REQUESTS:
             how = dict(how)
