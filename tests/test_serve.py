@@ -419,3 +419,33 @@ def test_the_curl_examples_in_docs_serving_work_as_written() -> None:
             else:
                 assert out.stdout.startswith("vrnn_requests_total{outcome=")
     assert ran == 4
+
+
+def test_random_json_bodies_get_an_answer_never_a_server_error() -> None:
+    """Property: whatever JSON arrives (any field names, values of every type, nested, non-ASCII, surrogates),
+    the answer is 200 or a 4xx naming the problem, never a 5xx, and the server keeps serving."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    names = st.sampled_from(["prime", "length", "temperature", "top_k", "top_p", "greedy", "latent_temperature",
+                             "seed", "stream"]) | st.text(max_size=5)  # fmt: skip
+    scalars = (st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False)
+               | st.text(max_size=8))  # fmt: skip
+    values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3),
+                          inner, max_size=3), max_leaves=6)  # fmt: skip
+    bodies = st.dictionaries(names, values, max_size=4) | values
+
+    with serving("--max-length", "40") as server, httpx.Client(timeout=30) as client:
+
+        @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(bodies)
+        def answers(body: object) -> None:
+            raw = json.dumps(body, ensure_ascii=False).encode("utf-8", "surrogatepass")
+            response = client.post(f"{server.url}/v1/generate", content=raw,
+                                   headers={"content-type": "application/json"})  # fmt: skip
+            assert response.status_code in (200, 400, 413, 422), (body, response.text)
+            if response.status_code != 200:
+                assert response.json()["error"]
+
+        answers()
+        assert generate(server, length=5, seed=1).status_code == 200
