@@ -41,8 +41,13 @@ from vrnn.runtime.loop import FORCED_UNIFORM, SeededNoise
 # client a fixed amount of work, so under load a stream's chunks are spaced further apart (rows / this
 # many seconds) rather than crowding out the cell.  Measured: docs/results.md, "Serving".
 MAX_CHUNK_RATE = 2000
+# While steps are cheap (few rows), a call where the cell chooses runs as many as fit in this many seconds
+# (more than --steps-per-call): a request arriving meanwhile waits at most this long to join, and a lone
+# stream is not slowed by a call's fixed cost every few characters.  Measured: docs/results.md, "Serving".
+CALL_BUDGET = 0.005
 NOISE_BLOCK = 64  # steps of noise drawn per row at a time: a row's random generator is called once per block
 OUTPUT_RING = 64  # characters a row holds before they move to its text, at the latest
+MAX_CALL_STEPS = OUTPUT_RING // 2  # steps of one call at most, so a ring emptied at half full never wraps
 
 
 class Busy(Exception):
@@ -110,11 +115,11 @@ class Batcher:
         on_call: Callable[[float, int], None] | None = None,
     ) -> None:
         """`publish` receives each call's deliveries (from the worker thread); `on_call(seconds, rows)` is told
-        each cell call's duration and batch size (metrics).  `steps_per_call` (at most OUTPUT_RING // 2) is
+        each cell call's duration and batch size (metrics).  `steps_per_call` (at most MAX_CALL_STEPS) is
         how many steps a call runs when the cell's own choice fits every row: more spread the call's fixed
         cost, fewer let a new request join sooner."""
-        if not 1 <= steps_per_call <= OUTPUT_RING // 2:
-            raise ValueError(f"steps_per_call must be from 1 to {OUTPUT_RING // 2}")
+        if not 1 <= steps_per_call <= MAX_CALL_STEPS:
+            raise ValueError(f"steps_per_call must be from 1 to {MAX_CALL_STEPS}")
         self.steps_per_call = steps_per_call
         self.cell, self.publish, self.on_call = cell, publish, on_call
         self.max_batch, self.max_queue, self.flush_interval = max_batch, max_queue, flush_interval
@@ -145,6 +150,7 @@ class Batcher:
         self._columns = self._empty_columns()
         self._groups: list[tuple[SamplingOptions, np.ndarray]] = []
         self._cell_chooses = False
+        self._step_seconds = 0.0  # the last call's time per step
         self._thread = threading.Thread(target=self._work, name="vrnn-batcher", daemon=True)
         self._thread.start()
 
@@ -317,6 +323,13 @@ class Batcher:
         at[slots] += steps
         return drawn
 
+    def _steps_for_call(self) -> int:
+        """Steps for a call where the cell chooses: `steps_per_call`, or more while steps are cheap (few rows),
+        as many as fit in CALL_BUDGET seconds by the last call's time per step, up to MAX_CALL_STEPS.  A new
+        request waits for at most one call, so a call that short costs it little."""
+        fitting = int(CALL_BUDGET / self._step_seconds) if self._step_seconds > 0 else self.steps_per_call
+        return max(self.steps_per_call, min(fitting, MAX_CALL_STEPS))
+
     def _step(self) -> list[Delivery]:
         """Advance every row by one call: `steps_per_call` steps when the cell's own choice fits every row and
         none is being primed, else one step with each row's character chosen here.  Return what is due."""
@@ -324,7 +337,7 @@ class Batcher:
         slot = c["slot"]
         sampling = c["forced"] == 0
         multi = self._cell_chooses and bool(sampling.all()) and self.steps_per_call > 1
-        steps = self.steps_per_call if multi else 1
+        steps = self._steps_for_call() if multi else 1
         eps = self._draw("eps", slot, steps) * c["scale"][None, :, None]  # as generate_ids scales it (float32)
         uniform = np.full((steps, len(slot)), FORCED_UNIFORM)
         uniform[:, sampling] = self._draw("uniform", slot[sampling], steps)
@@ -333,6 +346,7 @@ class Batcher:
         started = time.perf_counter()
         chars, logits, self._state = self.cell.steps(c["prev"], self._state, eps, uniform, temperature)
         seconds = time.perf_counter() - started
+        self._step_seconds = seconds / steps
         self.calls += 1
         if self.on_call is not None:
             self.on_call(seconds, len(slot))
@@ -369,7 +383,7 @@ class Batcher:
             done | (c["streaming"] & ((c["published"] == 0) | (now - c["last_publish"] >= interval)))
         )
         # The ring must be emptied before the next call could wrap it.
-        full = (made - c["taken"] > OUTPUT_RING - self.steps_per_call) & ~due
+        full = (made - c["taken"] > OUTPUT_RING - MAX_CALL_STEPS) & ~due
         due &= ~broken
         full &= ~broken
         deliveries: list[Delivery] = []

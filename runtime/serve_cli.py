@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import click
 
 from vrnn import __version__
-from vrnn.runtime.batcher import OUTPUT_RING
+from vrnn.runtime.batcher import MAX_CALL_STEPS
 from vrnn.runtime.bundled import BUNDLED_CELL, bundled_file
 from vrnn.runtime.commands import OneLineCommand, cli_errors, require_extra
 from vrnn.runtime.errors import UsageError, VrnnError
@@ -170,7 +170,7 @@ def main(
     check_count(max_queue, "--max-queue", 0, MAX_ROWS * 16)
     check_count(max_length, "--max-length", 1, MAX_LENGTH)
     check_count(max_prime, "--max-prime", 0, 65_536)
-    check_count(steps_per_call, "--steps-per-call", 1, OUTPUT_RING // 2)
+    check_count(steps_per_call, "--steps-per-call", 1, MAX_CALL_STEPS)
     check_threads(threads)
     if not 0 <= drain_timeout <= MAX_DRAIN_SECONDS or drain_timeout != drain_timeout:
         raise UsageError(f"--drain-timeout must be from 0 to {MAX_DRAIN_SECONDS} seconds, got {drain_timeout}")
