@@ -212,6 +212,7 @@ def main() -> None:
     parser.add_argument("--sweep-clients", default="64,256", help="client counts of the scheduling sweeps ('': none)")
     parser.add_argument("--steps-per-call", default="1,4,8,16,32", help="the --steps-per-call values swept")
     parser.add_argument("--flush-intervals", default="0.005,0.02,0.05,0.1", help="the --flush-interval values swept")
+    parser.add_argument("--call-budgets", default="0.005,0.01,0.02,0.05", help="the --call-budget values swept")
     parser.add_argument("--json", type=Path, default=HERE / "results-serve.json")
     args = parser.parse_args()
     if args.load:
@@ -243,9 +244,9 @@ def main() -> None:
                       f"{ms(batched['gap_p99_ms'])} ms, errors {batched['errors']}, "
                       f"peak RSS {batched['server_peak_rss_mib']:.0f} MiB", flush=True)  # fmt: skip
             report["runs"][name] = rows
-        # The scheduling trade-offs, on the float32 cell: steps per call (a call's fixed cost against how long
-        # a new request waits to join), and the flush interval (the event loop's work per character against
-        # the gap between a stream's chunks).
+        # The scheduling trade-offs, on the float32 cell: steps per call and the call budget (a call's fixed
+        # cost against how long a new request waits to join), and the flush interval (the event loop's work
+        # per character against the gap between a stream's chunks).
         sweeps = []
         for clients in (int(n) for n in args.sweep_clients.split(",") if n):
             for option, values in (
@@ -253,7 +254,9 @@ def main() -> None:
                 ("--flush-interval", args.flush_intervals),
             ):
                 for value in values.split(","):
-                    result = serve_under_load(cells["float32"], clients, args.seconds, 256, option, value)
+                    # Steps per call alone: no budget stretching the calls of a small batch.
+                    alone = ("--call-budget", "0") if option == "--steps-per-call" else ()
+                    result = serve_under_load(cells["float32"], clients, args.seconds, 256, option, value, *alone)
                     sweeps.append({"clients": clients, "option": option, "value": float(value), **result})
                     first = f"{ms(result['first_char_p50_ms'])}/{ms(result['first_char_p99_ms'])}"
                     print(f"sweep {clients:>3} clients {option} {value:>5}: {result['chars_per_s']:>8,.0f} chars/s, "

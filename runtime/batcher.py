@@ -41,10 +41,6 @@ from vrnn.runtime.loop import FORCED_UNIFORM, SeededNoise
 # client a fixed amount of work, so under load a stream's chunks are spaced further apart (rows / this
 # many seconds) rather than crowding out the cell.  Measured: docs/results.md, "Serving".
 MAX_CHUNK_RATE = 2000
-# While steps are cheap (few rows), a call where the cell chooses runs as many as fit in this many seconds
-# (more than --steps-per-call): a request arriving meanwhile waits at most this long to join, and a lone
-# stream is not slowed by a call's fixed cost every few characters.  Measured: docs/results.md, "Serving".
-CALL_BUDGET = 0.005
 NOISE_BLOCK = 64  # steps of noise drawn per row at a time: a row's random generator is called once per block
 OUTPUT_RING = 64  # characters a row holds before they move to its text, at the latest
 MAX_CALL_STEPS = OUTPUT_RING // 2  # steps of one call at most, so a ring emptied at half full never wraps
@@ -112,15 +108,18 @@ class Batcher:
         max_queue: int = 256,
         flush_interval: float = 0.02,
         steps_per_call: int = 8,
+        call_budget: float = 0.02,
         on_call: Callable[[float, int], None] | None = None,
     ) -> None:
         """`publish` receives each call's deliveries (from the worker thread); `on_call(seconds, rows)` is told
         each cell call's duration and batch size (metrics).  `steps_per_call` (at most MAX_CALL_STEPS) is
         how many steps a call runs when the cell's own choice fits every row: more spread the call's fixed
-        cost, fewer let a new request join sooner."""
+        cost, fewer let a new request join sooner.  While steps are cheap (few rows) such a call runs as many
+        as fit in `call_budget` seconds instead, up to MAX_CALL_STEPS: a request arriving meanwhile waits at
+        most about that long, and a lone stream does not pay a call's fixed cost every few characters."""
         if not 1 <= steps_per_call <= MAX_CALL_STEPS:
             raise ValueError(f"steps_per_call must be from 1 to {MAX_CALL_STEPS}")
-        self.steps_per_call = steps_per_call
+        self.steps_per_call, self.call_budget = steps_per_call, call_budget
         self.cell, self.publish, self.on_call = cell, publish, on_call
         self.max_batch, self.max_queue, self.flush_interval = max_batch, max_queue, flush_interval
         config = cell.config
@@ -325,9 +324,8 @@ class Batcher:
 
     def _steps_for_call(self) -> int:
         """Steps for a call where the cell chooses: `steps_per_call`, or more while steps are cheap (few rows),
-        as many as fit in CALL_BUDGET seconds by the last call's time per step, up to MAX_CALL_STEPS.  A new
-        request waits for at most one call, so a call that short costs it little."""
-        fitting = int(CALL_BUDGET / self._step_seconds) if self._step_seconds > 0 else self.steps_per_call
+        as many as fit in `call_budget` seconds by the last call's time per step, up to MAX_CALL_STEPS."""
+        fitting = int(self.call_budget / self._step_seconds) if self._step_seconds > 0 else self.steps_per_call
         return max(self.steps_per_call, min(fitting, MAX_CALL_STEPS))
 
     def _step(self) -> list[Delivery]:

@@ -145,6 +145,9 @@ def say(message: str) -> None:
 @click.option("--steps-per-call", type=int, default=8, show_default=True,
               help="Steps a cell call runs when every row takes the cell's own choice (1 to 32): more spread "
               "each call's fixed cost, fewer let new requests join sooner.")  # fmt: skip
+@click.option("--call-budget", type=float, default=0.02, show_default=True,
+              help="Seconds a call may take when steps are cheap (few rows): it then runs more steps than "
+              "--steps-per-call, up to 32.")  # fmt: skip
 @cli_errors
 def main(
     cell: str | None,
@@ -158,6 +161,7 @@ def main(
     drain_timeout: float,
     flush_interval: float,
     steps_per_call: int,
+    call_budget: float,
 ) -> None:
     """Serve CELL over HTTP: POST /v1/generate, GET /v1/model, /healthz, /readyz, /metrics.
 
@@ -174,6 +178,8 @@ def main(
     check_threads(threads)
     if not 0 <= drain_timeout <= MAX_DRAIN_SECONDS or drain_timeout != drain_timeout:
         raise UsageError(f"--drain-timeout must be from 0 to {MAX_DRAIN_SECONDS} seconds, got {drain_timeout}")
+    if not 0 <= call_budget <= 10 or call_budget != call_budget:
+        raise UsageError(f"--call-budget must be from 0 to 10 seconds, got {call_budget}")
     if not 0 <= flush_interval <= 10 or flush_interval != flush_interval:
         raise UsageError(f"--flush-interval must be from 0 to 10 seconds, got {flush_interval}")
     require_extra("vrnn-serve", *SERVE_MODULES)
@@ -186,7 +192,8 @@ def main(
     loaded = OnnxCell(path, threads=threads if threads is not None else min(MAX_THREADS, os.cpu_count() or 1),
                       batch=max_batch, spinning=False)  # fmt: skip
     sock = listening_socket(host, port)
-    app = ServeApp(loaded, path, Limits(max_length, max_prime), max_batch, max_queue, flush_interval, steps_per_call)
+    app = ServeApp(loaded, path, Limits(max_length, max_prime), max_batch, max_queue, flush_interval, steps_per_call,
+                   call_budget)  # fmt: skip
     bound_host, bound_port = sock.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     print(f"vrnn-serve: listening on http://{shown}:{bound_port} ({loaded.info.weights} cell {path}, "

@@ -70,13 +70,14 @@ class ServeApp:
         max_queue: int,
         flush_interval: float = 0.02,
         steps_per_call: int = 8,
+        call_budget: float = 0.02,
     ) -> None:
         self.cell, self.cell_path, self.limits = cell, cell_path, limits
         self.draining = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self.metrics = ServeMetrics(lambda: self.batcher.rows_in_flight, lambda: self.batcher.queue_depth)
         self.batcher = Batcher(cell, self._publish, max_batch=max_batch, max_queue=max_queue,
-                               flush_interval=flush_interval, steps_per_call=steps_per_call,
+                               flush_interval=flush_interval, steps_per_call=steps_per_call, call_budget=call_budget,
                                on_call=self.metrics.observe_call)  # fmt: skip
         routes = [
             Route("/v1/generate", self.generate, methods=["POST"]),

@@ -377,6 +377,8 @@ def test_command_line_errors_are_one_line() -> None:
             (["--max-batch", "0"], 2, "--max-batch must be from 1"),
             (["--host", "localhost:80"], 2, "--host must be an IP address"),
             (["--drain-timeout", "nan"], 2, "--drain-timeout must be from 0"),
+            (["--call-budget", "-1"], 2, "--call-budget must be from 0"),
+            (["--steps-per-call", "33"], 2, "--steps-per-call must be from 1 to 32"),
             (["/no/such/cell.onnx"], 1, "ONNX cell not found: /no/such/cell.onnx"),
             ([str(REPO / "README.md")], 1, "README.md"),
         ]
