@@ -1,16 +1,18 @@
 """vrnn-serve under load: streaming clients against the batched server, a one-request-at-a-time server, and the
 cell's own throughput at the same batch size without HTTP.
 
-    python benchmarks/bench_serve.py [--clients 1,16,64,256] [--seconds 10] [--soak 120] [--json out.json]
+    python benchmarks/bench_serve.py [--clients 1,16,64,256] [--seconds 6] [--rounds 3] [--soak 120]
 
 For each cell (the bundled float32 one, and its int8 export) and each number of concurrent clients, in one
-run on loopback: a fresh `vrnn-serve --max-batch 256` and a fresh `vrnn-serve --max-batch 1` each take the
-load for --seconds after a warm-up; then `Sampler.generate(500, num_samples=N)` measures the cell alone at
-batch N.  The load comes from a separate process (asyncio + aiohttp): every client streams one request of 500
-characters after another.  Reported: aggregate characters/s received in the window, time to first
-character p50/p99, the gap between chunks p99, errors, the server's peak RSS.  Then a soak: 64 clients for
---soak seconds against one server, a random tenth of the requests dropped mid-stream and one bad request in
-ten, with the server's RSS after 20 s and at the end.
+run on loopback, --rounds times in turn: a fresh `vrnn-serve --max-batch 256` and a fresh `vrnn-serve
+--max-batch 1` each take the load for --seconds after a warm-up, then `Sampler.generate(500, num_samples=N)`
+measures the cell alone at batch N; medians over the rounds (this machine's throughput moves by 10-15%
+from minute to minute).  The load comes from a separate process (asyncio + aiohttp): every client streams
+one request of 500 characters after another.  Reported: aggregate characters/s received in the window,
+time to first character p50/p99, the gap between chunks p99, errors, the server's peak RSS.  Then sweeps of
+--steps-per-call and --call-budget (and --flush-interval if asked) at 64 and 256 clients, one round each;
+then a soak: 64 clients for --soak seconds against one server, a random tenth of the requests dropped
+mid-stream and one bad request in ten, with the server's RSS after 20 s and at the end.
 
 Nothing else should run meanwhile (a training would share the cores): ratios within one run are what count.
 """
@@ -202,16 +204,42 @@ def int8_cell(directory: Path) -> str:
     return str(out)
 
 
+def summarise(clients: int, rounds: list[tuple[dict, dict, float]]) -> dict:
+    """Medians over rounds: throughputs, each round's ratios, first-character and gap percentiles; errors
+    summed, peak RSS the largest.  Every round's raw numbers are kept."""
+
+    def median(values: list) -> float | None:
+        values = [v for v in values if v is not None]
+        return statistics.median(values) if values else None
+
+    return {
+        "clients": clients,
+        "chars_per_s": median([b["chars_per_s"] for b, _, _ in rounds]),
+        "max_batch_1_chars_per_s": median([n["chars_per_s"] for _, n, _ in rounds]),
+        "cell_chars_per_s": median([c for _, _, c in rounds]),
+        "vs_max_batch_1": median([b["chars_per_s"] / n["chars_per_s"] for b, n, _ in rounds]),
+        "vs_cell": median([b["chars_per_s"] / c for b, _, c in rounds]),
+        "first_char_p50_ms": median([b["first_char_p50_ms"] for b, _, _ in rounds]),
+        "first_char_p99_ms": median([b["first_char_p99_ms"] for b, _, _ in rounds]),
+        "gap_p99_ms": median([b["gap_p99_ms"] for b, _, _ in rounds]),
+        "max_batch_1_first_char_p99_ms": median([n["first_char_p99_ms"] for _, n, _ in rounds]),
+        "errors": sum(b["errors"] + n["errors"] for b, n, _ in rounds),
+        "server_peak_rss_mib": max(b["server_peak_rss_mib"] for b, _, _ in rounds),
+        "rounds": [{"batched": b, "max_batch_1": n, "cell_chars_per_s": c} for b, n, c in rounds],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--load", nargs="+", help=argparse.SUPPRESS)  # the load generator's own entry
     parser.add_argument("--clients", default="1,16,64,256")
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--seconds", type=float, default=6.0, help="the measured window of each load")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of (batched, --max-batch 1, cell alone)")
     parser.add_argument("--soak", type=float, default=120.0, help="seconds of the soak (0: none)")
     parser.add_argument("--cells", default="float32,int8")
     parser.add_argument("--sweep-clients", default="64,256", help="client counts of the scheduling sweeps ('': none)")
     parser.add_argument("--steps-per-call", default="1,4,8,16,32", help="the --steps-per-call values swept")
-    parser.add_argument("--flush-intervals", default="0.005,0.02,0.05,0.1", help="the --flush-interval values swept")
+    parser.add_argument("--flush-intervals", default="", help="the --flush-interval values swept ('': none)")
     parser.add_argument("--call-budgets", default="0.005,0.01,0.02,0.05", help="the --call-budget values swept")
     parser.add_argument("--json", type=Path, default=HERE / "results-serve.json")
     args = parser.parse_args()
@@ -222,7 +250,8 @@ def main() -> None:
     from vrnn.runtime.bundled import BUNDLED_CELL, bundled_file
 
     report = {"date": datetime.date.today().isoformat(), "machine": platform.processor() or platform.machine(),
-              "cores": os.cpu_count(), "length": LENGTH, "seconds": args.seconds, "runs": {}}  # fmt: skip
+              "cores": os.cpu_count(), "length": LENGTH, "seconds": args.seconds, "rounds": args.rounds,
+              "runs": {}}  # fmt: skip
     with tempfile.TemporaryDirectory() as scratch:
         cells = {"float32": str(bundled_file(BUNDLED_CELL, "the bundled cell"))}
         if "int8" in args.cells:
@@ -230,19 +259,19 @@ def main() -> None:
         for name in args.cells.split(","):
             rows = []
             for clients in (int(n) for n in args.clients.split(",")):
-                batched = serve_under_load(cells[name], clients, args.seconds, max_batch=256)
-                naive = serve_under_load(cells[name], clients, args.seconds, max_batch=1)
-                alone = cell_alone(cells[name], clients)
-                row = {"clients": clients, "batched": batched, "max_batch_1": naive, "cell_chars_per_s": alone,
-                       "vs_max_batch_1": batched["chars_per_s"] / naive["chars_per_s"],
-                       "vs_cell": batched["chars_per_s"] / alone}  # fmt: skip
+                rounds = []
+                for _ in range(args.rounds):  # in turn, so that a slow minute hits all three alike
+                    batched = serve_under_load(cells[name], clients, args.seconds, max_batch=256)
+                    naive = serve_under_load(cells[name], clients, args.seconds, max_batch=1)
+                    rounds.append((batched, naive, cell_alone(cells[name], clients)))
+                row = summarise(clients, rounds)
                 rows.append(row)
-                print(f"{name} {clients:>3} clients: {batched['chars_per_s']:>8,.0f} chars/s "
-                      f"({row['vs_max_batch_1']:.2f}x max-batch-1 {naive['chars_per_s']:,.0f}, "
-                      f"{row['vs_cell']:.2f}x the cell alone {alone:,.0f}); first char p50/p99 "
-                      f"{ms(batched['first_char_p50_ms'])}/{ms(batched['first_char_p99_ms'])} ms, gap p99 "
-                      f"{ms(batched['gap_p99_ms'])} ms, errors {batched['errors']}, "
-                      f"peak RSS {batched['server_peak_rss_mib']:.0f} MiB", flush=True)  # fmt: skip
+                print(f"{name} {clients:>3} clients: {row['chars_per_s']:>8,.0f} chars/s "
+                      f"({row['vs_max_batch_1']:.2f}x max-batch-1 {row['max_batch_1_chars_per_s']:,.0f}, "
+                      f"{row['vs_cell']:.2f}x the cell alone {row['cell_chars_per_s']:,.0f}); first char p50/p99 "
+                      f"{ms(row['first_char_p50_ms'])}/{ms(row['first_char_p99_ms'])} ms, gap p99 "
+                      f"{ms(row['gap_p99_ms'])} ms, errors {row['errors']}, "
+                      f"peak RSS {row['server_peak_rss_mib']:.0f} MiB", flush=True)  # fmt: skip
             report["runs"][name] = rows
         # The scheduling trade-offs, on the float32 cell: steps per call and the call budget (a call's fixed
         # cost against how long a new request waits to join), and the flush interval (the event loop's work
@@ -251,9 +280,10 @@ def main() -> None:
         for clients in (int(n) for n in args.sweep_clients.split(",") if n):
             for option, values in (
                 ("--steps-per-call", args.steps_per_call),
+                ("--call-budget", args.call_budgets),
                 ("--flush-interval", args.flush_intervals),
             ):
-                for value in values.split(","):
+                for value in (v for v in values.split(",") if v):
                     # Steps per call alone: no budget stretching the calls of a small batch.
                     alone = ("--call-budget", "0") if option == "--steps-per-call" else ()
                     result = serve_under_load(cells["float32"], clients, args.seconds, 256, option, value, *alone)
