@@ -132,8 +132,6 @@ class Batcher:
         self._accepting = True
         self._stopped = False
         self._stop_reason = "the server is shutting down"
-        self.characters = 0  # generated so far, all rows together
-        self.calls = 0
         # Per slot (fixed while a row lives): noise blocks and the output ring.
         slots = max_batch
         self._free = list(range(slots - 1, -1, -1))
@@ -345,7 +343,6 @@ class Batcher:
         chars, logits, self._state = self.cell.steps(c["prev"], self._state, eps, uniform, temperature)
         seconds = time.perf_counter() - started
         self._step_seconds = seconds / steps
-        self.calls += 1
         if self.on_call is not None:
             self.on_call(seconds, len(slot))
 
@@ -370,7 +367,6 @@ class Batcher:
             writing = sampling & (made < length)
             self._ring[slot[writing], made[writing] % OUTPUT_RING] = picks[step, writing]
             made[writing] += 1
-        self.characters += int((made - before).sum())
         now = time.perf_counter()
         for i in np.flatnonzero((before == 0) & (made > 0)):
             self._rows[i].ticket.first_char = now
