@@ -44,6 +44,12 @@ def check_count(value: int, name: str, low: int, high: int) -> None:
         raise UsageError(f"{name} must be from {low} to {high:,}, got {value}")
 
 
+def check_seconds(value: float, name: str, high: float) -> None:
+    """Refuse a duration option outside [0, high] seconds (NaN included), naming it."""
+    if not 0 <= value <= high:  # False for NaN too
+        raise UsageError(f"{name} must be from 0 to {high:g} seconds, got {value}")
+
+
 def listening_socket(host: str, port: int) -> socket.socket:
     """A socket bound to host:port (port 0: a free one), refused in one line when it cannot be."""
     try:
@@ -176,12 +182,9 @@ def main(
     check_count(max_prime, "--max-prime", 0, 65_536)
     check_count(steps_per_call, "--steps-per-call", 1, MAX_CALL_STEPS)
     check_threads(threads)
-    if not 0 <= drain_timeout <= MAX_DRAIN_SECONDS or drain_timeout != drain_timeout:
-        raise UsageError(f"--drain-timeout must be from 0 to {MAX_DRAIN_SECONDS} seconds, got {drain_timeout}")
-    if not 0 <= call_budget <= 10 or call_budget != call_budget:
-        raise UsageError(f"--call-budget must be from 0 to 10 seconds, got {call_budget}")
-    if not 0 <= flush_interval <= 10 or flush_interval != flush_interval:
-        raise UsageError(f"--flush-interval must be from 0 to 10 seconds, got {flush_interval}")
+    check_seconds(drain_timeout, "--drain-timeout", MAX_DRAIN_SECONDS)
+    check_seconds(call_budget, "--call-budget", 10)
+    check_seconds(flush_interval, "--flush-interval", 10)
     require_extra("vrnn-serve", *SERVE_MODULES)
     from vrnn.runtime.cell import OnnxCell
     from vrnn.runtime.serve_request import Limits
