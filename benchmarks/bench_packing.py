@@ -17,13 +17,12 @@ import json
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import onnxruntime as ort
+from bench_serve import int8_cell
 
 from vrnn.runtime import Sampler
 from vrnn.runtime.bundled import BUNDLED_CELL, bundled_file
@@ -48,11 +47,7 @@ def main() -> None:
     report = {"date": datetime.date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
               "onnxruntime": ort.__version__, "chars": args.chars, "reps": args.reps, "cells": {}}  # fmt: skip
     with tempfile.TemporaryDirectory() as scratch:
-        cells = {"float32": str(bundled_file(BUNDLED_CELL, "the bundled cell"))}
-        checkpoint = HERE.parent / "models" / "bundled-checkpoint" / "shakespeare.pt"
-        cells["int8"] = str(Path(scratch) / "int8.onnx")
-        subprocess.run([str(Path(sys.executable).with_name("vrnn-export")), str(checkpoint), cells["int8"],
-                        "--weights", "int8"], check=True, capture_output=True)  # fmt: skip
+        cells = {"float32": str(bundled_file(BUNDLED_CELL, "the bundled cell")), "int8": int8_cell(Path(scratch))}
         for name, path in cells.items():
             for threads in sorted({1, os.cpu_count() or 1}):
                 samplers = {"packed": Sampler.from_onnx(path, threads=threads), "unpacked": unpacked(path, threads)}
