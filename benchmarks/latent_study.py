@@ -39,7 +39,7 @@ ARMS: dict[str, list[str]] = {
 }
 COMMON = ["--preset", "shakespeare", "--steps", str(STEPS), "--dropout-scope", "decoder-input",
           "--select-on", "val-first-half", "--select-by", "iwae", "--select-samples", "8", "--quiet"]  # fmt: skip
-# The runs in the order they are trained: the dropout tuning on seed 1 (0.4, the preset's, first), then seeds.
+# The dropout grid, tuned on seed 1 (0.4, the preset's, first); then seeds 2 and 3 at each arm's choice.
 DROPOUTS = ("0.4", "0.5", "0.3")
 SEEDS = ("1", "2", "3")
 
@@ -48,12 +48,30 @@ def run_name(arm: str, dropout: str, seed: str) -> str:
     return f"{arm}-d{dropout}-s{seed}"
 
 
+def chosen_dropouts(results: dict[str, dict], explicit: dict[str, str]) -> dict[str, str]:
+    """Each arm's dropout: the one named by --choose, else, once all its seed-1 tuning runs are scored, the one
+    with the lowest selection score (-IWAE-8 on the first half: the report half plays no part)."""
+    chosen = dict(explicit)
+    for arm in ARMS:
+        tuned = [results.get(run_name(arm, d, "1")) for d in DROPOUTS]
+        if arm not in chosen and all(tuned):
+            best = min(tuned, key=lambda r: r["select_iwae_nats"])
+            chosen[arm] = f"{best['dropout']:g}"
+    return chosen
+
+
 def planned(chosen: dict[str, str]) -> list[tuple[str, str, str]]:
-    """(arm, dropout, seed) of every run: the tuning grid on seed 1, then seeds 2 and 3 of each arm's chosen
-    dropout (an arm without a choice yet has no seed runs)."""
-    runs = [(arm, d, "1") for d in DROPOUTS for arm in ARMS]
-    runs += [(arm, chosen[arm], s) for s in SEEDS[1:] for arm in ARMS if arm in chosen]
-    return runs
+    """(arm, dropout, seed) of every run in the order they are trained: the GRU first (a quarter of a VRNN's
+    time, and its seeds give the quality study its scorer early), then the VRNNs' tuning grid, then their seeds.
+    An arm without a chosen dropout yet has no seed runs."""
+
+    def seeds(arm: str) -> list[tuple[str, str, str]]:
+        return [(arm, chosen[arm], s) for s in SEEDS[1:]] if arm in chosen else []
+
+    vrnns = [arm for arm in ARMS if arm != "gru"]
+    runs = [("gru", d, "1") for d in DROPOUTS] + seeds("gru")
+    runs += [(arm, d, "1") for d in DROPOUTS for arm in vrnns]
+    return runs + [run for arm in vrnns for run in seeds(arm)]
 
 
 def main() -> None:
@@ -61,7 +79,7 @@ def main() -> None:
     parser.add_argument("corpus")
     parser.add_argument("--out", type=Path, default=Path("runs/study"))
     parser.add_argument("--only", nargs="*", default=None, help="run names (default: every planned run)")
-    parser.add_argument("--choose", nargs="*", default=[], help="ARM=DROPOUT: the tuned dropout of an arm")
+    parser.add_argument("--choose", nargs="*", default=[], help="ARM=DROPOUT: instead of the tuned choice")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--frozen", type=Path, default=None, help="a frozen copy of the package for PYTHONPATH")
     parser.add_argument("--table", action="store_true", help="print the results as markdown tables and stop")
@@ -70,20 +88,23 @@ def main() -> None:
     if args.table:
         print(tuning_table(results))
         return
-    chosen = dict(item.split("=", 1) for item in args.choose)
+    explicit = dict(item.split("=", 1) for item in args.choose)
     env = dict(os.environ)
     if args.frozen is not None:  # run from there: the working directory comes first on sys.path
         env["PYTHONPATH"] = f"{args.frozen.resolve()}{os.pathsep}{env.get('PYTHONPATH', '')}"
     args.corpus, args.out = str(Path(args.corpus).resolve()), args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     METRICS.mkdir(exist_ok=True)
-    for arm, dropout, seed in planned(chosen):
+    while True:  # the plan grows as arms get their dropout chosen, so it is recomputed after every run
+        chosen = chosen_dropouts(results, explicit)
+        todo = [run for run in planned(chosen) if run_name(*run) not in results]
+        todo = [run for run in todo if args.only is None or run_name(*run) in args.only]
+        if not todo:
+            print(f"nothing left to train; dropouts chosen: {chosen}", flush=True)
+            return
+        arm, dropout, seed = todo[0]
         name = run_name(arm, dropout, seed)
-        if args.only is not None and name not in args.only:
-            continue
-        if name in results:
-            print(f"{name}: done already", flush=True)
-            continue
+        print(f"{name}: training ({len(todo) - 1} more planned; chosen so far: {chosen})", flush=True)
         results[name] = train_and_score(args, env, arm, dropout, seed, name)
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
         r = results[name]
