@@ -163,6 +163,38 @@ def bootstrap(values: list[np.ndarray], rng: np.random.Generator) -> tuple[float
     return float(stacked.mean()), float(low), float(high)
 
 
+def at_matched_diversity(results: list[dict], quality: str) -> list[dict]:
+    """Each VRNN setting against the GRU at the same diversity: on each GRU curve (one per top-p, its points
+    ordered by temperature) whose distinct-4 range holds the VRNN point's, the GRU's mean and band
+    interpolated linearly at that distinct-4; the better (lower) GRU curve is the one compared.  The verdict
+    is "better" or "worse" only where the VRNN's band and the GRU's interpolated band do not overlap."""
+    curves: dict[object, list[dict]] = {}
+    for r in results:
+        if r["arm"] == "gru":
+            curves.setdefault(r["setting"].get("top_p"), []).append(r)
+    out = []
+    for r in results:
+        if r["arm"] != "vrnn":
+            continue
+        x = r["distinct4"][0]
+        candidates = []
+        for top_p, points in curves.items():
+            points = sorted(points, key=lambda p: p["distinct4"][0])
+            xs = [p["distinct4"][0] for p in points]
+            if xs[0] <= x <= xs[-1]:
+                band = [float(np.interp(x, xs, [p[quality][i] for p in points])) for i in range(3)]
+                candidates.append((band[0], top_p, band))
+        row = {"setting": r["setting"], "distinct4": x, "vrnn": r[quality], "gru": None, "gru_top_p": None,
+               "verdict": "outside the GRU's diversity range"}  # fmt: skip
+        if candidates:
+            _, top_p, band = min(candidates, key=lambda c: c[0])
+            row.update(gru=band, gru_top_p=top_p)
+            row["verdict"] = ("better" if r[quality][2] < band[1] else "worse" if r[quality][1] > band[2] else
+                              "within the bands")  # fmt: skip
+        out.append(row)
+    return out
+
+
 def label(arm: str, setting: dict) -> str:
     extra = f"top-p {setting['top_p']}" if arm == "gru" and setting.get("top_p") else (
         f"latent T {setting['latent_temperature']}" if arm == "vrnn" else "top-p none")  # fmt: skip
@@ -201,14 +233,46 @@ def plot(results: list[dict], path: Path) -> None:
     figure.savefig(path, dpi=110)
 
 
+def write_outputs(report: dict, out: Path) -> None:
+    """results.json, table.md (every setting, then the VRNN against the GRU at matched diversity) and
+    quality-diversity.png in `out`, from the report (main's, or results.json read back with --render)."""
+    report["matched_diversity"] = {q: at_matched_diversity(report["results"], q) for q in ("ngram_nll", "model_nll")}
+    (out / "results.json").write_text(json.dumps(report, indent=1) + "\n")
+    lines = ["| setting | seeds | 7-gram NLL | other-seed NLL | distinct-4 | 4-gram entropy | self-similarity | "
+             "memorised 32-char spans |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in report["results"]:
+        cells = [f"{r[m][0]:.3f} [{r[m][1]:.3f}, {r[m][2]:.3f}]" for m in ("ngram_nll", "model_nll", "distinct4",
+                 "entropy4", "self_similarity")]  # fmt: skip
+        mem = r["memorised"]
+        cells.append(f"{100 * mem[0]:.2f}% [{100 * mem[1]:.2f}, {100 * mem[2]:.2f}]")
+        lines.append(f"| {label(r['arm'], r['setting'])} | {r['seeds']} | " + " | ".join(cells) + " |")
+    for quality, rows in report["matched_diversity"].items():
+        lines += ["", f"VRNN against the GRU at the same distinct-4 ({quality}; lower is better):", "",
+                  "| VRNN setting | distinct-4 | VRNN | GRU, interpolated | GRU top-p | verdict |",
+                  "|---|---|---|---|---|---|"]  # fmt: skip
+        for m in rows:
+            gru = f"{m['gru'][0]:.3f} [{m['gru'][1]:.3f}, {m['gru'][2]:.3f}]" if m["gru"] else "—"
+            vrnn = f"{m['vrnn'][0]:.3f} [{m['vrnn'][1]:.3f}, {m['vrnn'][2]:.3f}]"
+            lines.append(f"| {label('vrnn', m['setting'])} | {m['distinct4']:.3f} | {vrnn} | {gru} "
+                         f"| {m['gru_top_p'] or 'none'} | {m['verdict']} |")  # fmt: skip
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    plot(report["results"], out / "quality-diversity.png")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("corpus", type=Path)
-    parser.add_argument("--model", action="append", required=True, help="ARM=CHECKPOINT (arm: gru or vrnn)")
-    parser.add_argument("--scorer", required=True, help="a checkpoint of another seed: the second scorer")
+    parser.add_argument("--model", action="append", default=[], help="ARM=CHECKPOINT (arm: gru or vrnn)")
+    parser.add_argument("--scorer", help="a checkpoint of another seed: the second scorer")
     parser.add_argument("--out", type=Path, default=HERE / "latent-quality")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--render", action="store_true", help="rewrite table and figure from --out's results.json")
     args = parser.parse_args()
+    if args.render:
+        write_outputs(json.loads((args.out / "results.json").read_text()), args.out)
+        return
+    if not args.model or not args.scorer:
+        parser.error("--model (at least one) and --scorer are needed unless --render")
     text = args.corpus.read_text(encoding="utf-8")
     train = text[: split_bounds(len(text), "train")[1]]
     started = time.time()
@@ -243,17 +307,7 @@ def main() -> None:
               "scorer": args.scorer, "prompts": PROMPTS, "prompt_chars": PROMPT_CHARS, "length": LENGTH,
               "samples_per_prompt": SAMPLES, "ngram_order": NGRAM_ORDER, "span": SPAN, "bootstrap": BOOTSTRAP,
               "minutes": (time.time() - started) / 60, "results": results}  # fmt: skip
-    (args.out / "results.json").write_text(json.dumps(report, indent=1) + "\n")
-    lines = ["| setting | seeds | 7-gram NLL | other-seed NLL | distinct-4 | 4-gram entropy | self-similarity | "
-             "memorised 32-char spans |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for r in results:
-        cells = [f"{r[m][0]:.3f} [{r[m][1]:.3f}, {r[m][2]:.3f}]" for m in ("ngram_nll", "model_nll", "distinct4",
-                 "entropy4", "self_similarity")]  # fmt: skip
-        mem = r["memorised"]
-        cells.append(f"{100 * mem[0]:.2f}% [{100 * mem[1]:.2f}, {100 * mem[2]:.2f}]")
-        lines.append(f"| {label(r['arm'], r['setting'])} | {r['seeds']} | " + " | ".join(cells) + " |")
-    (args.out / "table.md").write_text("\n".join(lines) + "\n")
-    plot(results, args.out / "quality-diversity.png")
+    write_outputs(report, args.out)
     print(f"wrote {args.out}/results.json, table.md, quality-diversity.png")
 
 
