@@ -10,7 +10,8 @@ approach it as K grows; their gap at a given K says how loose IWAE is for that m
 The windows: the first --windows windows of 256 characters of the second half of the validation split
 (text neither training nor checkpoint selection saw, as in benchmarks/latent_study.py), scored as
 vrnn-eval scores them.  Each K runs with --seeds noise seeds; the mean and the standard deviation over
-seeds are recorded.  Results are appended to benchmarks/results-bound-vs-k.json under --name.
+seeds are recorded.  Results go to benchmarks/results-bound-vs-k.json under --name; rows for new K join
+those of an earlier run of the same checkpoint, windows and seeds (a K measured again replaces its row).
 """
 
 from __future__ import annotations
@@ -82,15 +83,14 @@ def main() -> None:
                   f"{row['smc_sd']:.4f} (resampled at {row['smc_resampling_rate']:.1%} of steps), "
                   f"{row['wall_s']:.0f} s", flush=True)  # fmt: skip
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    results[args.name or Path(args.checkpoint).name] = {
-        "checkpoint": str(args.checkpoint),
-        "chars": len(ids) - 1,
-        "seeds": args.seeds,
-        "elbo_nats": statistics.mean(elbo),
-        "rows": rows,
-        "threads": args.threads,
-        "date": datetime.date.today().isoformat(),
-    }
+    name = args.name or Path(args.checkpoint).name
+    entry = {"checkpoint": str(args.checkpoint), "chars": len(ids) - 1, "seeds": args.seeds}
+    earlier = results.get(name, {})
+    if all(earlier.get(key) == value for key, value in entry.items()):  # the same measurement: add to its rows
+        rows = [row for row in earlier["rows"] if row["k"] not in {r["k"] for r in rows}] + rows
+        rows.sort(key=lambda row: row["k"])
+    results[name] = {**entry, "elbo_nats": statistics.mean(elbo), "rows": rows, "threads": args.threads,
+                     "date": datetime.date.today().isoformat()}  # fmt: skip
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
 
 
