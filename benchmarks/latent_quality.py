@@ -20,8 +20,11 @@ Then, per prompt:
 - memorisation: the share of 32-character spans of the samples that occur verbatim in the training text.
 
 Each point is the mean over prompts and seeds; its band the 2.5-97.5% interval of 1,000 bootstrap
-resamples of the prompts (the same prompts for every seed).  Writes results.json, table.md and
-quality-diversity.png into --out; a benefit is claimed only where one curve lies beyond the other's band.
+resamples of the prompts (the same prompts for every seed).  Two questions are then answered at matched
+diversity (the reference curve interpolated at the point's distinct-4): is any VRNN setting better than
+the GRU, and does latent temperature buy the VRNN more than its own temperature does (its curve at latent
+temperature 1)?  "better" or "worse" only where the bands do not overlap.  Writes results.json, table.md
+and quality-diversity.png into --out; `--render` rewrites the last two from results.json.
 """
 
 from __future__ import annotations
@@ -163,36 +166,45 @@ def bootstrap(values: list[np.ndarray], rng: np.random.Generator) -> tuple[float
     return float(stacked.mean()), float(low), float(high)
 
 
-def at_matched_diversity(results: list[dict], quality: str) -> list[dict]:
-    """Each VRNN setting against the GRU at the same diversity: on each GRU curve (one per top-p, its points
-    ordered by temperature) whose distinct-4 range holds the VRNN point's, the GRU's mean and band
-    interpolated linearly at that distinct-4; the better (lower) GRU curve is the one compared.  The verdict
-    is "better" or "worse" only where the VRNN's band and the GRU's interpolated band do not overlap."""
-    curves: dict[object, list[dict]] = {}
-    for r in results:
-        if r["arm"] == "gru":
-            curves.setdefault(r["setting"].get("top_p"), []).append(r)
+def at_matched_diversity(points: list[dict], curves: dict[str, list[dict]], quality: str) -> list[dict]:
+    """Each point against reference curves at the same diversity: on each curve (its points in order of
+    distinct-4) whose distinct-4 range holds the point's, the curve's mean and band interpolated linearly at
+    that distinct-4; the best (lowest) curve there is the one compared.  The verdict is "better" or "worse"
+    only where the point's band and the curve's interpolated band do not overlap."""
     out = []
-    for r in results:
-        if r["arm"] != "vrnn":
-            continue
+    for r in points:
         x = r["distinct4"][0]
         candidates = []
-        for top_p, points in curves.items():
-            points = sorted(points, key=lambda p: p["distinct4"][0])
-            xs = [p["distinct4"][0] for p in points]
+        for key, curve in curves.items():
+            curve = sorted(curve, key=lambda p: p["distinct4"][0])
+            xs = [p["distinct4"][0] for p in curve]
             if xs[0] <= x <= xs[-1]:
-                band = [float(np.interp(x, xs, [p[quality][i] for p in points])) for i in range(3)]
-                candidates.append((band[0], top_p, band))
-        row = {"setting": r["setting"], "distinct4": x, "vrnn": r[quality], "gru": None, "gru_top_p": None,
-               "verdict": "outside the GRU's diversity range"}  # fmt: skip
+                band = [float(np.interp(x, xs, [p[quality][i] for p in curve])) for i in range(3)]
+                candidates.append((band[0], key, band))
+        row = {"setting": r["setting"], "distinct4": x, "value": r[quality], "reference": None, "curve": None,
+               "verdict": "outside the reference's diversity range"}  # fmt: skip
         if candidates:
-            _, top_p, band = min(candidates, key=lambda c: c[0])
-            row.update(gru=band, gru_top_p=top_p)
+            _, key, band = min(candidates, key=lambda c: c[0])
+            row.update(reference=band, curve=key)
             row["verdict"] = ("better" if r[quality][2] < band[1] else "worse" if r[quality][1] > band[2] else
                               "within the bands")  # fmt: skip
         out.append(row)
     return out
+
+
+def comparisons(results: list[dict], quality: str) -> dict[str, list[dict]]:
+    """The two questions at matched diversity: is any VRNN setting better than the GRU (its curves with and
+    without top-p), and does latent temperature buy the VRNN more than its own temperature does (its
+    latent-temperature-1 curve, where only the ordinary temperature moves)?"""
+    gru: dict[str, list[dict]] = {}
+    for r in results:
+        if r["arm"] == "gru":
+            gru.setdefault(f"GRU, top-p {r['setting'].get('top_p') or 'none'}", []).append(r)
+    vrnn = [r for r in results if r["arm"] == "vrnn"]
+    own = {"VRNN, latent T 1.0": [r for r in vrnn if r["setting"]["latent_temperature"] == 1.0]}
+    latent = [r for r in vrnn if r["setting"]["latent_temperature"] != 1.0]
+    return {"vrnn_vs_gru": at_matched_diversity(vrnn, gru, quality),
+            "latent_vs_temperature": at_matched_diversity(latent, own, quality)}  # fmt: skip
 
 
 def label(arm: str, setting: dict) -> str:
@@ -236,7 +248,7 @@ def plot(results: list[dict], path: Path) -> None:
 def write_outputs(report: dict, out: Path) -> None:
     """results.json, table.md (every setting, then the VRNN against the GRU at matched diversity) and
     quality-diversity.png in `out`, from the report (main's, or results.json read back with --render)."""
-    report["matched_diversity"] = {q: at_matched_diversity(report["results"], q) for q in ("ngram_nll", "model_nll")}
+    report["matched_diversity"] = {q: comparisons(report["results"], q) for q in ("ngram_nll", "model_nll")}
     (out / "results.json").write_text(json.dumps(report, indent=1) + "\n")
     lines = ["| setting | seeds | 7-gram NLL | other-seed NLL | distinct-4 | 4-gram entropy | self-similarity | "
              "memorised 32-char spans |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -246,15 +258,21 @@ def write_outputs(report: dict, out: Path) -> None:
         mem = r["memorised"]
         cells.append(f"{100 * mem[0]:.2f}% [{100 * mem[1]:.2f}, {100 * mem[2]:.2f}]")
         lines.append(f"| {label(r['arm'], r['setting'])} | {r['seeds']} | " + " | ".join(cells) + " |")
-    for quality, rows in report["matched_diversity"].items():
-        lines += ["", f"VRNN against the GRU at the same distinct-4 ({quality}; lower is better):", "",
-                  "| VRNN setting | distinct-4 | VRNN | GRU, interpolated | GRU top-p | verdict |",
-                  "|---|---|---|---|---|---|"]  # fmt: skip
-        for m in rows:
-            gru = f"{m['gru'][0]:.3f} [{m['gru'][1]:.3f}, {m['gru'][2]:.3f}]" if m["gru"] else "—"
-            vrnn = f"{m['vrnn'][0]:.3f} [{m['vrnn'][1]:.3f}, {m['vrnn'][2]:.3f}]"
-            lines.append(f"| {label('vrnn', m['setting'])} | {m['distinct4']:.3f} | {vrnn} | {gru} "
-                         f"| {m['gru_top_p'] or 'none'} | {m['verdict']} |")  # fmt: skip
+    titles = {
+        "vrnn_vs_gru": "The VRNN against the GRU",
+        "latent_vs_temperature": "Latent temperature against the VRNN's own temperature (latent T 1)",
+    }
+    for quality, tables in report["matched_diversity"].items():
+        for question, rows in tables.items():
+            lines += ["", f"{titles[question]}, at the same distinct-4 ({quality}, lower is better):", "",
+                      "| setting | distinct-4 | its NLL | reference, interpolated | reference | verdict |",
+                      "|---|---|---|---|---|---|"]  # fmt: skip
+            for m in rows:
+                ref = m["reference"]
+                ref_text = f"{ref[0]:.3f} [{ref[1]:.3f}, {ref[2]:.3f}]" if ref else "—"
+                value = f"{m['value'][0]:.3f} [{m['value'][1]:.3f}, {m['value'][2]:.3f}]"
+                lines.append(f"| {label('vrnn', m['setting'])} | {m['distinct4']:.3f} | {value} | {ref_text} "
+                             f"| {m['curve'] or '—'} | {m['verdict']} |")  # fmt: skip
     (out / "table.md").write_text("\n".join(lines) + "\n")
     plot(report["results"], out / "quality-diversity.png")
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-from latent_quality import at_matched_diversity, bootstrap, per_prompt
+from latent_quality import at_matched_diversity, bootstrap, comparisons, per_prompt
 
 
 def point(arm: str, setting: dict, distinct: float, nll: float, half_band: float = 0.01) -> dict:
@@ -35,18 +35,29 @@ def gru_curves() -> list[dict]:
         (0.65, 1.10, 0.01, "worse", 0.9),
         (0.65, 1.06, 0.02, "within the bands", 0.9),
         (0.78, 1.20, 0.01, "better", None),  # only the plain curve reaches 0.78: 1.36 there
-        (0.90, 1.00, 0.01, "outside the GRU's diversity range", None),
+        (0.90, 1.00, 0.01, "outside the reference's diversity range", None),
     ],
 )
 def test_verdict_at_matched_diversity(distinct: float, nll: float, half_band: float, verdict: str, top_p) -> None:
     vrnn = point("vrnn", {"temperature": 1.0, "latent_temperature": 1.0}, distinct, nll, half_band)
-    [row] = at_matched_diversity([*gru_curves(), vrnn], "ngram_nll")
+    [row] = comparisons([*gru_curves(), vrnn], "ngram_nll")["vrnn_vs_gru"]
     assert row["verdict"] == verdict
-    assert row["gru_top_p"] == top_p
-    if row["gru"] is not None:  # the interpolated mean lies on the chosen curve
+    if row["reference"] is not None:  # the interpolated mean lies on the chosen curve
+        assert row["curve"] == f"GRU, top-p {top_p or 'none'}"
         curve = sorted((p for p in gru_curves() if p["setting"]["top_p"] == top_p), key=lambda p: p["distinct4"][0])
         expected = np.interp(distinct, [p["distinct4"][0] for p in curve], [p["ngram_nll"][0] for p in curve])
-        assert row["gru"][0] == pytest.approx(expected)
+        assert row["reference"][0] == pytest.approx(expected)
+
+
+def test_latent_temperature_is_judged_against_the_same_models_temperature_curve() -> None:
+    own = [point("vrnn", {"temperature": t, "latent_temperature": 1.0}, d, n) for t, d, n in
+           ((0.6, 0.6, 1.0), (1.0, 0.8, 1.4))]  # fmt: skip
+    gains = point("vrnn", {"temperature": 0.6, "latent_temperature": 1.5}, 0.7, 1.1)  # own curve: 1.2 at 0.7
+    loses = point("vrnn", {"temperature": 0.6, "latent_temperature": 0.0}, 0.62, 1.2)  # own curve: 1.04
+    rows = comparisons([*gru_curves(), *own, gains, loses], "ngram_nll")["latent_vs_temperature"]
+    assert [r["verdict"] for r in rows] == ["better", "worse"]
+    assert {r["curve"] for r in rows} == {"VRNN, latent T 1.0"}
+    assert len(at_matched_diversity([gains], {}, "ngram_nll")) == 1  # no reference: a row, no verdict
 
 
 def test_per_prompt_metrics(monkeypatch: pytest.MonkeyPatch) -> None:
