@@ -20,7 +20,8 @@ Then, per prompt:
 - memorisation: the share of 32-character spans of the samples that occur verbatim in the training text.
 
 Each point is the mean over prompts and seeds; its band the 2.5-97.5% interval of 1,000 bootstrap
-resamples of the prompts (the same prompts for every seed).  Two questions are then answered at matched
+resamples, each of the training seeds and then of the prompts (the same prompts for every seed), so that
+the band holds the spread between seeds too.  Two questions are then answered at matched
 diversity (the reference curve interpolated at the point's distinct-4): is any VRNN setting better than
 the GRU, and does latent temperature buy the VRNN more than its own temperature does (its curve at latent
 temperature 1)?  "better" or "worse" only where the bands do not overlap.  Writes results.json, table.md
@@ -157,11 +158,14 @@ def scorer_nll(scorer: OnnxCell, samples: list[list[str]], chosen: list[str]) ->
 
 
 def bootstrap(values: list[np.ndarray], rng: np.random.Generator) -> tuple[float, float, float]:
-    """Mean over seeds of the mean over prompts, and its 2.5-97.5% bootstrap interval (prompts resampled,
-    the same ones for every seed)."""
+    """Mean over seeds of the mean over prompts, and its 2.5-97.5% bootstrap interval.  Two levels: each
+    resample draws the training seeds with replacement, then the prompts (the same ones for every seed), so
+    the band holds the spread between seeds as well as between prompts: two seeds that disagree widen it."""
     stacked = np.stack(values)  # [seeds, prompts]
-    draws = rng.integers(0, stacked.shape[1], (BOOTSTRAP, stacked.shape[1]))
-    means = stacked[:, draws].mean(axis=(0, 2))
+    seeds, prompts = stacked.shape
+    seed_draws = rng.integers(0, seeds, (BOOTSTRAP, seeds))
+    prompt_draws = rng.integers(0, prompts, (BOOTSTRAP, prompts))
+    means = stacked[seed_draws[:, :, None], prompt_draws[:, None, :]].mean(axis=(1, 2))
     low, high = np.percentile(means, [2.5, 97.5])
     return float(stacked.mean()), float(low), float(high)
 

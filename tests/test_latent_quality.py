@@ -89,3 +89,5 @@ def test_bootstrap_interval_holds_the_mean_and_shrinks_with_agreement() -> None:
     assert mean == pytest.approx(np.mean(noisy))
     _, tight_low, tight_high = bootstrap([np.full(200, 1.0) + rng.normal(0, 0.01, 200)] * 2, rng)
     assert tight_high - tight_low < (high - low) / 10
+    _, apart_low, apart_high = bootstrap([np.full(200, 1.0), np.full(200, 2.0)], rng)  # seeds that disagree
+    assert apart_low == pytest.approx(1.0) and apart_high == pytest.approx(2.0)  # the band spans them
