@@ -1,7 +1,7 @@
 """The latent, settled: the GRU, the filtering VRNN and the smoothing VRNN, fairly regularised, several seeds.
 
     python benchmarks/latent_study.py CORPUS --out runs/study [--only NAME ...]   # train and score, resumable
-    python benchmarks/latent_study.py CORPUS --out runs/study --table             # print the tables
+    python benchmarks/latent_study.py CORPUS --out runs/study --table             # the tuning and final tables
 
 Every run: the `shakespeare` preset at the bundled size with --dropout-scope decoder-input (dropout masks the
 decoder's whole input, the latent's path included, so no model has a path around the regulariser), STEPS
@@ -87,6 +87,8 @@ def main() -> None:
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     if args.table:
         print(tuning_table(results))
+        print()
+        print(final_table(results, chosen_dropouts(results, dict(item.split("=", 1) for item in args.choose))))
         return
     explicit = dict(item.split("=", 1) for item in args.choose)
     env = dict(os.environ)
@@ -172,6 +174,51 @@ def tuning_table(results: dict[str, dict]) -> str:
             f"| {r['iwae_nats']:.4f} | {r['kl_nats']:.4f} | {r['active_units_kl']}/{r['latent_size']} "
             f"| {r['best_step']} | {r['chars_per_s']:,.0f} | {r['train_wall_s'] / 60:.1f} min | {r['date']} |"
         )
+    return "\n".join(rows)
+
+
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else float("nan")
+
+
+def final_table(results: dict[str, dict], chosen: dict[str, str]) -> str:
+    """Each arm at its chosen dropout over its seeds (mean ± sd), then each VRNN's difference from the GRU on
+    the report half: the difference of the means, the sd of one seed's difference (the seeds' sds added in
+    quadrature: the spread the verdict is judged by) and the standard error of the difference of means."""
+    runs = {arm: [r for r in results.values() if r["arm"] == arm and f"{r['dropout']:g}" == d]
+            for arm, d in chosen.items()}  # fmt: skip
+    rows = [
+        "| arm | dropout | seeds | −IWAE-8 first half (selects) | −ELBO second half | −IWAE-64 second half "
+        "| KL/char | active (KL) | best steps |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def cell(arm_runs: list[dict], key: str) -> str:
+        mean, sd = mean_sd([r[key] for r in arm_runs])
+        return f"{mean:.4f} ± {sd:.4f}"
+
+    for arm, arm_runs in runs.items():
+        arm_runs.sort(key=lambda r: r["seed"])
+        if not arm_runs:
+            continue
+        active = ", ".join(f"{r['active_units_kl']}/{r['latent_size']}" for r in arm_runs)
+        steps = ", ".join(str(r["best_step"]) for r in arm_runs)
+        seeds = ", ".join(str(r["seed"]) for r in arm_runs)
+        scores = " | ".join(cell(arm_runs, key) for key in ("select_iwae_nats", "elbo_nats", "iwae_nats", "kl_nats"))
+        rows.append(f"| {arm} | {chosen[arm]} | {seeds} | {scores} | {active} | {steps} |")
+    gru = runs.get("gru", [])
+    if len(gru) > 1:
+        rows += ["", "| VRNN − GRU, −IWAE-64 second half | difference of means | sd of a seed's difference "
+                 "| standard error | beyond 2 sd |", "|---|---|---|---|---|"]  # fmt: skip
+        g_mean, g_sd = mean_sd([r["iwae_nats"] for r in gru])
+        for arm, arm_runs in runs.items():
+            if arm == "gru" or len(arm_runs) < 2:
+                continue
+            v_mean, v_sd = mean_sd([r["iwae_nats"] for r in arm_runs])
+            diff, sd = v_mean - g_mean, (v_sd**2 + g_sd**2) ** 0.5
+            se = (v_sd**2 / len(arm_runs) + g_sd**2 / len(gru)) ** 0.5
+            beyond = "yes" if abs(diff) > 2 * sd else "no"
+            rows.append(f"| {arm} | {diff:+.4f} | {sd:.4f} | {se:.4f} | {beyond} |")
     return "\n".join(rows)
 
 
