@@ -1,6 +1,7 @@
 """The bound against K: -IWAE-K and -SMC-K of one checkpoint on the same windows, for growing K.
 
     python benchmarks/bound_vs_k.py CORPUS -c CKPT [--name ARM] [--windows 32] [--ks 16,64,256,1024]
+    python benchmarks/bound_vs_k.py --table     # the recorded results as markdown
 
 IWAE weighs whole trajectories, so for a latent that carries information its gain over the ELBO is at most
 log K per window and its weights degenerate as windows grow; SMC resamples where the particles' effective
@@ -50,15 +51,21 @@ def windows_of(corpus: str, vocab_chars: list[str], count: int) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("corpus")
-    parser.add_argument("-c", "--checkpoint", required=True)
+    parser.add_argument("corpus", nargs="?")
+    parser.add_argument("-c", "--checkpoint")
     parser.add_argument("--name", default=None, help="the entry's name (default: the checkpoint's file name)")
     parser.add_argument("--windows", type=int, default=32)
     parser.add_argument("--ks", default="16,64,256,1024")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=1024, help="trajectories per forward pass")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--table", action="store_true", help="print the recorded results as markdown and stop")
     args = parser.parse_args()
+    if args.table:
+        print(tables(json.loads(RESULTS.read_text())))
+        return
+    if args.corpus is None or args.checkpoint is None:
+        parser.error("CORPUS and --checkpoint are needed unless --table")
     set_torch_threads(args.threads)
     model, vocab = model_from_checkpoint(load_checkpoint(args.checkpoint))
     ids = torch.from_numpy(windows_of(args.corpus, list(vocab.chars), args.windows))
@@ -92,6 +99,19 @@ def main() -> None:
     results[name] = {**entry, "elbo_nats": statistics.mean(elbo), "rows": rows, "threads": args.threads,
                      "date": datetime.date.today().isoformat()}  # fmt: skip
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def tables(results: dict[str, dict]) -> str:
+    """One markdown table per recorded checkpoint: -IWAE-K and -SMC-K (mean ± sd over noise seeds) by K."""
+    out = []
+    for name, entry in results.items():
+        out += [f"{name}: −ELBO {entry['elbo_nats']:.4f}, {entry['chars']:,} characters, {entry['seeds']} seeds, "
+                f"{entry['date']}", "", "| K | −IWAE-K | −SMC-K | steps resampled |", "|---|---|---|---|"]  # fmt: skip
+        for row in entry["rows"]:
+            iwae, smc = f"{row['iwae_nats']:.4f} ± {row['iwae_sd']:.4f}", f"{row['smc_nats']:.4f} ± {row['smc_sd']:.4f}"
+            out.append(f"| {row['k']} | {iwae} | {smc} | {row['smc_resampling_rate']:.1%} |")
+        out.append("")
+    return "\n".join(out)
 
 
 if __name__ == "__main__":
