@@ -3,11 +3,10 @@
     python benchmarks/latent_step_time.py CORPUS [--reps 15] [--threads 2]
 
 The study's runs were paused, resumed and shared the machine, so their own wall times do not compare.
-This takes one Trainer per arm of benchmarks/latent_study.py (the `shakespeare` preset, the arm's options,
-dropout 0.4 over the decoder's whole input), and times Trainer.train_step in turn (A, B, C, A, B, C, ...)
-after two warm-up steps each; the median per arm goes to benchmarks/results-latent-step-time.json.  Run it
-with nothing else on the machine.  Validation is not included: it is the same for every arm but for the
-VRNNs' K = 8 importance samples.
+This takes one Trainer per arm of benchmarks/latent_study.py (its runs' own vrnn-train flags, at dropout
+0.4), and times Trainer.train_step in turn (A, B, C, A, B, C, ...) after two warm-up steps each; the median
+per arm goes to benchmarks/results-latent-step-time.json.  Run it with nothing else on the machine.
+Validation is not included: it is the same for every arm but for the VRNNs' K = 8 importance samples.
 """
 
 from __future__ import annotations
@@ -25,11 +24,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from latent_study import ARMS
+from latent_study import ARMS, COMMON
 
+from vrnn.runtime.schema import ModelConfig
+from vrnn.training.cli import main as train_cli
+from vrnn.training.config import TrainConfig
 from vrnn.training.corpus import resolve_corpus
 from vrnn.training.data import Corpus
-from vrnn.training.options import resolve_configs
+from vrnn.training.options import MODEL_OPTIONS, TRAIN_OPTIONS, resolve_configs
 from vrnn.training.tokens import prepare_tokens
 from vrnn.training.torch_settings import flushed_denormals, set_torch_threads
 from vrnn.training.trainer import OutputPaths, Trainer
@@ -37,12 +39,13 @@ from vrnn.training.trainer import OutputPaths, Trainer
 RESULTS = Path(__file__).resolve().parent / "results-latent-step-time.json"
 
 
-def arm_options(flags: list[str]) -> dict[str, object]:
-    """An arm's command-line flags (`--latent-size 0`) as resolve_configs options ({"latent_size": 0})."""
-    options: dict[str, object] = {}
-    for flag, value in zip(flags[::2], flags[1::2], strict=True):
-        options[flag.removeprefix("--").replace("-", "_")] = int(value) if value.isdigit() else value
-    return options
+def study_configs(arm: str, vocab_size: int) -> tuple[ModelConfig, TrainConfig]:
+    """The configs of one arm's study runs at dropout 0.4: its vrnn-train flags (the study's COMMON and ARMS)
+    read by vrnn-train's own parser, then resolved as vrnn-train resolves them."""
+    flags = [*COMMON, *ARMS[arm], "--dropout", "0.4"]
+    params = train_cli.make_context("vrnn-train", ["CORPUS", "-o", "unused.pt", *flags]).params
+    options = {k: v for k, v in params.items() if k in MODEL_OPTIONS or k in TRAIN_OPTIONS}
+    return resolve_configs(params["preset"], options, vocab_size)
 
 
 def main() -> None:
@@ -58,9 +61,8 @@ def main() -> None:
     times: dict[str, list[float]] = {arm: [] for arm in ARMS}
     with tempfile.TemporaryDirectory() as scratch, flushed_denormals():
         trainers = {}
-        for arm, flags in ARMS.items():
-            options = {**arm_options(flags), "dropout": 0.4, "dropout_scope": "decoder-input"}
-            model_config, train_config = resolve_configs("shakespeare", options, len(tokens.vocab))
+        for arm in ARMS:
+            model_config, train_config = study_configs(arm, len(tokens.vocab))
             paths = OutputPaths(Path(scratch) / f"{arm}.pt")
             trainers[arm] = Trainer(data, model_config, train_config, paths, torch.device("cpu"), lambda _: None)
             for _ in range(2):
