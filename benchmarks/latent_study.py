@@ -166,13 +166,19 @@ def unseen_play(corpus: str, out: Path) -> Path | None:
     return path
 
 
+def evaluate(args: argparse.Namespace, env: dict[str, str], text: str, best: Path, *split: str) -> tuple[list, dict]:
+    """vrnn-eval of a best checkpoint on `text` (K = 64, 256-character windows), run from the frozen package:
+    its command line as recorded, and its JSON summary."""
+    score = [sys.executable, "-m", "vrnn.training.eval_cli", text, "-c", str(best), *split, "--window", "256",
+             "--iwae-samples", "64", "--threads", str(args.threads), "--json"]  # fmt: skip
+    done = subprocess.run(score, check=True, capture_output=True, text=True, env=env, cwd=args.frozen or HERE)
+    return ["vrnn-eval", *score[3:]], json.loads(done.stdout)
+
+
 def score_unseen(args: argparse.Namespace, env: dict[str, str], best: Path, unseen: Path) -> dict:
     """A best checkpoint's scores on the unseen play (K = 64, as on the report half)."""
-    score = [sys.executable, "-m", "vrnn.training.eval_cli", str(unseen), "-c", str(best), "--window", "256",
-             "--iwae-samples", "64", "--threads", str(args.threads), "--json"]  # fmt: skip
-    cwd = args.frozen or HERE
-    summary = json.loads(subprocess.run(score, check=True, capture_output=True, text=True, env=env, cwd=cwd).stdout)
-    return {"unseen_command": ["vrnn-eval", *score[3:]], "unseen_elbo_nats": summary["elbo_nats"],
+    command, summary = evaluate(args, env, str(unseen), best)
+    return {"unseen_command": command, "unseen_elbo_nats": summary["elbo_nats"],
             "unseen_iwae_nats": summary["iwae_nats"], "unseen_kl_nats": summary["kl_nats"],
             "unseen_chars": summary["chars"]}  # fmt: skip
 
@@ -192,9 +198,7 @@ def train_and_score(
     subprocess.run(train, check=True, env=env, cwd=cwd)
     wall = time.perf_counter() - started
     best = ckpt.with_name(f"{name}.best.pt")
-    score = [sys.executable, "-m", "vrnn.training.eval_cli", args.corpus, "-c", str(best), "--split", "val-second-half",
-             "--window", "256", "--iwae-samples", "64", "--threads", str(args.threads), "--json"]  # fmt: skip
-    summary = json.loads(subprocess.run(score, check=True, capture_output=True, text=True, env=env, cwd=cwd).stdout)
+    score_command, summary = evaluate(args, env, args.corpus, best, "--split", "val-second-half")
     history = [json.loads(line) for line in ckpt.with_name(f"{name}.metrics.jsonl").read_text().splitlines()]
     (METRICS / f"{name}.metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in history))
     best_row = min(history, key=lambda row: row["val_iwae_nats"])
@@ -203,7 +207,7 @@ def train_and_score(
         "dropout": float(dropout),
         "seed": int(seed),
         "train_command": ["vrnn-train", *train[3:]],
-        "score_command": ["vrnn-eval", *score[3:]],
+        "score_command": score_command,
         "select_iwae_nats": best_row["val_iwae_nats"],  # -IWAE-8 on the first half at the chosen step
         "select_elbo_nats": best_row["val_elbo_nats"],
         "best_step": best_row["step"],
