@@ -65,7 +65,7 @@ def test_the_final_table_differences_and_their_spread():
     row = next(line for line in table.splitlines() if line.startswith("| filtering | −IWAE-64 second half"))
     # means 1.55 and 1.51; sds 0.02*sqrt(2) and 0.01*sqrt(2): a seed's difference sd sqrt(0.0008 + 0.0002)
     cells = [cell.strip() for cell in row.split("|")[1:-1]]
-    assert cells[2:] == ["+0.0400", "0.0316", "0.0224", "no"]
+    assert cells[2:] == ["+0.0400", "0.0316", "0.0224", "no", "+0.0400 ± 0.0141 (2)"]  # pairs: 0.03, 0.05
     assert "| filtering | 0.5 | 1, 2 | 1.4200 ± 0.0000 |" in table  # the d0.3 run is not at the choice
 
 
