@@ -142,12 +142,17 @@ def main() -> None:
         name = run_name(arm, dropout, seed)
         print(f"{name}: training ({len(todo) - 1} more planned; chosen so far: {chosen})", flush=True)
         results[name] = train_and_score(args, env, arm, dropout, seed, name)
-        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+        save(results)
         complete_scores(args, env, results, name, unseen)
         r = results[name]
         print(f"{name}: select {r['select_iwae_nats']:.4f}, report -ELBO {r['elbo_nats']:.4f} -IWAE-64 "
               f"{r['iwae_nats']:.4f} KL {r['kl_nats']:.4f}, best step {r['best_step']}, "
               f"{r['train_wall_s'] / 60:.1f} min", flush=True)  # fmt: skip
+
+
+def save(results: dict[str, dict]) -> None:
+    """Write every run's record to the committed results file (after each run and each score added)."""
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
 
 
 def unseen_play(corpus: str, out: Path) -> Path | None:
@@ -196,7 +201,7 @@ def complete_scores(
             r.update(score_smc(args, env, best, args.corpus, "--split", "val-second-half"))
         else:
             r.update({f"unseen_{k}": value for k, value in score_smc(args, env, best, str(unseen)).items()})
-        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+        save(results)
         print(f"{name}: {key} {r[key]:.4f}", flush=True)
 
 
@@ -330,6 +335,7 @@ def final_table(results: dict[str, dict], chosen: dict[str, str]) -> str:
         if not all(key in r for r in gru):
             continue
         g_mean, g_sd = mean_sd([r[key] for r in gru])
+        gru_by_seed = {r["seed"]: r[key] for r in gru}
         for arm, arm_runs in runs.items():
             if arm == "gru" or len(arm_runs) < 2 or not all(key in r for r in arm_runs):
                 continue
@@ -337,8 +343,7 @@ def final_table(results: dict[str, dict], chosen: dict[str, str]) -> str:
             diff, sd = v_mean - g_mean, (v_sd**2 + g_sd**2) ** 0.5
             se = (v_sd**2 / len(arm_runs) + g_sd**2 / len(gru)) ** 0.5
             beyond = "yes" if abs(diff) > 2 * sd else "no"
-            by_seed = {r["seed"]: r[key] for r in gru}
-            pairs = [r[key] - by_seed[r["seed"]] for r in arm_runs if r["seed"] in by_seed]
+            pairs = [r[key] - gru_by_seed[r["seed"]] for r in arm_runs if r["seed"] in gru_by_seed]
             paired = "{:+.4f} ± {:.4f} ({})".format(*mean_sd(pairs), len(pairs)) if len(pairs) > 1 else "—"
             differences.append(f"| {arm} | {SCORES[key]} | {diff:+.4f} | {sd:.4f} | {se:.4f} | {beyond} | {paired} |")
     if differences:
