@@ -87,9 +87,10 @@ def chosen_dropouts(results: dict[str, dict], explicit: dict[str, str]) -> dict[
 
 
 def planned(results: dict[str, dict], chosen: dict[str, str]) -> list[tuple[str, str, str]]:
-    """(arm, dropout, seed) of every run in the order they are trained: the GRU first (its runs are the
-    shortest, and its seeds give the quality study its scorer early), then the VRNNs' tuning grids, then their
-    seeds.  An arm without a chosen dropout yet has no seed runs."""
+    """(arm, dropout, seed) of every run in the order they are trained: one arm complete before the next,
+    its tuning grid and then its seeds; the GRU first (its runs are the shortest, and its seeds give the
+    quality study its scorer early), then the filtering VRNN, so each comparison with the GRU is whole as soon
+    as it can be.  An arm without a chosen dropout yet has no seed runs."""
 
     def seeds(arm: str) -> list[tuple[str, str, str]]:
         return [(arm, chosen[arm], s) for s in SEEDS[1:]] if arm in chosen else []
@@ -97,10 +98,7 @@ def planned(results: dict[str, dict], chosen: dict[str, str]) -> list[tuple[str,
     def tuning(arm: str) -> list[tuple[str, str, str]]:
         return [(arm, d, "1") for d in tuning_grid(results, arm)[0]]
 
-    vrnns = [arm for arm in ARMS if arm != "gru"]
-    runs = tuning("gru") + seeds("gru")
-    runs += [run for arm in vrnns for run in tuning(arm)]
-    return runs + [run for arm in vrnns for run in seeds(arm)]
+    return [run for arm in ARMS for run in tuning(arm) + seeds(arm)]
 
 
 def main() -> None:

@@ -46,7 +46,7 @@ def test_a_best_at_the_edge_widens_the_grid_until_bracketed_or_at_the_limit():
     assert tuning_grid(results, "filtering") == (["0.4", "0.5", "0.3", "0.6", "0.7"], "0.7")
 
 
-def test_the_plan_runs_the_gru_first_then_the_vrnn_grids_then_their_seeds():
+def test_the_plan_completes_each_arm_grid_then_seeds_the_gru_first():
     assert planned({}, {})[:3] == [("gru", "0.4", "1"), ("gru", "0.5", "1"), ("gru", "0.3", "1")]
     results = results_of(*(run(arm, d, "1", s) for arm in ("gru", "filtering", "smoothing")
                            for d, s in (("0.4", 1.40), ("0.5", 1.41), ("0.3", 1.41))))  # fmt: skip
@@ -55,6 +55,13 @@ def test_the_plan_runs_the_gru_first_then_the_vrnn_grids_then_their_seeds():
     todo = [r for r in planned(results, chosen) if latent_study.run_name(*r) not in results]
     assert todo == [("gru", "0.4", "2"), ("gru", "0.4", "3"), ("filtering", "0.4", "2"), ("filtering", "0.4", "3"),
                     ("smoothing", "0.5", "2"), ("smoothing", "0.5", "3")]  # fmt: skip
+    # an arm's seeds come before the next arm's grid: the filtering comparison is whole first
+    grid = (("0.4", 1.40), ("0.5", 1.41), ("0.3", 1.41))
+    grids = [run(arm, d, "1", s) for arm in ("gru", "filtering") for d, s in grid]
+    results = results_of(*grids, run("smoothing", "0.4", "1", 1.40))
+    todo = [r for r in planned(results, chosen_dropouts(results, {})) if latent_study.run_name(*r) not in results]
+    assert todo == [("gru", "0.4", "2"), ("gru", "0.4", "3"), ("filtering", "0.4", "2"), ("filtering", "0.4", "3"),
+                    ("smoothing", "0.5", "1"), ("smoothing", "0.3", "1")]  # fmt: skip
 
 
 def test_the_final_table_differences_and_their_spread():
