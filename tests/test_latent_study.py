@@ -48,15 +48,14 @@ def test_a_best_at_the_edge_widens_the_grid_until_bracketed_or_at_the_limit():
 
 def test_the_plan_completes_each_arm_grid_then_seeds_the_gru_first():
     assert planned({}, {})[:3] == [("gru", "0.4", "1"), ("gru", "0.5", "1"), ("gru", "0.3", "1")]
-    results = results_of(*(run(arm, d, "1", s) for arm in ("gru", "filtering", "smoothing")
-                           for d, s in (("0.4", 1.40), ("0.5", 1.41), ("0.3", 1.41))))  # fmt: skip
+    grid = (("0.4", 1.40), ("0.5", 1.41), ("0.3", 1.41))  # seed 1 of each arm: 0.4 chosen
+    results = results_of(*(run(arm, d, "1", s) for arm in ("gru", "filtering", "smoothing") for d, s in grid))
     chosen = chosen_dropouts(results, {"smoothing": "0.5"})  # --choose overrides the tuned choice
     assert chosen == {"gru": "0.4", "filtering": "0.4", "smoothing": "0.5"}
     todo = [r for r in planned(results, chosen) if latent_study.run_name(*r) not in results]
     assert todo == [("gru", "0.4", "2"), ("gru", "0.4", "3"), ("filtering", "0.4", "2"), ("filtering", "0.4", "3"),
                     ("smoothing", "0.5", "2"), ("smoothing", "0.5", "3")]  # fmt: skip
     # an arm's seeds come before the next arm's grid: the filtering comparison is whole first
-    grid = (("0.4", 1.40), ("0.5", 1.41), ("0.3", 1.41))
     grids = [run(arm, d, "1", s) for arm in ("gru", "filtering") for d, s in grid]
     results = results_of(*grids, run("smoothing", "0.4", "1", 1.40))
     todo = [r for r in planned(results, chosen_dropouts(results, {})) if latent_study.run_name(*r) not in results]
