@@ -211,10 +211,17 @@ def comparisons(results: list[dict], quality: str) -> dict[str, list[dict]]:
             "latent_vs_temperature": at_matched_diversity(latent, own, quality)}  # fmt: skip
 
 
+def curve_name(arm: str, setting: dict) -> str:
+    """The setting's curve in the figure: every knob but the temperature, which runs along it."""
+    if arm == "vrnn":
+        return f"vrnn, latent T {setting['latent_temperature']}"
+    return f"gru, top-p {setting['top_p']}" if setting.get("top_p") else "gru, top-p none"
+
+
 def label(arm: str, setting: dict) -> str:
-    extra = f"top-p {setting['top_p']}" if arm == "gru" and setting.get("top_p") else (
-        f"latent T {setting['latent_temperature']}" if arm == "vrnn" else "top-p none")  # fmt: skip
-    return f"{arm}, T {setting['temperature']}, {extra}"
+    """The setting's name in the tables: arm, temperature, then the curve's knob."""
+    knob = curve_name(arm, setting).split(", ", 1)[1]
+    return f"{arm}, T {setting['temperature']}, {knob}"
 
 
 def plot(results: list[dict], path: Path) -> None:
@@ -227,9 +234,7 @@ def plot(results: list[dict], path: Path) -> None:
     for ax, quality in zip(axes, ("ngram_nll", "model_nll"), strict=True):
         curves: dict[str, list[dict]] = {}
         for r in results:
-            key = r["arm"] + (f", top-p {r['setting'].get('top_p')}" if r["arm"] == "gru" else
-                              f", latent T {r['setting']['latent_temperature']}")  # fmt: skip
-            curves.setdefault(key, []).append(r)
+            curves.setdefault(curve_name(r["arm"], r["setting"]), []).append(r)
         for key, points in curves.items():
             points.sort(key=lambda r: r["setting"]["temperature"])
             x = [p["distinct4"][0] for p in points]
