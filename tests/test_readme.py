@@ -59,3 +59,31 @@ def test_the_readme_shows_the_javascript_example_as_it_is() -> None:
     blocks = re.findall(r"```js\n(.*?)```", (REPO / "README.md").read_text(encoding="utf-8"), flags=re.S)
     shown = "\n".join(line.removeprefix("  ") for line in blocks[0].splitlines()) + "\n"
     assert shown.strip() == (REPO / "clients/js/examples/sample.mjs").read_text(encoding="utf-8").strip()
+
+
+def heading_anchors(markdown: str) -> set[str]:
+    """GitHub's anchors for a page's headings: lower case, punctuation but '-' and '_' dropped, spaces to '-'."""
+    anchors = set()
+    for heading in re.findall(r"^#+ (.+)$", re.sub(r"```.*?```", "", markdown, flags=re.S), flags=re.M):
+        text = re.sub(r"[`*]|\[([^\]]*)\]\([^)]*\)", r"\1", heading).strip().lower()
+        anchors.add(re.sub(r"[^\w\- ]", "", text).replace(" ", "-"))
+    return anchors
+
+
+def test_every_relative_link_in_the_docs_resolves() -> None:
+    """A link from the README or docs/ to a file of the repository, or to a heading in it, names one that exists
+    (headings get renamed as results come in; a stale anchor fails here, not for a reader)."""
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    broken = []
+    for page in pages:
+        markdown = page.read_text(encoding="utf-8")
+        for target in re.findall(r"\]\(([^)\s]+)\)", re.sub(r"```.*?```", "", markdown, flags=re.S)):
+            if re.match(r"[a-z]+:", target):
+                continue  # http(s), mailto: not this test's business
+            path, _, anchor = target.partition("#")
+            linked = (page.parent / path).resolve() if path else page
+            if not linked.exists():
+                broken.append(f"{page.name}: {target} (no such file)")
+            elif anchor and linked.suffix == ".md" and anchor not in heading_anchors(linked.read_text("utf-8")):
+                broken.append(f"{page.name}: {target} (no such heading)")
+    assert not broken, "\n".join(broken)
