@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from latent_study import ARMS, COMMON
+from latent_study import ARMS, COMMON, STEP_TIME
 
 from vrnn.runtime.schema import ModelConfig
 from vrnn.training.cli import main as train_cli
@@ -35,8 +35,6 @@ from vrnn.training.options import MODEL_OPTIONS, TRAIN_OPTIONS, resolve_configs
 from vrnn.training.tokens import prepare_tokens
 from vrnn.training.torch_settings import flushed_denormals, set_torch_threads
 from vrnn.training.trainer import OutputPaths, Trainer
-
-RESULTS = Path(__file__).resolve().parent / "results-latent-step-time.json"
 
 
 def study_configs(arm: str, vocab_size: int) -> tuple[ModelConfig, TrainConfig]:
@@ -53,7 +51,7 @@ def main() -> None:
     parser.add_argument("corpus")
     parser.add_argument("--reps", type=int, default=15)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=STEP_TIME)
     args = parser.parse_args()
     set_torch_threads(args.threads)
     tokens = prepare_tokens(resolve_corpus(args.corpus))

@@ -37,6 +37,7 @@ from vrnn.runtime.splits import split_bounds
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results-latent-study.json"
 METRICS = HERE / "latent-study"
+STEP_TIME = HERE / "results-latent-step-time.json"  # written by latent_step_time.py
 STEPS = 3000
 ARMS: dict[str, list[str]] = {
     "gru": ["--latent-size", "0"],
@@ -115,7 +116,9 @@ def main() -> None:
     if args.table:
         print(tuning_table(results))
         print()
-        print(final_table(results, chosen_dropouts(results, dict(item.split("=", 1) for item in args.choose))))
+        chosen = chosen_dropouts(results, dict(item.split("=", 1) for item in args.choose))
+        step_s = json.loads(STEP_TIME.read_text())["step_s"] if STEP_TIME.exists() else None
+        print(final_table(results, chosen, step_s))
         print()
         print(same_dropout_table(results))
         return
@@ -300,16 +303,18 @@ SCORES = {  # the final table's columns: result key -> heading
 }
 
 
-def final_table(results: dict[str, dict], chosen: dict[str, str]) -> str:
-    """Each arm at its chosen dropout over its seeds (mean ± sd), then each VRNN's difference from the GRU on
+def final_table(results: dict[str, dict], chosen: dict[str, str], step_s: dict[str, float] | None = None) -> str:
+    """Each arm at its chosen dropout over its seeds (mean ± sd), with the training time to its best step at
+    the step time latent_step_time.py measured for the arm in one process (`step_s`; the runs' own wall times
+    do not compare: they were paused and shared the machine), then each VRNN's difference from the GRU on
     the report half and on the unseen play: the difference of the means, the sd of one seed's difference
     (the seeds' sds added in quadrature: the spread the verdict is judged by) and the standard error of the
     difference of means.  Last, as a secondary analysis declared before the VRNN seeds were in: the
     differences paired by seed (a seed fixes the batch order, the same for every arm), mean ± sd."""
     runs = {arm: sorted((r for r in results.values() if r["arm"] == arm and f"{r['dropout']:g}" == f"{float(d):g}"),
                         key=lambda r: r["seed"]) for arm, d in chosen.items()}  # fmt: skip
-    rows = [f"| arm | dropout | seeds | {' | '.join(SCORES.values())} | active (KL) | best steps |",
-            "|---" * (len(SCORES) + 5) + "|"]  # fmt: skip
+    rows = [f"| arm | dropout | seeds | {' | '.join(SCORES.values())} | active (KL) | best steps "
+            "| minutes to best step |", "|---" * (len(SCORES) + 6) + "|"]  # fmt: skip
 
     def cell(arm_runs: list[dict], key: str) -> str:
         if not all(key in r for r in arm_runs):
@@ -324,7 +329,10 @@ def final_table(results: dict[str, dict], chosen: dict[str, str]) -> str:
         steps = ", ".join(str(r["best_step"]) for r in arm_runs)
         seeds = ", ".join(str(r["seed"]) for r in arm_runs)
         scores = " | ".join(cell(arm_runs, key) for key in SCORES)
-        rows.append(f"| {arm} | {chosen[arm]} | {seeds} | {scores} | {active} | {steps} |")
+        minutes = "—"
+        if step_s and arm in step_s:
+            minutes = "{:.0f} ± {:.0f}".format(*mean_sd([r["best_step"] * step_s[arm] / 60 for r in arm_runs]))
+        rows.append(f"| {arm} | {chosen[arm]} | {seeds} | {scores} | {active} | {steps} | {minutes} |")
     gru = runs.get("gru", [])
     if len(gru) < 2:
         return "\n".join(rows)

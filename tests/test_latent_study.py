@@ -75,6 +75,14 @@ def test_the_final_table_differences_and_their_spread():
     assert "| filtering | 0.5 | 1, 2 | 1.4200 ± 0.0000 |" in table  # the d0.3 run is not at the choice
 
 
+def test_the_final_table_gives_minutes_to_the_best_step_at_the_measured_step_time():
+    gru = [run("gru", "0.3", seed, 1.41) for seed in ("1", "2")]
+    gru[1]["best_step"] = 2600  # 2000 and 2600 steps of 0.6 s: 20 and 26 minutes
+    table = final_table(results_of(*gru), {"gru": "0.3"}, {"gru": 0.6})
+    assert table.splitlines()[2].endswith("| 2000, 2600 | 23 ± 4 |")
+    assert final_table(results_of(*gru), {"gru": "0.3"}).splitlines()[2].endswith("| 2000, 2600 | — |")
+
+
 @pytest.fixture
 def study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(latent_study, "RESULTS", tmp_path / "results.json")
