@@ -211,17 +211,21 @@ def comparisons(results: list[dict], quality: str) -> dict[str, list[dict]]:
             "latent_vs_temperature": at_matched_diversity(latent, own, quality)}  # fmt: skip
 
 
+def knob(arm: str, setting: dict) -> str:
+    """The setting's knob besides the temperature: top-p for the GRU, latent temperature for the VRNN."""
+    if arm == "vrnn":
+        return f"latent T {setting['latent_temperature']}"
+    return f"top-p {setting['top_p']}" if setting.get("top_p") else "top-p none"
+
+
 def curve_name(arm: str, setting: dict) -> str:
     """The setting's curve in the figure: every knob but the temperature, which runs along it."""
-    if arm == "vrnn":
-        return f"vrnn, latent T {setting['latent_temperature']}"
-    return f"gru, top-p {setting['top_p']}" if setting.get("top_p") else "gru, top-p none"
+    return f"{arm}, {knob(arm, setting)}"
 
 
 def label(arm: str, setting: dict) -> str:
-    """The setting's name in the tables: arm, temperature, then the curve's knob."""
-    knob = curve_name(arm, setting).split(", ", 1)[1]
-    return f"{arm}, T {setting['temperature']}, {knob}"
+    """The setting's name in the tables: arm, temperature, then its other knob."""
+    return f"{arm}, T {setting['temperature']}, {knob(arm, setting)}"
 
 
 def plot(results: list[dict], path: Path) -> None:

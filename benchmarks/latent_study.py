@@ -113,16 +113,16 @@ def main() -> None:
     parser.add_argument("--table", action="store_true", help="print the results as markdown tables and stop")
     args = parser.parse_args()
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    explicit = dict(item.split("=", 1) for item in args.choose)
     if args.table:
         print(tuning_table(results))
         print()
-        chosen = chosen_dropouts(results, dict(item.split("=", 1) for item in args.choose))
+        chosen = chosen_dropouts(results, explicit)
         step_s = json.loads(STEP_TIME.read_text())["step_s"] if STEP_TIME.exists() else None
         print(final_table(results, chosen, step_s))
         print()
         print(same_dropout_table(results))
         return
-    explicit = dict(item.split("=", 1) for item in args.choose)
     env = dict(os.environ)
     if args.frozen is not None:  # run from there: the working directory comes first on sys.path
         env["PYTHONPATH"] = f"{args.frozen.resolve()}{os.pathsep}{env.get('PYTHONPATH', '')}"

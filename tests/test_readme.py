@@ -61,10 +61,15 @@ def test_the_readme_shows_the_javascript_example_as_it_is() -> None:
     assert shown.strip() == (REPO / "clients/js/examples/sample.mjs").read_text(encoding="utf-8").strip()
 
 
+def prose(markdown: str) -> str:
+    """The page without its fenced code blocks, where '#' and '](' are code, not headings or links."""
+    return re.sub(r"```.*?```", "", markdown, flags=re.S)
+
+
 def heading_anchors(markdown: str) -> set[str]:
     """GitHub's anchors for a page's headings: lower case, punctuation but '-' and '_' dropped, spaces to '-'."""
     anchors = set()
-    for heading in re.findall(r"^#+ (.+)$", re.sub(r"```.*?```", "", markdown, flags=re.S), flags=re.M):
+    for heading in re.findall(r"^#+ (.+)$", prose(markdown), flags=re.M):
         text = re.sub(r"[`*]|\[([^\]]*)\]\([^)]*\)", r"\1", heading).strip().lower()
         anchors.add(re.sub(r"[^\w\- ]", "", text).replace(" ", "-"))
     return anchors
@@ -76,8 +81,7 @@ def test_every_relative_link_in_the_docs_resolves() -> None:
     pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
     broken = []
     for page in pages:
-        markdown = page.read_text(encoding="utf-8")
-        for target in re.findall(r"\]\(([^)\s]+)\)", re.sub(r"```.*?```", "", markdown, flags=re.S)):
+        for target in re.findall(r"\]\(([^)\s]+)\)", prose(page.read_text(encoding="utf-8"))):
             if re.match(r"[a-z]+:", target):
                 continue  # http(s), mailto: not this test's business
             path, _, anchor = target.partition("#")
