@@ -115,13 +115,7 @@ def main() -> None:
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     explicit = dict(item.split("=", 1) for item in args.choose)
     if args.table:
-        print(tuning_table(results))
-        print()
-        chosen = chosen_dropouts(results, explicit)
-        step_s = json.loads(STEP_TIME.read_text())["step_s"] if STEP_TIME.exists() else None
-        print(final_table(results, chosen, step_s))
-        print()
-        print(same_dropout_table(results))
+        print(tables(results, explicit))
         return
     env = dict(os.environ)
     if args.frozen is not None:  # run from there: the working directory comes first on sys.path
@@ -267,6 +261,14 @@ def train_and_score(
         "threads": args.threads,
         "date": datetime.date.today().isoformat(),
     }
+
+
+def tables(results: dict[str, dict], explicit: dict[str, str]) -> str:
+    """Every table docs/latent.md shows from the study (--table prints them): each run, the final table with
+    its differences, and each VRNN against the GRU at the same dropout."""
+    step_s = json.loads(STEP_TIME.read_text())["step_s"] if STEP_TIME.exists() else None
+    final = final_table(results, chosen_dropouts(results, explicit), step_s)
+    return f"{tuning_table(results)}\n\n{final}\n\n{same_dropout_table(results)}"
 
 
 def tuning_table(results: dict[str, dict]) -> str:
