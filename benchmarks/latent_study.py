@@ -294,6 +294,12 @@ def mean_sd(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else float("nan")
 
 
+def show_mean_sd(values: list[float], digits: int) -> str:
+    """A table cell: mean ± sd, or the one value alone (one seed has no spread to show)."""
+    mean, sd = mean_sd(values)
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}" if len(values) > 1 else f"{mean:.{digits}f}"
+
+
 SCORES = {  # the final table's columns: result key -> heading
     "select_iwae_nats": "−IWAE-8 first half (selects)",
     "elbo_nats": "−ELBO second half",
@@ -321,8 +327,7 @@ def final_table(results: dict[str, dict], chosen: dict[str, str], step_s: dict[s
     def cell(arm_runs: list[dict], key: str) -> str:
         if not all(key in r for r in arm_runs):
             return "—"
-        mean, sd = mean_sd([r[key] for r in arm_runs])
-        return f"{mean:.4f} ± {sd:.4f}"
+        return show_mean_sd([r[key] for r in arm_runs], 4)
 
     for arm, arm_runs in runs.items():
         if not arm_runs:
@@ -333,7 +338,7 @@ def final_table(results: dict[str, dict], chosen: dict[str, str], step_s: dict[s
         scores = " | ".join(cell(arm_runs, key) for key in SCORES)
         minutes = "—"
         if step_s and arm in step_s:
-            minutes = "{:.0f} ± {:.0f}".format(*mean_sd([r["best_step"] * step_s[arm] / 60 for r in arm_runs]))
+            minutes = show_mean_sd([r["best_step"] * step_s[arm] / 60 for r in arm_runs], 0)
         rows.append(f"| {arm} | {chosen[arm]} | {seeds} | {scores} | {active} | {steps} | {minutes} |")
     gru = runs.get("gru", [])
     if len(gru) < 2:

@@ -83,6 +83,12 @@ def test_the_final_table_gives_minutes_to_the_best_step_at_the_measured_step_tim
     assert final_table(results_of(*gru), {"gru": "0.3"}).splitlines()[2].endswith("| 2000, 2600 | — |")
 
 
+def test_an_arm_with_one_seed_shows_its_values_without_a_spread():
+    table = final_table(results_of(run("smoothing", "0.1", "1", 1.40, 1.53)), {"smoothing": "0.1"}, {"smoothing": 1.2})
+    row = table.splitlines()[2]
+    assert row.startswith("| smoothing | 0.1 | 1 | 1.4000 | ") and "nan" not in row and "±" not in row
+
+
 @pytest.fixture
 def study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(latent_study, "RESULTS", tmp_path / "results.json")
