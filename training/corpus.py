@@ -96,7 +96,9 @@ def fetch_tinyshakespeare(url: str | None = None, timeout: float = 60.0) -> Path
     if _sha256(data) != TINYSHAKESPEARE_SHA256:
         raise VrnnError(f"download from {url} has the wrong sha256 (expected {TINYSHAKESPEARE_SHA256}); not using it")
     target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(target) as handle:
+    # The copy is the cache's own file: whatever is in its place (a FIFO, which writing through would wait on
+    # forever, or a link) is replaced, never written through.
+    with atomic_write(target, follow_links=False) as handle:
         handle.write(data)
     return target
 

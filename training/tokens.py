@@ -30,8 +30,17 @@ What the cache trusts, and why it is cheap (nothing is read but a few small JSON
   Temporary files of preparations that were killed are removed; those of running ones are left alone.
 - The text read must be the text the stats describe: the sources are stat'ed again after reading, and the
   second pass checks the first pass's hash, so a file edited during preparation is refused in one line.
-An exclusive lock on the cache serialises builders: the ranks of a torchrun (or two runs) starting on the
-same corpus build it once; the others wait, then map the same file.
+- Only regular files are read, and they are checked without blocking: a FIFO, a device or a directory at one
+  of the cache's names is taken for a missing file and replaced (an empty directory is removed; one with files
+  in it is refused in one line naming it).
+
+Locks are per corpus, never per cache: a builder holds an exclusive lock named by its sources (and, while it
+writes the token file, one named by the text's hash, which two corpora of the same text share), so the ranks
+of a torchrun (or two runs) starting on the same corpus build it once while the others wait, then map the same
+file, and a preparation that hangs or is paused holds up only the runs on its own corpus.  A run that waits
+says so once on stderr, naming the lock's holder (its PID, and since when).  Reading a token file that is
+there and agrees with its JSON takes no lock at all, so a cache on a read-only file system (a shared dataset
+cache) is used as it is; only a corpus that must be built there is refused, in one line.
 """
 
 from __future__ import annotations
@@ -44,9 +53,11 @@ import hashlib
 import json
 import mmap
 import os
+import re
 import stat
+import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -66,6 +77,9 @@ CHUNK_BYTES = 1 << 24  # 16 MiB read at a time: a few times that in memory while
 SLICE = 1 << 20  # code points counted or looked up at a time (numpy makes an int64 copy of each slice)
 DOCUMENT_SEPARATOR = "\n"  # between two documents of a multi-file corpus (a single file is unchanged)
 MAX_CODE_POINT = 0x10FFFF
+NOTE_AFTER_S = 1.0  # a wait for a lock shorter than this (a torchrun peer building a small corpus) goes unsaid
+_NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)  # what a cache that cannot be written fails with
+SHA_JSON = re.compile(r"[0-9a-f]{64}\.json")  # a token file's JSON, by name
 
 
 @dataclass(frozen=True)
@@ -133,56 +147,243 @@ def prepare_tokens(
     spec: str | Sequence[str],
     cache: Path | None = None,
     chunk_bytes: int = CHUNK_BYTES,
+    note: Callable[[str], None] | None = None,
 ) -> TokenFile:
     """The token file of a corpus, built on first use (see the module's docstring) and memory-mapped;
-    its `built_s` says how long this call took to build it (None: it was there)."""
+    its `built_s` says how long this call took to build it (None: it was there).  `note` receives the one
+    line said while this call waits for another process's lock (default: stderr, see `note_on_stderr`)."""
     files = corpus_files(spec)
     sources = [Source.of(p).__dict__ for p in files]  # as the JSON files list them
     root = token_cache(cache)
-    with _locked(root):
-        remove_stale_temp_files(root)  # of preparations that were killed (a running one holds the lock)
-        index = root / f"sources-{_sources_key(sources)}.json"
-        known = _read_json(index)
-        if known and known.get("sources") == sources and known.get("checksum") == _checksum(known):
-            opened = _open(root, str(known.get("sha256", "")))
-            if opened is not None:
-                return opened
-        started = time.perf_counter()
-        sha, counts = _scan(files, chunk_bytes)
-        opened = _open(root, sha)  # the same text under another name or time
-        if opened is None:
-            _encode(files, sha, counts, sources, root, chunk_bytes)
-            opened = _open(root, sha)
+    key = _sources_key(sources)
+    index = root / f"sources-{key}.json"
+    # The common case, a token file that is there and agrees with its JSON, needs neither a lock nor write
+    # access: a run on another corpus, a hung preparer or a read-only cache is no obstacle to it.
+    opened = _find(root, index, sources)
+    if opened is not None:
+        return opened
+    waiting = _Waiting(_describe_corpus(files), note or note_on_stderr)
+    try:
+        with _locked(root, f"sources-{key}", waiting):
+            return _build(files, sources, root, index, waiting, chunk_bytes)
+    except _NotWritable as exc:
+        return _read_only(files, sources, root, waiting.corpus, exc.reason, chunk_bytes)
+
+
+def _find(root: Path, index: Path, sources: list[dict]) -> TokenFile | None:
+    """The token file the index of these sources names, when the index and the file agree with them."""
+    known = _read_json(index)
+    if known and known.get("sources") == sources and known.get("checksum") == _checksum(known):
+        return _open(root, str(known.get("sha256", "")))
+    return None
+
+
+def _build(
+    files: list[Path], sources: list[dict], root: Path, index: Path, waiting: _Waiting, chunk_bytes: int
+) -> TokenFile:
+    """Under the corpus's lock: the token file, found again or built, and the index that finds it."""
+    remove_stale_temp_files(root)  # of preparations that were killed (those of live processes are kept)
+    opened = _find(root, index, sources)  # built by the process whose lock this one waited for
+    if opened is not None:
+        return opened
+    started = time.perf_counter()
+    sha, counts = _scan(files, chunk_bytes)
+    try:
+        # Two corpora of the same text (one file at two paths) write the same `<sha>` files: one at a time.
+        with _locked(root, sha, waiting):
+            opened = _open(root, sha)  # the same text under another name or time
             if opened is None:
-                raise VrnnError(f"the token file just written in {root} cannot be read back")
+                _encode(files, sha, counts, sources, root, chunk_bytes)
+                opened = _open(root, sha)
+                if opened is None:
+                    raise VrnnError(f"the token file just written in {root} cannot be read back")
         _check_unchanged(files, sources)  # what was read is the text these stats describe
+        _make_way(index)
         with atomic_write(index, "w", follow_links=False) as handle:
             json.dump(_with_checksum({"sha256": sha, "sources": sources}), handle)
-        opened.built_s = time.perf_counter() - started
-        return opened
+    except OSError as exc:  # (the corpus's own errors are VrnnErrors already)
+        if exc.errno in _NOT_WRITABLE:
+            raise VrnnError(_read_only_message(waiting.corpus, root, exc.strerror or str(exc))) from None
+        raise VrnnError(f"cannot write the token cache {root}: {exc.strerror or exc}") from None
+    opened.built_s = time.perf_counter() - started
+    return opened
+
+
+def _read_only(
+    files: list[Path], sources: list[dict], root: Path, corpus: str, reason: str, chunk_bytes: int
+) -> TokenFile:
+    """A cache this process cannot write (a shared, read-only one) whose index does not name the corpus: its
+    token file may still be there under the text's hash (the same text at another path, or on the machine
+    that prepared the cache), which reading the text once finds.  Anything else is refused in one line."""
+    if any(SHA_JSON.fullmatch(entry.name) for entry in _entries(root)):  # else reading the text is no use
+        sha, _ = _scan(files, chunk_bytes)
+        opened = _open(root, sha)
+        if opened is not None:
+            _check_unchanged(files, sources)
+            return opened
+    raise VrnnError(_read_only_message(corpus, root, reason))
+
+
+def _entries(root: Path) -> list[os.DirEntry]:
+    try:
+        with os.scandir(root) as found:
+            return list(found)
+    except OSError:
+        return []
+
+
+def _read_only_message(corpus: str, root: Path, reason: str) -> str:
+    return (
+        f"the token file of {corpus} must be built, but the token cache {root} is not writable ({reason}): "
+        "set $VRNN_CACHE to a writable folder"
+    )
+
+
+class _NotWritable(Exception):
+    """The cache cannot be written (read-only file system, no permission): raised before anything is done."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class _Waiting:
+    """What a preparation says while it waits for a lock, once whichever locks it waits for."""
+
+    corpus: str  # how the message names the corpus
+    note: Callable[[str], None]
+    said: bool = False
+
+
+def note_on_stderr(message: str) -> None:
+    """Say `message` on stderr as one line, after the running command's name (`vrnn-train: ...`)."""
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    print(f"{name if name.startswith('vrnn') else 'vrnn'}: {message}", file=sys.stderr, flush=True)
+
+
+def _describe_corpus(files: list[Path]) -> str:
+    """How the waiting message and refusals name a corpus: its file, or its first file and how many more."""
+    more = len(files) - 1
+    return str(files[0]) if not more else f"{files[0]} and {more} more file{'s' if more > 1 else ''}"
+
+
+def lock_path(root: Path, name: str) -> Path:
+    """The lock file of `name` (a corpus's `sources-<key>`, or a text's sha256) in the cache `root`."""
+    return root / f".lock-{name}"
 
 
 @contextlib.contextmanager
-def _locked(root: Path) -> Iterator[None]:
-    """Hold the cache's exclusive lock (released when the file is closed, or when the process dies).  The lock
-    file is opened without following a link: a link planted there is replaced, never created through."""
-    path = root / ".lock"
-    try:
-        root.mkdir(parents=True, exist_ok=True)
+def _locked(root: Path, name: str, waiting: _Waiting) -> Iterator[None]:
+    """Hold the exclusive lock `name` in the cache (released when the file is closed, or when the process
+    dies), saying once through `waiting` whose it is if it is held for more than NOTE_AFTER_S.  Raises
+    _NotWritable when the cache cannot be written.
+
+    The lock file records its holder (PID and time) for that message, and is removed when the lock is
+    released, so that locks do not pile up, one per corpus ever prepared; a process that opened it just
+    before is detected by comparing inodes once it holds the lock, and locks the new file instead (as
+    vrnn.training.run_lock does)."""
+    path = lock_path(root, name)
+    while True:
+        fd = _open_lock(root, path)
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
-        except OSError as exc:
-            if exc.errno != errno.ELOOP:
-                raise
-            os.unlink(path)  # a symbolic link where the lock belongs
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
-    except OSError as exc:
-        raise VrnnError(f"cannot use the token cache {root}: {exc.strerror or exc}") from None
+            _wait_for(fd, waiting)
+            try:
+                same = os.lstat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+        except BaseException:
+            os.close(fd)
+            raise
+        if same:
+            break
+        os.close(fd)  # the holder removed this file as this process opened it: lock the one there now
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} {time.time():.0f}\n".encode())
         yield
     finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
         os.close(fd)
+
+
+def _open_lock(root: Path, path: Path) -> int:
+    """The lock file `path`, opened for writing without following a link: whatever is there and is not a
+    regular file (a link, a FIFO, a device, an empty directory) is replaced, never opened, so this never
+    blocks and never writes outside the cache."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        for _ in range(10):  # (another process may put something there between two of these steps)
+            _make_way(path, special_too=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o666)
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                return fd
+            os.close(fd)
+    except OSError as exc:
+        if exc.errno in _NOT_WRITABLE:
+            raise _NotWritable(exc.strerror or str(exc)) from None
+        raise VrnnError(f"cannot use the token cache {root}: {exc.strerror or exc}") from None
+    raise VrnnError(f"cannot use the token cache {root}: something keeps replacing its lock file {path.name}")
+
+
+def _wait_for(fd: int, waiting: _Waiting) -> None:
+    """Take the exclusive lock of `fd`, waiting as long as another process holds it, and saying once (after
+    NOTE_AFTER_S) whose lock it is: a paused or hung holder would otherwise look like a silent hang."""
+    deadline = time.monotonic() + NOTE_AFTER_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        if waiting.said or time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)
+    if not waiting.said:
+        waiting.said = True
+        waiting.note(f"waiting for the token cache of {waiting.corpus}, {_holder(fd)}")
+    fcntl.flock(fd, fcntl.LOCK_EX)
+
+
+def _holder(fd: int) -> str:
+    """Who holds the lock of `fd`, from what the holder wrote in it: 'locked by PID 1234 since 10:49:02'."""
+    try:
+        pid_text, since_text = os.pread(fd, 64, 0).decode("ascii").split()
+        pid, since = int(pid_text), float(since_text)
+    except (OSError, ValueError):
+        return "locked by another process"
+    when = time.localtime(since)
+    shown = time.strftime("%H:%M:%S" if when[:3] == time.localtime()[:3] else "%Y-%m-%d %H:%M:%S", when)
+    try:  # a paused preparer (Ctrl-Z, SIGSTOP) waits for someone to resume it: say so
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        state = ""
+    paused = f" (stopped: `kill -CONT {pid}` resumes it)" if state in ("T", "t") else ""
+    return f"locked by PID {pid} since {shown}{paused}"
+
+
+def _make_way(path: Path, special_too: bool = False) -> None:
+    """Clear one of the cache's names before it is written: an empty directory there is removed (it is no
+    file of the cache's); one with files in it is refused in one line naming it (they may be someone's).  A
+    link, FIFO or device is left to the write, which replaces it, unless `special_too` (the lock file, which
+    is opened in place rather than replaced): then it is removed here."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(mode):
+        try:
+            os.rmdir(path)
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                raise VrnnError(
+                    f"a directory with files in it is where the token cache keeps a file: {path}; remove it"
+                ) from None
+            raise
+    elif special_too and not stat.S_ISREG(mode):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
 
 
 def _check_unchanged(files: list[Path], sources: list[dict]) -> None:
@@ -199,17 +400,18 @@ def _sources_key(sources: list[dict]) -> str:
 
 def _open_regular(path: Path) -> tuple[BinaryIO, os.stat_result] | None:
     """`path` opened for reading without following a link, and its stat; None when it is missing, a link or
-    not a regular file (the cache trusts only files it wrote itself)."""
+    not a regular file (the cache trusts only files it wrote itself).  Never blocks: opening a FIFO for
+    reading would wait for a writer forever, so it is opened non-blocking and checked before it is read (the
+    flag changes nothing for a regular file)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return None
-    handle = os.fdopen(fd, "rb")
     found = os.fstat(fd)
-    if not stat.S_ISREG(found.st_mode):
-        handle.close()
+    if not stat.S_ISREG(found.st_mode):  # (before fdopen, which refuses a directory naming only the fd)
+        os.close(fd)
         return None
-    return handle, found
+    return os.fdopen(fd, "rb"), found
 
 
 def _read_json(path: Path) -> dict | None:
@@ -341,6 +543,7 @@ def _encode(files: list[Path], sha: str, counts: np.ndarray, sources: list[dict]
     changed = VrnnError(f"corpus changed while it was being read: {', '.join(map(str, files))}; run again")
     digest = hashlib.sha256()
     tokens = root / f"{sha}.tokens"
+    _make_way(tokens)
     with atomic_write(tokens, follow_links=False) as handle:
         for chunk, chunk_points in _code_points(files, chunk_bytes, check=True):
             digest.update(chunk)
@@ -365,5 +568,6 @@ def _encode(files: list[Path], sha: str, counts: np.ndarray, sources: list[dict]
         "sources": sources,
         "file": _identity(os.lstat(tokens)),
     }
+    _make_way(root / f"{sha}.json")
     with atomic_write(root / f"{sha}.json", "w", follow_links=False) as handle:
         json.dump(_with_checksum(meta), handle, ensure_ascii=False)
