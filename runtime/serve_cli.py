@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import logging
 import os
 import signal
 import socket
@@ -27,6 +28,7 @@ from vrnn.runtime.commands import OneLineCommand, cli_errors, require_extra
 from vrnn.runtime.errors import UsageError, VrnnError
 from vrnn.runtime.limits import MAX_THREADS, check_threads
 from vrnn.runtime.loop import MAX_LENGTH
+from vrnn.runtime.serve_request import BODY_TIMEOUT, HEADER_TIMEOUT, MAX_HEAD_BYTES, MAX_HEADERS, ConnectionLimits
 from vrnn.runtime.stop_signals import STOP_SIGNALS, Terminated, handling_signals
 
 if TYPE_CHECKING:
@@ -36,6 +38,9 @@ SERVE_MODULES = ("starlette", "uvicorn", "prometheus_client")
 MAX_ROWS = 4096  # rows of one batch, and requests waiting: the cell's state for 4096 rows is tens of MB
 MAX_DRAIN_SECONDS = 24 * 3600
 LISTEN_BACKLOG = 2048  # connections the kernel holds before they are accepted (uvicorn's default)
+MAX_CONNECTIONS = ConnectionLimits.max_connections  # the rows and queue (256 + 1,024), keep-alive idlers
+RESERVED_FILES = 64  # file descriptors kept for the cell, threads, logs and the listening socket
+MAX_TIMEOUT = 3600.0
 
 
 def check_count(value: int, name: str, low: int, high: int) -> None:
@@ -68,14 +73,32 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(app: ServeApp, sock: socket.socket, drain_timeout: float) -> int:
-    """Run the app on `sock` until a stop signal; return the signal that cut it short, 0 after a drain."""
+def raise_file_limit() -> int:
+    """Raise the soft limit on open files to the hard one (each connection holds one); return the soft limit."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return soft if soft != resource.RLIM_INFINITY else 1 << 20
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):  # a hard limit of "unlimited" past the kernel's nr_open
+        return soft
+    return target
+
+
+def serve(app: ServeApp, sock: socket.socket, drain_timeout: float, limits: ConnectionLimits, banner: str) -> int:
+    """Run the app on `sock` until a stop signal; return the signal that cut it short, 0 after a drain.  `banner`
+    is printed once the signals are ours: a signal right after it drains like any other."""
     import uvicorn
 
+    from vrnn.runtime.http_guard import guarded_protocol
+
     loop_kind = "uvloop" if _importable("uvloop") else "asyncio"
-    http_kind = "httptools" if _importable("httptools") else "h11"
     config = uvicorn.Config(app.app, lifespan="off", log_level="warning", access_log=False, loop=loop_kind,
-                            http=http_kind, timeout_graceful_shutdown=2, server_header=False)  # fmt: skip
+                            http=guarded_protocol(limits), timeout_graceful_shutdown=2,
+                            server_header=False)  # fmt: skip
 
     class DrainingServer(uvicorn.Server):
         """uvicorn's server with vrnn-serve's signals: the first drains, the second stops at once."""
@@ -86,6 +109,7 @@ def serve(app: ServeApp, sock: socket.socket, drain_timeout: float) -> int:
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
             with handling_signals(STOP_SIGNALS, self.handle_exit):
+                print(banner, flush=True)
                 yield
 
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
@@ -95,6 +119,8 @@ def serve(app: ServeApp, sock: socket.socket, drain_timeout: float) -> int:
             else:
                 self.second_signal = sig
                 self.force_exit = self.should_exit = True
+                # Exiting at once cancels the requests in flight: uvicorn would log each as a traceback.
+                logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
 
         def _start_drain(self) -> None:
             self._drain_task = asyncio.ensure_future(self._drain())
@@ -154,6 +180,18 @@ def say(message: str) -> None:
 @click.option("--call-budget", type=float, default=0.02, show_default=True,
               help="Seconds a call may take when steps are cheap (few rows): it then runs more steps than "
               "--steps-per-call, up to 32.")  # fmt: skip
+@click.option("--max-connections", type=int, default=MAX_CONNECTIONS, show_default=True,
+              help="Open connections at most; past them a new one gets 503 and is closed.  Capped by the open-file "
+              "limit, which start-up raises to its hard limit.")  # fmt: skip
+@click.option("--header-timeout", type=float, default=HEADER_TIMEOUT, show_default=True,
+              help="Seconds a request's head (request line and headers) may take to arrive, from the connection's "
+              "opening or the previous response's end.")  # fmt: skip
+@click.option("--body-timeout", type=float, default=BODY_TIMEOUT, show_default=True,
+              help="Seconds a request's body may take to arrive once its head has (408 past them).")  # fmt: skip
+@click.option("--max-head-bytes", type=int, default=MAX_HEAD_BYTES, show_default=True,
+              help="Largest request head (request line and headers); past it, 431.")  # fmt: skip
+@click.option("--max-headers", type=int, default=MAX_HEADERS, show_default=True,
+              help="Most header lines in a request; past them, 431.")  # fmt: skip
 @cli_errors
 def main(
     cell: str | None,
@@ -168,6 +206,11 @@ def main(
     flush_interval: float,
     steps_per_call: int,
     call_budget: float,
+    max_connections: int,
+    header_timeout: float,
+    body_timeout: float,
+    max_head_bytes: int,
+    max_headers: int,
 ) -> None:
     """Serve CELL over HTTP: POST /v1/generate, GET /v1/model, /healthz, /readyz, /metrics.
 
@@ -185,6 +228,13 @@ def main(
     check_seconds(drain_timeout, "--drain-timeout", MAX_DRAIN_SECONDS)
     check_seconds(call_budget, "--call-budget", 10)
     check_seconds(flush_interval, "--flush-interval", 10)
+    check_count(max_connections, "--max-connections", 1, 1 << 20)
+    check_count(max_head_bytes, "--max-head-bytes", 1024, 1 << 20)
+    check_count(max_headers, "--max-headers", 1, 10_000)
+    for value, name in ((header_timeout, "--header-timeout"), (body_timeout, "--body-timeout")):
+        check_seconds(value, name, MAX_TIMEOUT)
+        if value == 0:
+            raise UsageError(f"{name} must be more than 0 seconds")
     require_extra("vrnn-serve", *SERVE_MODULES)
     from vrnn.runtime.cell import OnnxCell
     from vrnn.runtime.serve_request import Limits
@@ -196,13 +246,18 @@ def main(
                       batch=max_batch, spinning=False)  # fmt: skip
     sock = listening_socket(host, port)
     app = ServeApp(loaded, path, Limits(max_length, max_prime), max_batch, max_queue, flush_interval, steps_per_call,
-                   call_budget)  # fmt: skip
+                   call_budget, body_timeout)  # fmt: skip
+    files = raise_file_limit()
+    if max_connections > files - RESERVED_FILES:
+        max_connections = max(1, files - RESERVED_FILES)
+        say(f"--max-connections lowered to {max_connections:,}: the open-file limit is {files:,}")
+    limits = ConnectionLimits(max_head_bytes, max_headers, header_timeout, max_connections)
     bound_host, bound_port = sock.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-    print(f"vrnn-serve: listening on http://{shown}:{bound_port} ({loaded.info.weights} cell {path}, "
-          f"max batch {max_batch}, {loaded.threads} thread(s))", flush=True)  # fmt: skip
+    banner = (f"vrnn-serve: listening on http://{shown}:{bound_port} ({loaded.info.weights} cell {path}, "
+              f"max batch {max_batch}, {loaded.threads} thread(s))")  # fmt: skip
     try:
-        stopped_by = serve(app, sock, drain_timeout)
+        stopped_by = serve(app, sock, drain_timeout, limits, banner)
     finally:
         app.batcher.close()  # a cell call still running when the interpreter exits would abort the process
     if stopped_by:

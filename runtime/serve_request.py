@@ -41,6 +41,23 @@ class Limits:
     max_prime: int = 4_096
 
 
+MAX_HEAD_BYTES = 16 * 1024  # Node's and h11's default; this API's requests need a few hundred bytes
+MAX_HEADERS = 100  # http.client's and aiohttp's bound
+HEADER_TIMEOUT = 10.0  # seconds for a request's head, from the connection's opening or the last response
+BODY_TIMEOUT = 10.0  # seconds for its body (at most 64 KiB) once the head has come
+HALF_CLOSED = "vrnn.half_closed"  # the ASGI scope extension (an asyncio.Event) set when the client half-closes
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """What one connection may hold before it is refused (vrnn-serve's --max-head-bytes and the rest)."""
+
+    max_head_bytes: int = MAX_HEAD_BYTES
+    max_headers: int = MAX_HEADERS
+    header_timeout: float = HEADER_TIMEOUT
+    max_connections: int = 2048
+
+
 @dataclass(frozen=True)
 class Parsed:
     """A checked request: what the batcher runs, the prime as text, and whether to stream."""
@@ -50,8 +67,36 @@ class Parsed:
     stream: bool
 
 
+MAX_DIGITS = 64  # digits of an integer read as a number; longer ones stay text (int() refuses past 4,300)
+SHOWN_CHARS = 40  # characters of a client's value quoted in an error
+
+
+class LongNumber:
+    """An integer of more than MAX_DIGITS digits in a body, kept as its length only: parsing it never fails
+    or spends time on it, and whichever field holds it refuses it (none accepts such a number)."""
+
+    def __init__(self, text: str) -> None:
+        self.digits = len(text.lstrip("-"))
+
+
+def _parse_int(text: str) -> int | LongNumber:
+    return int(text) if len(text) <= MAX_DIGITS else LongNumber(text)
+
+
 def _refuse_constant(name: str) -> float:
     raise RequestError(400, f"the body is not valid JSON: {name} is not a JSON number")
+
+
+def shown(value: object) -> str:
+    """A client's value as an error quotes it: JSON, cut to SHOWN_CHARS characters (a body can hold a number
+    of 60,000 digits, which an error should not repeat)."""
+    if isinstance(value, LongNumber):
+        return f"a number of {value.digits:,} digits"
+    try:
+        text = json.dumps(value, default=lambda v: f"<a number of {v.digits:,} digits>")
+    except (TypeError, ValueError):
+        text = type(value).__name__
+    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 3] + "..."
 
 
 def _integer(body: dict[str, Any], name: str, default: int | None, low: int, high: int) -> int | None:
@@ -59,9 +104,9 @@ def _integer(body: dict[str, Any], name: str, default: int | None, low: int, hig
     if value is None and default is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
-        raise RequestError(422, f"{name} must be an integer, got {json.dumps(value)[:40]}", name)
+        raise RequestError(422, f"{name} must be an integer, got {shown(value)}", name)
     if not low <= value <= high:
-        raise RequestError(422, f"{name} must be from {low} to {high:,}, got {value}", name)
+        raise RequestError(422, f"{name} must be from {low} to {high:,}, got {shown(value)}", name)
     return value
 
 
@@ -71,18 +116,22 @@ def _number(
     value = body.get(name, default)
     if value is None and default is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise RequestError(422, f"{name} must be a finite number, got {json.dumps(value)[:40]}", name)
+    # An integer is compared as one (math.isfinite would convert it to a float, which overflows past 308 digits).
+    finite = isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+    interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+    if isinstance(value, LongNumber):
+        raise RequestError(422, f"{name} must be in {interval}, got {shown(value)}", name)
+    if isinstance(value, bool) or not finite:
+        raise RequestError(422, f"{name} must be a finite number, got {shown(value)}", name)
     if value < low or (low_open and value == low) or value > high:
-        interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
-        raise RequestError(422, f"{name} must be in {interval}, got {value!r}", name)
+        raise RequestError(422, f"{name} must be in {interval}, got {shown(value)}", name)
     return float(value)
 
 
 def _boolean(body: dict[str, Any], name: str) -> bool:
     value = body.get(name, False)
     if not isinstance(value, bool):
-        raise RequestError(422, f"{name} must be true or false, got {json.dumps(value)[:40]}", name)
+        raise RequestError(422, f"{name} must be true or false, got {shown(value)}", name)
     return value
 
 
@@ -92,7 +141,7 @@ def parse_generate(body: bytes, vocab: Vocabulary, limits: Limits) -> Parsed:
     if len(body) > MAX_BODY_BYTES:
         raise RequestError(413, f"the body is larger than {MAX_BODY_BYTES // 1024} KiB")
     try:
-        decoded = json.loads(body.decode("utf-8"), parse_constant=_refuse_constant)
+        decoded = json.loads(body.decode("utf-8"), parse_constant=_refuse_constant, parse_int=_parse_int)
     except UnicodeDecodeError:
         raise RequestError(400, "the body is not UTF-8") from None
     except (json.JSONDecodeError, RecursionError) as exc:
@@ -106,7 +155,7 @@ def parse_generate(body: bytes, vocab: Vocabulary, limits: Limits) -> Parsed:
         raise RequestError(422, f"unknown field {name[:40]!r} (known: {', '.join(FIELDS)})", name[:40])
     prime = decoded.get("prime", "")
     if not isinstance(prime, str):
-        raise RequestError(422, f"prime must be a string, got {json.dumps(prime)[:40]}", "prime")
+        raise RequestError(422, f"prime must be a string, got {shown(prime)}", "prime")
     if len(prime) > limits.max_prime:
         raise RequestError(422, f"prime is {len(prime):,} characters, more than this server's {limits.max_prime:,}",
                            "prime")  # fmt: skip

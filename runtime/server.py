@@ -29,7 +29,15 @@ from vrnn.runtime import schema
 from vrnn.runtime.batcher import Batcher, Busy, Closed, Delivery, Ticket
 from vrnn.runtime.cell import OnnxCell
 from vrnn.runtime.serve_metrics import ServeMetrics
-from vrnn.runtime.serve_request import MAX_BODY_BYTES, Limits, Parsed, RequestError, parse_generate
+from vrnn.runtime.serve_request import (
+    BODY_TIMEOUT,
+    HALF_CLOSED,
+    MAX_BODY_BYTES,
+    Limits,
+    Parsed,
+    RequestError,
+    parse_generate,
+)
 
 log = logging.getLogger("vrnn.serve")
 
@@ -58,6 +66,17 @@ def sse(event: str, data: dict[str, Any]) -> str:
     return f"event: {event}\ndata: {json.dumps(data)}\n\n"
 
 
+def check_body_framing(request: Request) -> None:
+    """Refuse a body this server cannot read as sent: compressed (415), or framed by a transfer coding other
+    than chunked (501, as RFC 9112 asks), which the HTTP parser would otherwise pass through undecoded."""
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding != "identity":
+        raise RequestError(415, f"the body must not be compressed (Content-Encoding: {encoding[:40]})")
+    coding = request.headers.get("transfer-encoding")
+    if coding is not None and coding.strip().lower() != "chunked":
+        raise RequestError(501, f"Transfer-Encoding {coding[:40]!r} is not supported: send chunked or a length")
+
+
 class ServeApp:
     """The HTTP side of vrnn-serve: routes, request checks, streaming, draining, metrics."""
 
@@ -71,8 +90,9 @@ class ServeApp:
         flush_interval: float = 0.02,
         steps_per_call: int = 8,
         call_budget: float = 0.02,
+        body_timeout: float = BODY_TIMEOUT,
     ) -> None:
-        self.cell, self.cell_path, self.limits = cell, cell_path, limits
+        self.cell, self.cell_path, self.limits, self.body_timeout = cell, cell_path, limits, body_timeout
         self.draining = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self.metrics = ServeMetrics(lambda: self.batcher.rows_in_flight, lambda: self.batcher.queue_depth)
@@ -88,6 +108,8 @@ class ServeApp:
         ]
         handlers = {HTTPException: self._http_error, Exception: self._internal_error}
         self.app = Starlette(routes=routes, exception_handlers=handlers)  # type: ignore[arg-type]
+        # `POST /v1/generate/` would get a 307 whose Location is built from the client's own Host header.
+        self.app.router.redirect_slashes = False
 
     # ---- the worker's hand-off ----
 
@@ -100,13 +122,9 @@ class ServeApp:
             loop.call_soon_threadsafe(self._deliver, deliveries)
 
     def _deliver(self, deliveries: list[Delivery]) -> None:
-        characters = 0
         for delivery in deliveries:
-            characters += len(delivery.text)
             queue: asyncio.Queue[Delivery] = delivery.ticket.context  # type: ignore[assignment]
             queue.put_nowait(delivery)
-        if characters:
-            self.metrics.characters.inc(characters)
 
     # ---- routes ----
 
@@ -116,10 +134,15 @@ class ServeApp:
         try:
             if self.draining:
                 raise RequestError(503, "the server is shutting down: try another instance")
+            check_body_framing(request)
             kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
             if kind != "application/json":
                 raise RequestError(415, f"the body must be application/json, not {kind[:60] or 'untyped'}")
-            parsed = parse_generate(await self._read_body(request), self.cell.vocab, self.limits)
+            try:
+                body = await asyncio.wait_for(self._read_body(request), self.body_timeout)
+            except asyncio.TimeoutError:  # TimeoutError itself from 3.11 on
+                raise RequestError(408, f"the body did not arrive within {self.body_timeout:g} s") from None
+            parsed = parse_generate(body, self.cell.vocab, self.limits)
             queue: asyncio.Queue[Delivery] = asyncio.Queue()
             try:
                 ticket = self.batcher.submit(parsed.request, context=queue)
@@ -130,8 +153,10 @@ class ServeApp:
         except RequestError as exc:
             outcome = "busy" if exc.status == 503 and not self.draining else "draining" if exc.status == 503 else None
             self.metrics.requests.labels(outcome or "bad_request").inc()
-            retry = {"Retry-After": str(RETRY_AFTER_SECONDS)} if exc.status == 503 else None
-            return error_response(exc.status, exc.message, exc.field, retry)
+            headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if exc.status == 503 else {}
+            if exc.status in (408, 413, 501):  # a body not read to its end: the connection cannot carry another
+                headers["Connection"] = "close"
+            return error_response(exc.status, exc.message, exc.field, headers or None)
         headers = {"X-Vrnn-Seed": str(parsed.request.seed)}
         if parsed.stream:
             return StreamingResponse(self._events(ticket, queue, parsed), media_type="text/event-stream",
@@ -184,6 +209,7 @@ class ServeApp:
                 delivery = await queue.get()
                 if delivery.text:
                     yield sse("text", {"text": delivery.text})
+                    self.metrics.characters.inc(len(delivery.text))  # handed to the connection, not only made
                 if delivery.done:
                     finished = True
                     self._finished(ticket, delivery.error)
@@ -210,25 +236,36 @@ class ServeApp:
                 if delivery.done:
                     return "".join(pieces), delivery.error
 
-        async def gone() -> None:
+        async def disconnected() -> None:
             while (await request.receive())["type"] != "http.disconnect":
                 pass
 
-        text_task, gone_task = asyncio.ensure_future(collect()), asyncio.ensure_future(gone())
+        # vrnn-serve's protocol sets HALF_CLOSED when the client half-closes, which is all that a client that
+        # closed shows until something is written, and a whole answer writes nothing until its end.
+        half_closed = request.scope.get("extensions", {}).get(HALF_CLOSED, asyncio.Event())
+        text_task = asyncio.ensure_future(collect())
+        watchers = {asyncio.ensure_future(disconnected()), asyncio.ensure_future(half_closed.wait())}
         try:
-            await asyncio.wait({text_task, gone_task}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({text_task, *watchers}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            gone_task.cancel()
+            for watcher in watchers:
+                watcher.cancel()
             if not text_task.done():
                 text_task.cancel()
                 self.batcher.cancel(ticket)
                 self.metrics.requests.labels("disconnected").inc()
         if not text_task.done() or text_task.cancelled():
+            if half_closed.is_set():  # perhaps still reading (`nc -N`): say why no text comes
+                message = (
+                    "the client half-closed the connection: a whole answer needs it open to the end (a stream does not)"
+                )
+                return error_response(400, message)
             return Response(status_code=499)  # nobody is listening; uvicorn drops it
         text, error = text_task.result()
         self._finished(ticket, error)
         if error:
             return error_response(500, error)
+        self.metrics.characters.inc(len(text))
         return AsciiJSONResponse({"text": parsed.prime + text, **self._summary(ticket, parsed)}, headers=headers)
 
     async def model(self, request: Request) -> Response:

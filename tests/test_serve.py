@@ -323,7 +323,18 @@ def test_a_drain_timeout_ends_what_is_still_running_and_a_second_signal_exits_at
             time.sleep(0.3)
             server.process.send_signal(signal.SIGTERM)
             assert server.process.wait(timeout=10) == 128 + signal.SIGTERM
-        assert server.process.stderr.read().strip().endswith("error: terminated by SIGTERM")
+        stderr = server.process.stderr.read()
+        assert stderr.strip().endswith("error: terminated by SIGTERM")
+        assert "Traceback" not in stderr and "CancelledError" not in stderr, stderr  # the cancelled stream, quietly
+
+
+def test_a_signal_right_after_the_listening_line_drains_and_exits_0() -> None:
+    """The signal handlers are in place before the line is printed: nothing in flight, so a clean drain."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with serving() as server:
+            server.process.send_signal(sig)
+            assert server.process.wait(timeout=30) == 0
+            assert "drained, exiting" in server.process.stderr.read()
 
 
 def test_metrics_parse_as_prometheus_text_and_count_what_was_sent() -> None:
