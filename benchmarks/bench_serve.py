@@ -145,8 +145,11 @@ def ms(value: float | None) -> str:
 class ServerProcess:
     """A vrnn-serve child on a free loopback port."""
 
-    def __init__(self, cell: str, *args: str) -> None:
-        command = [str(Path(sys.executable).with_name("vrnn-serve")), cell, "--port", "0", *args]
+    def __init__(self, cell: str, *args: str, layer: str = "vrnn-serve") -> None:
+        if layer == "vrnn-serve":
+            command = [str(Path(sys.executable).with_name("vrnn-serve")), cell, "--port", "0", *args]
+        else:  # the same app under another HTTP server (benchmarks/serve_under.py)
+            command = [sys.executable, str(HERE / "serve_under.py"), layer, cell]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = self.process.stdout.readline()
         if "listening on " not in line:
@@ -171,8 +174,10 @@ def run_load(url: str, clients: int, seconds: float, soak: bool = False) -> dict
     return json.loads(done.stdout)
 
 
-def serve_under_load(cell: str, clients: int, seconds: float, max_batch: int, *extra: str) -> dict:
-    server = ServerProcess(cell, "--max-batch", str(max_batch), "--max-queue", "4096", *extra)
+def serve_under_load(
+    cell: str, clients: int, seconds: float, max_batch: int, *extra: str, layer: str = "vrnn-serve"
+) -> dict:
+    server = ServerProcess(cell, "--max-batch", str(max_batch), "--max-queue", "4096", *extra, layer=layer)
     try:
         result = run_load(server.url, clients, seconds)
         result["server_peak_rss_mib"] = server.memory("VmHWM") / 2**20
@@ -229,6 +234,35 @@ def summarise(clients: int, rounds: list[tuple[dict, dict, float]]) -> dict:
     }
 
 
+def compare_layers(cell: str, args: argparse.Namespace) -> None:
+    """The same app and load under each HTTP layer, rounds in turn; medians of characters/s and first-character
+    p99, each layer's ratio to the first one named, per round."""
+    layers = args.http_layers.split(",")
+    report: dict = {"date": datetime.date.today().isoformat(), "machine": platform.processor() or platform.machine(),
+                    "cores": os.cpu_count(), "length": LENGTH, "seconds": args.seconds, "rounds": args.rounds,
+                    "layers": {}}  # fmt: skip
+    for clients in (int(n) for n in args.clients.split(",")):
+        rounds = [{layer: serve_under_load(cell, clients, args.seconds, 256, layer=layer) for layer in layers}
+                  for _ in range(args.rounds)]  # fmt: skip
+        for layer in layers:
+            runs = [r[layer] for r in rounds]
+            row = {
+                "clients": clients,
+                "chars_per_s": statistics.median(r["chars_per_s"] for r in runs),
+                "vs_first": statistics.median(r[layer]["chars_per_s"] / r[layers[0]]["chars_per_s"] for r in rounds),
+                "first_char_p99_ms": statistics.median(r["first_char_p99_ms"] or 0 for r in runs),
+                "errors": sum(r["errors"] for r in runs),
+                "server_peak_rss_mib": max(r["server_peak_rss_mib"] for r in runs),
+                "rounds": runs,
+            }
+            report["layers"].setdefault(layer, []).append(row)
+            print(f"{layer:>18} {clients:>3} clients: {row['chars_per_s']:>8,.0f} chars/s ({row['vs_first']:.2f}x "
+                  f"{layers[0]}), first char p99 {row['first_char_p99_ms']:.0f} ms, errors {row['errors']}, "
+                  f"peak RSS {row['server_peak_rss_mib']:.0f} MiB", flush=True)  # fmt: skip
+    args.json.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {args.json}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--load", nargs="+", help=argparse.SUPPRESS)  # the load generator's own entry
@@ -241,6 +275,9 @@ def main() -> None:
     parser.add_argument("--steps-per-call", default="1,4,8,16,32", help="the --steps-per-call values swept")
     parser.add_argument("--flush-intervals", default="", help="the --flush-interval values swept ('': none)")
     parser.add_argument("--call-budgets", default="0.005,0.01,0.02,0.05", help="the --call-budget values swept")
+    parser.add_argument("--http-layers", default="",
+                        help="instead: compare HTTP layers at --clients, e.g. vrnn-serve,uvicorn-httptools,uvicorn-h11,"
+                        "hypercorn,granian (see serve_under.py); written to --json")  # fmt: skip
     parser.add_argument("--json", type=Path, default=HERE / "results-serve.json")
     args = parser.parse_args()
     if args.load:
@@ -248,6 +285,10 @@ def main() -> None:
         print(json.dumps(asyncio.run(load(url, int(clients), float(seconds), bool(soak)))))
         return
     from vrnn.runtime.bundled import BUNDLED_CELL, bundled_file
+
+    if args.http_layers:
+        compare_layers(str(bundled_file(BUNDLED_CELL, "the bundled cell")), args)
+        return
 
     report = {"date": datetime.date.today().isoformat(), "machine": platform.processor() or platform.machine(),
               "cores": os.cpu_count(), "length": LENGTH, "seconds": args.seconds, "rounds": args.rounds,

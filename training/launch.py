@@ -57,7 +57,7 @@ def train_from_cli(
         check_writable_destination(output, files_only=True)
     files = resolve_corpus(corpus)
     refuse_overwriting_inputs(paths.named(), {f"CORPUS file {f}": str(f) for f in files})
-    # Every rank of a torchrun prepares: the first to take the cache's lock builds the token file, the
+    # Every rank of a torchrun prepares: the first to take the corpus's lock builds the token file, the
     # others wait for it and map the same file.
     tokens = prepare_tokens(files)
     name = corpus_name(corpus)
