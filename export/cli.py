@@ -39,6 +39,10 @@ def export_cell(
     if weights not in WEIGHT_FORMATS:
         raise UsageError(f"--weights must be one of {', '.join(WEIGHT_FORMATS)}, got {weights!r}")
     if max_kl is not None:
+        if weights == "float32":  # only a float16 or int8 cell is compared with the float32 one
+            raise UsageError(
+                "--max-kl bounds a float16 or int8 cell's departure from float32: it needs --weights float16 or int8"
+            )
         check_float(max_kl, "--max-kl", low=0.0, high=1e6, low_open=True)
     check_writable_destination(out)
     refuse_overwriting_inputs({"CELL": out}, {"CHECKPOINT": checkpoint})

@@ -31,6 +31,7 @@ import torch
 from vrnn.models.vrnn import VRNN
 from vrnn.runtime.atomic import atomic_write
 from vrnn.runtime.errors import VrnnError
+from vrnn.runtime.inputs import check_input_file
 from vrnn.runtime.onnx_meta import read_metadata
 from vrnn.runtime.schema import CELL_FORMAT, META_FORMAT, ModelConfig
 from vrnn.runtime.vocab import Vocabulary
@@ -104,11 +105,7 @@ UPGRADES = {1: _upgrade_from_1}
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Load and check a checkpoint; never unpickles code (weights_only=True)."""
-    path = Path(path)
-    if not path.exists():
-        raise VrnnError(f"checkpoint not found: {path}")
-    if path.is_dir():
-        raise VrnnError(f"checkpoint is a directory, not a file: {path}")
+    path = check_input_file(path, "checkpoint")  # a FIFO would block torch.load forever: refused unopened
     if not os.access(path, os.R_OK):
         raise VrnnError(f"checkpoint cannot be read (permission denied): {path}")
     try:

@@ -3,9 +3,10 @@
 Rules every vrnn output follows:
 - A regular file (new or existing) is written to a temporary file beside it and renamed over it: readers see
   the old file or the complete new one.
-- A symbolic link is followed: its target is replaced that way, the link itself stays.  Files a command
-  owns (the token cache) are written with `follow_links=False`: whatever is at the path, a link included, is
-  replaced, and nothing outside the directory is ever written.
+- A symbolic link is followed: its target is replaced that way, the link itself stays.  A dangling link's
+  target is created the same way; a link into a folder that does not exist is refused, naming that folder.
+  Files a command owns (the token cache) are written with `follow_links=False`: whatever is at the path, a
+  link included, is replaced, and nothing outside the directory is ever written.
 - An existing character device or FIFO (`/dev/null`, `/dev/stdout`, a named pipe) is written through, never
   replaced; commands whose outputs must be files (checkpoints) refuse them instead.  Block devices, sockets
   and directories are refused.
@@ -27,23 +28,10 @@ from pathlib import Path
 from typing import IO
 
 from vrnn.runtime.errors import UsageError, VrnnError
+from vrnn.runtime.inputs import file_kind
 from vrnn.runtime.stop_signals import STOP_SIGNALS, raise_if_stopped
 
 TEMP_PATTERN = re.compile(r"^\.vrnn-(\d+)-[0-9a-f]{8}\.tmp$")
-
-
-def _describe(mode: int) -> str | None:
-    """What kind of non-regular file `mode` is, or None for a regular file."""
-    for test, name in (
-        (stat.S_ISDIR, "a directory"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISSOCK, "a socket"),
-    ):
-        if test(mode):
-            return name
-    return None
 
 
 def _streamable(mode: int) -> bool:
@@ -69,15 +57,17 @@ def check_writable_destination(path: str | os.PathLike[str], files_only: bool = 
     if mode is not None and stat.S_ISDIR(mode):
         raise VrnnError(f"output path is a directory: {path}")
     if mode is not None and not stat.S_ISREG(mode) and (files_only or not _streamable(mode)):
-        raise VrnnError(f"output path is {_describe(mode)}, not a regular file; refusing to replace it: {path}")
+        raise VrnnError(f"output path is {file_kind(mode)}, not a regular file; refusing to replace it: {path}")
     if mode is not None and _streamable(mode):
         if not os.access(path, os.W_OK):
             raise VrnnError(f"output path is not writable: {path}")
         return path
     target = Path(os.path.realpath(path))
     parent = target.parent
-    if not Path(path).parent.is_dir() or not parent.is_dir():
+    if not Path(path).parent.is_dir():
         raise VrnnError(f"output directory does not exist: {Path(path).parent}")
+    if not parent.is_dir():  # the path's own folder exists, so the path is a link: its target's folder is missing
+        raise VrnnError(f"output path {path} is a link into a folder that does not exist: {parent}")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise VrnnError(f"output directory is not writable: {parent}")
     try:

@@ -6,7 +6,6 @@ import json
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,6 +13,7 @@ import onnxruntime as ort
 
 from vrnn.runtime import schema
 from vrnn.runtime.errors import VrnnError
+from vrnn.runtime.inputs import check_input_file
 from vrnn.runtime.limits import check_threads
 from vrnn.runtime.loop import check_finite_logits
 from vrnn.runtime.onnx_meta import graph_operators, read_metadata
@@ -37,18 +37,14 @@ class CellInfo:
 
 
 def read_file(path: str | os.PathLike[str], what: str) -> bytes:
-    """Read a whole input file once (a FIFO cannot be read twice), at most MAX_CELL_BYTES of it, refusing
-    missing paths and directories with one line."""
-    path = Path(path)
-    if not path.exists():
-        raise VrnnError(f"{what} not found: {path}")
-    if path.is_dir():
-        raise VrnnError(f"{what} is a directory, not a file: {path}")
+    """Read a whole input file, at most MAX_CELL_BYTES of it, refusing anything but a regular file (a FIFO
+    would block start-up until a writer came: see vrnn.runtime.inputs) with one line."""
+    path = check_input_file(path, what)
     if path.stat().st_size > MAX_CELL_BYTES:
         raise VrnnError(f"{what} is too large to be a vrnn cell: {path}")
     try:
         with open(path, "rb") as handle:
-            data = handle.read(MAX_CELL_BYTES + 1)  # a device such as /dev/zero never ends
+            data = handle.read(MAX_CELL_BYTES + 1)  # a file may grow between the stat and the read
     except PermissionError:
         raise VrnnError(f"{what} cannot be read (permission denied): {path}") from None
     if len(data) > MAX_CELL_BYTES:
@@ -183,9 +179,8 @@ class OnnxCell:
         data = path if in_memory else read_file(path, "ONNX cell")
         self.info = parse_cell_metadata(read_metadata(data, self._path), self._path)
         check_operators(graph_operators(data, self._path), self._path)
-        # onnxruntime reads a regular file itself once our copy is gone (peak RSS); anything else (a FIFO)
-        # can be read only once, so its bytes are kept for the session.
-        model: str | bytes = self._path if not in_memory and Path(path).is_file() else data
+        # onnxruntime reads the file itself once our copy is gone (peak RSS); a cell being exported has no file.
+        model: str | bytes = data if in_memory else self._path
         del data
         self.threads = default_threads(batch, self.info.config) if threads is None else threads
         try:

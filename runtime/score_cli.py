@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 
 import click
@@ -13,6 +14,7 @@ from vrnn.runtime.cell import OnnxCell
 from vrnn.runtime.cli import require_stdout
 from vrnn.runtime.commands import OneLineCommand, cli_errors
 from vrnn.runtime.errors import UsageError, VrnnError
+from vrnn.runtime.inputs import check_input_file
 from vrnn.runtime.limits import check_seed, check_threads
 from vrnn.runtime.scoring import score_cell
 from vrnn.runtime.splits import SPLITS, split_bounds
@@ -20,13 +22,19 @@ from vrnn.runtime.splits import SPLITS, split_bounds
 MAX_SAMPLES = 4096
 
 
+def check_text(path: str) -> None:
+    """Refuse a TEXT that exists but is not a regular file (a FIFO, a socket, a device, a directory) before
+    anything opens it (vrnn.runtime.inputs); a missing or unreadable one is left to the read, which says so."""
+    if os.path.exists(path):
+        check_input_file(path, "text")
+
+
 def read_text(path: str) -> str:
     """A UTF-8 text file's contents, or one line that says why not."""
+    check_text(path)
     try:
         with open(path, "rb") as handle:
             data = handle.read()
-    except IsADirectoryError:
-        raise VrnnError(f"{path} is a directory, not a text file") from None
     except OSError as exc:
         raise VrnnError(f"cannot read {path}: {exc.strerror or exc}") from None
     try:
@@ -80,6 +88,7 @@ def main(
     check_seed(seed)
     check_threads(threads)
     require_stdout()
+    check_text(text)  # before the cell is loaded: a refusal should not wait for that
     scorer = OnnxCell(cell, threads=threads, batch=256)
     context, scored = text_to_score(read_text(text), split, scorer.start_char)
     if not scored or not context:

@@ -282,23 +282,6 @@ def test_hostile_cases_end_in_one_line_and_leave_everything_as_it_was(arena: Pat
     assert not failures, "\n".join(failures)
 
 
-def test_a_cell_in_a_fifo_is_read_once(tmp_path: Path, trained: dict[str, Path]) -> None:
-    """A FIFO can be read only once: the runtime reads the cell's bytes once and builds sessions from them."""
-    import os
-    import threading
-
-    fifo = tmp_path / "cell.fifo"
-    os.mkfifo(fifo)
-    writer = threading.Thread(target=lambda: fifo.write_bytes(trained["cell"].read_bytes()))
-    writer.start()
-    result = subprocess.run([bin_path("vrnn-run"), str(fifo), "-n", "30", "--seed", "2"],
-                            capture_output=True, text=True, timeout=120)  # fmt: skip
-    writer.join(timeout=10)
-    expected = subprocess.run([bin_path("vrnn-run"), str(trained["cell"]), "-n", "30", "--seed", "2"],
-                              capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert result.returncode == 0 and result.stdout == expected.stdout, result.stderr
-
-
 def test_the_training_options_keep_the_promises_of_their_help() -> None:
     """--val-chars N scores at most N characters: from 16 on (one per stretch), or 0 for all; --backward-size,
     like --aux-weight, belongs to the smoothing posterior (and 0, its default, to any)."""

@@ -16,7 +16,8 @@ export const MAX_LENGTH = 10_000_000; // characters per call: beyond this, ask f
 export const MAX_SAMPLES = 4096;
 export const MAX_HELD_CHARS = 1 << 26; // samples x length of a batch, held until done: 256 MiB of ids at most
 export const MAX_LATENT_TEMPERATURE = 100;
-const MAX_CALL_STEPS = 256;
+export const MAX_SEED = 2n ** 63n - 1n; // vrnn.runtime.limits.MAX_SEED: a BigInt, as 2**63 - 1 is no exact Number
+export const MAX_CALL_STEPS = 256; // steps per call at most (vrnn.runtime.loop.MAX_CALL_STEPS); stepsPerCall's bound
 const MAX_CALL_VALUES = 1 << 16;
 
 export class VrnnError extends Error {}
@@ -86,6 +87,83 @@ export function readMetadata(bytes) {
   }
   if (!sawGraph) throw new VrnnError("not an ONNX file (no graph)");
   return meta;
+}
+
+/**
+ * The shapes the graph declares for its inputs and outputs (GraphProto fields 11 and 12), by name: each an
+ * array of sizes (a number), symbolic sizes (their name, such as "batch") and unknown ones (null), or null
+ * where no shape is declared.  onnxruntime-node and -web 1.20 do not report them.
+ */
+export function readSignature(bytes) {
+  const decoder = new TextDecoder("utf-8", { fatal: true });
+  const shapes = new Map();
+  try {
+    for (const [field, wire, graph] of fields(bytes)) {
+      if (field !== 7 || wire !== 2) continue; // ModelProto.graph
+      for (const [f, w, info] of fields(graph)) {
+        if ((f !== 11 && f !== 12) || w !== 2) continue; // GraphProto.input, .output: ValueInfoProto
+        let name = "";
+        let shape = null;
+        for (const [g, gw, value] of fields(info)) {
+          if (g === 1 && gw === 2) name = decoder.decode(value);
+          if (g === 2 && gw === 2) shape = tensorShape(value, decoder);
+        }
+        shapes.set(name, shape);
+      }
+    }
+  } catch (error) {
+    throw new VrnnError(`not an ONNX file (${error.message})`);
+  }
+  return shapes;
+}
+
+/** A TypeProto's tensor shape (tensor_type 1 -> shape 2 -> dim 1 -> dim_value 1 or dim_param 2), or null. */
+function tensorShape(type, decoder) {
+  for (const [f, w, tensor] of fields(type)) {
+    if (f !== 1 || w !== 2) continue;
+    for (const [g, gw, shape] of fields(tensor)) {
+      if (g !== 2 || gw !== 2) continue;
+      const dims = [];
+      for (const [h, hw, dim] of fields(shape)) {
+        if (h !== 1 || hw !== 2) continue;
+        let size = null;
+        for (const [k, kw, value] of fields(dim)) {
+          if (k === 1 && kw === 0) size = Number(BigInt.asIntN(64, value));
+          if (k === 2 && kw === 2) size = decoder.decode(value);
+        }
+        dims.push(size);
+      }
+      return dims;
+    }
+  }
+  return null;
+}
+
+// Each input's and output's shape (docs/cell-spec.md section 2): config fields, and the sizes a call picks.
+const SIGNATURE = {
+  prev_char: ["batch"], h: ["layers", "batch", "hidden_size"], phi_z: ["batch", "embed_size"],
+  eps: ["steps", "batch", "latent_size"], uniform: ["steps", "batch"], temperature: [],
+  chars: ["steps", "batch"], logits: ["steps", "batch", "vocab_size"],
+  h_out: ["layers", "batch", "hidden_size"], phi_z_out: ["batch", "embed_size"],
+};
+
+/**
+ * Refuse a graph whose declared inputs or outputs disagree with the sizes its metadata gives (ranks, and every
+ * fixed size), as the Python runtime does: before onnxruntime is handed shapes the graph cannot take, and
+ * answers in its own words.
+ */
+export function checkSignature(shapes, config) {
+  const shown = (dims) => `[${dims.map((d) => d ?? "?").join(", ")}]`;
+  for (const [name, dims] of Object.entries(SIGNATURE)) {
+    const shape = shapes.get(name);
+    if (!shape) continue; // not declared here: the interface check or the probe speaks for it
+    const want = dims.map((d) => (d === "batch" || d === "steps" ? d : config[d]));
+    const differs = (have, need) => typeof have === "number" && typeof need === "number" && have !== need;
+    if (shape.length !== want.length || shape.some((have, i) => differs(have, want[i]))) {
+      throw new VrnnError(`the cell's metadata does not describe its graph: ${name} has shape ${shown(shape)} ` +
+                          `but the metadata implies ${shown(want)}`);
+    }
+  }
 }
 
 function isOneCharacter(c) {
@@ -195,7 +273,9 @@ function xoshiro128(seed) {
 /** This runtime's own seeded noise: same seed, same text (in this runtime; numpy's streams differ). */
 export class SeededNoise {
   constructor(seed) {
-    const base = Number.isInteger(seed) ? seed : Math.floor(Math.random() * 2 ** 32);
+    // A BigInt seed gives the text of the Number with the same value (both keep their low 32 bits).
+    const base = typeof seed === "bigint" ? Number(BigInt.asUintN(32, seed))
+      : Number.isInteger(seed) ? seed : Math.floor(Math.random() * 2 ** 32);
     const bits = { eps: xoshiro128(base ^ 0x5eed0001), uniform: xoshiro128(base ^ 0x5eed0002) };
     // 53-bit doubles in [0, 1) from two 32-bit words
     this.nextUniform = () => ((bits.uniform() >>> 5) * 67108864 + (bits.uniform() >>> 6)) / 9007199254740992;
@@ -295,6 +375,16 @@ function checkOptions(o, vocabSize) {
   if (!Number.isInteger(o.batch) || o.batch < 1 || o.batch > MAX_SAMPLES) {
     throw new VrnnError(`batch must be an integer from 1 to ${MAX_SAMPLES}`);
   }
+  // A seed is what vrnn-run --seed takes, 0 to 2**63-1 (a Number, or a BigInt for the values past 2**53), or
+  // null for fresh entropy: anything else would silently give a text no seed reproduces.
+  const integer = Number.isInteger(o.seed) || typeof o.seed === "bigint";
+  if (o.seed !== null && !(integer && BigInt(o.seed) >= 0n && BigInt(o.seed) <= MAX_SEED)) {
+    throw new VrnnError("seed must be null or an integer from 0 to 2**63-1");
+  }
+  if (o.stepsPerCall !== null && !(Number.isInteger(o.stepsPerCall) && o.stepsPerCall >= 1 &&
+                                   o.stepsPerCall <= MAX_CALL_STEPS)) {
+    throw new VrnnError(`stepsPerCall must be null or an integer from 1 to ${MAX_CALL_STEPS}`);
+  }
   if (o.batch > 1 && o.batch * o.length > MAX_HELD_CHARS) {
     throw new VrnnError(`batch ${o.batch} x length ${o.length} is more than the ${MAX_HELD_CHARS} characters a ` +
                         "batch may hold until it is done: ask for fewer, or one sample at a time");
@@ -303,11 +393,22 @@ function checkOptions(o, vocabSize) {
 
 // --- the cell ----------------------------------------------------------------------------------------------
 
+/** The first line of an error's message (onnxruntime's run over several), at most 300 characters. */
+function firstLine(error) {
+  return (String(error?.message ?? error).trim().split("\n")[0] || String(error?.name)).slice(0, 300);
+}
+
 export class VrnnCell {
   /** Load a cell from its bytes (Uint8Array) with the given onnxruntime module; checks metadata and interface. */
   static async load(ort, bytes, sessionOptions = {}) {
     const info = parseCellMetadata(readMetadata(bytes));
-    const session = await ort.InferenceSession.create(bytes, sessionOptions);
+    checkSignature(readSignature(bytes), info.config);
+    let session;
+    try {
+      session = await ort.InferenceSession.create(bytes, sessionOptions);
+    } catch (error) {
+      throw new VrnnError(`onnxruntime could not load the cell: ${firstLine(error)}`);
+    }
     const same = (a, b) => a.length === b.length && a.every((x, i) => x === b[i]);
     if (!same(session.inputNames, INPUT_NAMES) || !same(session.outputNames, OUTPUT_NAMES)) {
       throw new VrnnError(`cell has inputs ${session.inputNames} and outputs ${session.outputNames}: not the vrnn interface`);
@@ -338,14 +439,20 @@ export class VrnnCell {
     const { layers: L, hidden_size: H, embed_size: E, latent_size: Z } = this.config;
     const n = uniform.length / batch;
     const T = this.ort.Tensor;
-    const out = await this.session.run({
-      prev_char: new T("int64", BigInt64Array.from(prev, (c) => BigInt(c)), [batch]),
-      h: new T("float32", state.h, [L, batch, H]),
-      phi_z: new T("float32", state.phiZ, [batch, E]),
-      eps: new T("float32", eps, [n, batch, Z]),
-      uniform: new T("float64", uniform, [n, batch]),
-      temperature: new T("float64", new Float64Array([temperature]), []),
-    });
+    let out;
+    try {
+      out = await this.session.run({
+        prev_char: new T("int64", BigInt64Array.from(prev, (c) => BigInt(c)), [batch]),
+        h: new T("float32", state.h, [L, batch, H]),
+        phi_z: new T("float32", state.phiZ, [batch, E]),
+        eps: new T("float32", eps, [n, batch, Z]),
+        uniform: new T("float64", uniform, [n, batch]),
+        temperature: new T("float64", new Float64Array([temperature]), []),
+      });
+    } catch (error) { // onnxruntime's own text runs over several lines: one line, in this runtime's error type
+      if (error instanceof VrnnError) throw error;
+      throw new VrnnError(`onnxruntime failed running the cell: ${firstLine(error)}`);
+    }
     const logits = out.logits.data;
     for (let i = 0; i < logits.length; i++) {
       if (!Number.isFinite(logits[i])) throw new VrnnError("the cell produced non-finite logits: its weights are broken");
@@ -382,7 +489,7 @@ export class VrnnCell {
     length = 500, prime = "", temperature = 1, topK = null, topP = null, greedy = false,
     latentTemperature = 1, batch = 1, seed = null, noise = null, onChars = null, stepsPerCall = null,
   } = {}) {
-    const options = { length, temperature, topK, topP, greedy, latentTemperature, batch };
+    const options = { length, temperature, topK, topP, greedy, latentTemperature, batch, seed, stepsPerCall };
     checkOptions(options, this.vocab.length);
     const primeChars = [...prime];
     for (const c of primeChars) if (!this.index.has(c)) throw new VrnnError(`prime has a character outside the vocabulary: ${JSON.stringify(c)}`);
@@ -403,7 +510,7 @@ export class VrnnCell {
     const unfiltered = !greedy && topK === null && topP === null;
     // Fewer steps per call (stepsPerCall) stream more smoothly; the noise streams, and so the text, are the same.
     let perCall = unfiltered ? Math.max(1, Math.min(MAX_CALL_STEPS, Math.floor(MAX_CALL_VALUES / batch))) : 1;
-    if (Number.isInteger(stepsPerCall) && stepsPerCall >= 1) perCall = Math.min(perCall, stepsPerCall);
+    if (stepsPerCall !== null) perCall = Math.min(perCall, stepsPerCall);
     // Ids until the end, 4 bytes a character: strings grown a character at a time take ~32 bytes each.
     const ids = Array.from({ length: batch }, () => new Int32Array(length));
     for (let done = 0; done < length; ) {

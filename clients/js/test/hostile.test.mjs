@@ -67,6 +67,89 @@ test("latentTemperature must be in [0, 100]", async () => {
   await assert.rejects(cell.generate({ length: 5, latentTemperature: 100 }), /the cell ran/);
 });
 
+test("seed and stepsPerCall have the Python runtime's bounds, checked before any work", async () => {
+  const cell = unrunnableCell();
+  for (const seed of [-1, 2 ** 64, 2 ** 63, -1n, 2n ** 63n, 1.5, NaN, Infinity, "1"]) {
+    await assert.rejects(cell.generate({ length: 5, seed }),
+                         refusal(/^seed must be null or an integer from 0 to 2\*\*63-1$/), String(seed));
+  }
+  for (const seed of [0, 2 ** 53, 2n ** 63n - 1n]) { // allowed: they reach the cell
+    await assert.rejects(unrunnableCell().generate({ length: 5, seed }), /the cell ran/, String(seed));
+  }
+  for (const stepsPerCall of [0, -1, 1.5, 257, 1e9, NaN, "8"]) {
+    await assert.rejects(cell.generate({ length: 5, stepsPerCall }),
+                         refusal(/^stepsPerCall must be null or an integer from 1 to 256$/), String(stepsPerCall));
+  }
+  for (const stepsPerCall of [1, 256]) {
+    await assert.rejects(unrunnableCell().generate({ length: 5, stepsPerCall }), /the cell ran/);
+  }
+});
+
+// --- cells whose metadata lies about their graph ----------------------------------------------------------
+
+function varintAt(bytes, pos) {
+  let value = 0;
+  for (let shift = 0; ; shift += 7) {
+    const byte = bytes[pos++];
+    value += (byte & 0x7f) * 2 ** shift;
+    if (!(byte & 0x80)) return [value, pos];
+  }
+}
+
+function varintBytes(value) {
+  const out = [];
+  for (; value >= 0x80; value = Math.floor(value / 128)) out.push((value % 128) | 0x80);
+  out.push(value);
+  return Buffer.from(out);
+}
+
+const delimited = (field, bytes) => Buffer.concat([varintBytes(field * 8 + 2), varintBytes(bytes.length), bytes]);
+
+/** The conformance cell with the metadata entries in `changes` replaced (ModelProto field 14), its graph
+ * untouched: a cell whose metadata describes another graph. */
+function withMetadata(changes) {
+  const parts = [];
+  for (let pos = 0; pos < cellBytes.length; ) {
+    const start = pos;
+    let key, size;
+    [key, pos] = varintAt(cellBytes, pos);
+    const wire = key % 8;
+    if (wire === 0) {
+      [, pos] = varintAt(cellBytes, pos);
+    } else if (wire === 2) {
+      [size, pos] = varintAt(cellBytes, pos);
+      pos += size;
+    } else {
+      pos += wire === 1 ? 8 : 4;
+    }
+    const entry = cellBytes.subarray(start, pos);
+    // An entry's key, read by the module's own reader from a model of that entry and an empty graph.
+    const entryKey = () => [...readMetadata(Buffer.concat([entry, delimited(7, Buffer.alloc(0))])).keys()][0];
+    if (Math.floor(key / 8) !== 14 || !(entryKey() in changes)) parts.push(entry);
+  }
+  for (const [name, value] of Object.entries(changes)) {
+    parts.push(delimited(14, Buffer.concat([delimited(1, Buffer.from(name)), delimited(2, Buffer.from(value))])));
+  }
+  return new Uint8Array(Buffer.concat(parts));
+}
+
+test("a cell whose metadata disagrees with its graph's sizes is refused in one line, as in Python", async () => {
+  const config = JSON.parse(readMetadata(cellBytes).get("vrnn.config"));
+  const lies = {
+    hidden_size: config.hidden_size + 1, embed_size: config.embed_size * 2,
+    latent_size: config.latent_size + 3, layers: config.layers + 1,
+  };
+  for (const [name, value] of Object.entries(lies)) {
+    const bytes = withMetadata({ "vrnn.config": JSON.stringify({ ...config, [name]: value }) });
+    assert.equal(JSON.parse(readMetadata(bytes).get("vrnn.config"))[name], value); // the edit took
+    const words = /^the cell's metadata does not describe its graph: \w+ has shape \[.*\] but the metadata implies /;
+    await assert.rejects(VrnnCell.load(ort, bytes), refusal(words), name);
+  }
+  const same = withMetadata({ "vrnn.config": JSON.stringify(config) }); // re-encoded, unchanged: still loads
+  assert.deepEqual(await (await VrnnCell.load(ort, same)).generate({ length: 20, seed: 3 }),
+                   await (await VrnnCell.load(ort, cellBytes)).generate({ length: 20, seed: 3 }));
+});
+
 test("a character id outside the vocabulary is refused, not printed", async () => {
   const cell = await VrnnCell.load(ort, cellBytes); // a sound cell passes the probe; then it goes wrong
   const run = cell.session.run.bind(cell.session);
