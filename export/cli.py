@@ -49,7 +49,7 @@ def export_cell(
     require_extra("vrnn-export", "torch", "onnx")
     from vrnn.export.onnx_cell import build_cell  # PyTorch and onnx from here on
     from vrnn.export.torch_cell import TorchCell
-    from vrnn.export.verify import lossy_agreement, max_differences
+    from vrnn.export.verify import edge_disagreements, lossy_agreement, max_differences
     from vrnn.models.checkpoint import file_sha256, load_checkpoint
 
     payload = load_checkpoint(checkpoint)
@@ -78,6 +78,11 @@ def export_cell(
     wrong = sum(diffs[CHARS] for diffs in report.values())
     if wrong:
         raise VrnnError(f"exported cell picked {wrong:.0f} characters unlike the numpy sampler; not written")
+    edges = edge_disagreements(cell.config.vocab_size, opset)
+    if edges:
+        raise VrnnError(f"the cell's sampling picked unlike the numpy sampler in {edges} edge cases; not written")
+    if echo:
+        echo("sampling on edge cases (ties, k = 1 and V, top-p at a boundary, u = 0 and just below 1): as numpy")
     if weights != "float32":
         reference = data
         data = build_cell(cell.model, cell.vocab, cell.start_char, source, opset, weights).SerializeToString()

@@ -69,7 +69,8 @@ def interface(config: schema.ModelConfig) -> dict:
             schema.INPUT_EPS: "standard normal, a fresh row per step",
             schema.INPUT_UNIFORM: "uniform in [0, 1), a fresh row per step",
         },
-        "next_char": "inverse CDF of softmax(logits / temperature) at uniform, in float64; fed to the next step",
+        "next_char": "each row's inverse CDF of softmax(logits / temperature) after its top-k and top-p, at uniform, "
+        "in float64 (docs/cell-spec.md, section 4); fed to the next step",
         "start": "prev_char = index of the start character, state = zeros",
     }
 
@@ -284,10 +285,74 @@ def _step_nodes(
     return products
 
 
-def _sampling_nodes(g: _Graph, logits: str, uniform: str, temperature: str, out: str, opset: int) -> None:
-    """The next character from `logits` [B, V] and `uniform` [B, 1], as sampling.choose_unfiltered does:
-    w = exp((logits - max) / T) in float64, cdf = cumsum(w), pick = #{cdf <= u * total}, and where
-    u * total rounds up to the total, the last character with non-zero weight, #{cdf < total}."""
+def _row_option_nodes(g: _Graph, vocab_size: int) -> None:
+    """Before the Scan, once per call: each row's options as the sampling nodes read them.  temperature_col,
+    k_col (top_k, or V for none) and p_col (top_p, or +inf for none) are [B, 1]; `filtered` [B] says which
+    rows take the sorted path of docs/cell-spec.md 4.2, `any_filtered` whether any does."""
+    g.node("Unsqueeze", [schema.INPUT_TEMPERATURE, "axis1"], ["temperature_col"])
+    g.node("Greater", [schema.INPUT_TOP_K, g.const("zero_i64", np.array(0, np.int64))], ["k_filters"])
+    g.node("Where", ["k_filters", schema.INPUT_TOP_K, g.const("vocab_i64", np.array(vocab_size, np.int64))], ["k_eff"])
+    g.node("Unsqueeze", ["k_eff", "axis1"], ["k_col"])
+    g.node("Less", [schema.INPUT_TOP_P, g.const("one_f64", np.array(1.0))], ["p_filters"])
+    g.node("Where", ["p_filters", schema.INPUT_TOP_P, g.const("inf_f64", np.array(np.inf))], ["p_eff"])
+    g.node("Unsqueeze", ["p_eff", "axis1"], ["p_col"])
+    g.node("Or", ["k_filters", "p_filters"], ["filtered"])
+    g.node("Cast", ["filtered"], ["filtered_i64"], to=TensorProto.INT64)
+    g.node("ReduceMax", ["filtered_i64"], ["any_filtered_i64"], keepdims=0)  # no axes: over every row
+    g.node("Cast", ["any_filtered_i64"], ["any_filtered"], to=TensorProto.BOOL)
+
+
+def _filtered_nodes(g: _Graph, scaled: str, uniform: str, unfiltered: str, out: str, vocab_size: int,
+                    opset: int) -> None:  # fmt: skip
+    """docs/cell-spec.md 4.2 for every row, as vrnn.runtime.choice.choose computes it, then each row's pick
+    from it or from the unfiltered one (`filtered`).  Reads the constants the unfiltered nodes made."""
+    root = g.root
+    positions = root.const_once("positions", np.arange(vocab_size, dtype=np.int64)[None, :])  # [1, V]
+    last, axis = ["minus_one", "int_max", "axis1"], "axis1_scalar"
+    # 1. Sort by descending scaled logit, ties in ascending index (TopK's order for equal values).
+    g.node("TopK", [scaled, root.const_once("vocab_k", np.array([vocab_size], np.int64))],
+           ["sorted", "order"], axis=1, largest=1, sorted=1)  # fmt: skip
+    # 2. Top-k: positions k, k+1, ... get -inf.
+    g.node("GreaterOrEqual", [positions, "k_col"], ["beyond_k"])
+    g.node("Where", ["beyond_k", root.const_once("minus_inf", np.array(-np.inf)), "sorted"], ["kept_k"])
+    # 3. p = exp(s) / S, S the running sum's last term.
+    g.node("Exp", ["kept_k"], ["sorted_w"])
+    g.node("CumSum", ["sorted_w", axis], ["sorted_w_cum"])
+    g.node("Slice", ["sorted_w_cum", *last], ["sorted_w_total"])
+    g.node("Div", ["sorted_w", "sorted_w_total"], ["probs"])
+    # 4. Top-p: keep p_j where the mass before it, (p_0 + ... + p_j) - p_j, is below P (+inf for none).
+    g.node("CumSum", ["probs", axis], ["probs_cum"])
+    g.node("Sub", ["probs_cum", "probs"], ["before"])
+    g.node("Less", ["before", "p_col"], ["keep_p"])
+    g.node("Where", ["keep_p", "probs", root.const_once("zero_f64", np.array(0.0))], ["kept"])
+    # 5. Renormalised running sum; the pick is #{c_j <= u}, capped at the last kept position.
+    g.node("CumSum", ["kept", axis], ["kept_cum"])
+    g.node("Slice", ["kept_cum", *last], ["kept_total"])
+    g.node("Div", ["kept_cum", "kept_total"], ["sorted_cdf"])
+    g.node("LessOrEqual", ["sorted_cdf", uniform], ["sorted_at_or_below"])
+    g.node("Cast", ["sorted_at_or_below"], ["sorted_at_or_below_i"], to=TensorProto.INT64)
+    g.node("ReduceSum", ["sorted_at_or_below_i", "axis1"], ["sorted_picked"], keepdims=0)
+    g.node("Greater", ["kept", "zero_f64"], ["nonzero"])
+    g.node("Where", ["nonzero", positions, root.const_once("minus_one_scalar", np.array(-1, np.int64))],
+           ["nonzero_at"])  # fmt: skip
+    if opset >= 18:  # ReduceMax's axes moved from an attribute to an input
+        g.node("ReduceMax", ["nonzero_at", "axis1"], ["last_kept"], keepdims=0)
+    else:
+        g.node("ReduceMax", ["nonzero_at"], ["last_kept"], axes=[1], keepdims=0)
+    g.node("Min", ["sorted_picked", "last_kept"], ["sorted_position"])
+    g.node("Unsqueeze", ["sorted_position", "axis1"], ["sorted_position_col"])
+    g.node("GatherElements", ["order", "sorted_position_col"], ["filtered_pick_col"], axis=1)
+    g.node("Squeeze", ["filtered_pick_col", "axis1"], ["filtered_pick"])
+    g.node("Where", ["filtered", "filtered_pick", unfiltered], [out])
+
+
+def _sampling_nodes(g: _Graph, logits: str, uniform: str, temperature: str, out: str, opset: int,
+                    vocab_size: int, filtering: bool) -> None:  # fmt: skip
+    """The next character of each row from `logits` [B, V] and `uniform` [B, 1].  Rows without top-k or top-p
+    as sampling.choose_unfiltered does: w = exp((logits - max) / T) in float64, cdf = cumsum(w), pick =
+    #{cdf <= u * total}, and where u * total rounds up to the total, the last character with non-zero
+    weight, #{cdf < total}.  With `filtering`, the other rows through the sorted path (_filtered_nodes)."""
+    root = g.root
     g.node("Cast", [logits], ["logits_f64"], to=TensorProto.DOUBLE)
     if opset >= 18:  # ReduceMax's axes moved from an attribute to an input
         g.node("ReduceMax", ["logits_f64", "axis1"], ["row_max"], keepdims=1)
@@ -296,8 +361,9 @@ def _sampling_nodes(g: _Graph, logits: str, uniform: str, temperature: str, out:
     g.node("Sub", ["logits_f64", "row_max"], ["centred"])
     g.node("Div", ["centred", temperature], ["scaled"])
     g.node("Exp", ["scaled"], ["weights"])
-    g.node("CumSum", ["weights", g.const("axis1_scalar", np.array(1, np.int64))], ["cdf"])
-    last = [g.const("minus_one", np.array([-1], np.int64)), g.const("int_max", np.array([2**62], np.int64)), "axis1"]
+    g.node("CumSum", ["weights", root.const_once("axis1_scalar", np.array(1, np.int64))], ["cdf"])
+    last = [root.const_once("minus_one", np.array([-1], np.int64)),
+            root.const_once("int_max", np.array([2**62], np.int64)), "axis1"]  # fmt: skip
     g.node("Slice", ["cdf", *last], ["total"])  # [B, 1]
     g.node("Mul", [uniform, "total"], ["threshold"])
     g.node("LessOrEqual", ["cdf", "threshold"], ["at_or_below"])
@@ -306,7 +372,42 @@ def _sampling_nodes(g: _Graph, logits: str, uniform: str, temperature: str, out:
     g.node("Cast", ["below_total"], ["below_total_i"], to=TensorProto.INT64)
     g.node("ReduceSum", ["at_or_below_i", "axis1"], ["picked"], keepdims=0)
     g.node("ReduceSum", ["below_total_i", "axis1"], ["last_nonzero"], keepdims=0)
-    g.node("Min", ["picked", "last_nonzero"], [out])
+    if not filtering:
+        g.node("Min", ["picked", "last_nonzero"], [out])
+        return
+    g.node("Min", ["picked", "last_nonzero"], ["unfiltered_pick"])
+    # The sorted path only when some row needs it: an If, so that a batch of unfiltered rows never sorts.
+    info = helper.make_tensor_value_info
+    sorting = _Graph(g.weights, root=root)
+    _filtered_nodes(sorting, "scaled", uniform, "unfiltered_pick", "picked_sorting", vocab_size, opset)
+    g.inits += sorting.inits
+    then_branch = helper.make_graph(sorting.nodes, "sorting", [], [info("picked_sorting", TensorProto.INT64,
+                                                                        ["batch"])])  # fmt: skip
+    else_branch = helper.make_graph([helper.make_node("Identity", ["unfiltered_pick"], ["picked_plain"])], "plain",
+                                    [], [info("picked_plain", TensorProto.INT64, ["batch"])])  # fmt: skip
+    g.node("If", ["any_filtered"], [out], then_branch=then_branch, else_branch=else_branch)
+
+
+def sampling_graph(vocab_size: int, opset: int = DEFAULT_OPSET, filtering: bool = True) -> onnx.ModelProto:
+    """The cell's sampling nodes alone, as a model: (logits float32 [B, V], uniform float64 [B, 1], temperature,
+    top_k, top_p [B]) -> chars int64 [B].  The same builders as the cell's Scan body, so that vrnn-export can
+    check the arithmetic on logits made to sit on its edges (ties, boundaries), which a model's never do."""
+    g = _Graph()
+    g.const("axis1", np.array([1], np.int64))
+    _row_option_nodes(g, vocab_size)
+    _sampling_nodes(g, "logits", "uniform", "temperature_col", "chars", opset, vocab_size, filtering)
+    info = helper.make_tensor_value_info
+    graph = helper.make_graph(
+        g.nodes,
+        "vrnn_sampling",
+        inputs=[info("logits", TensorProto.FLOAT, ["batch", vocab_size]), info("uniform", TensorProto.DOUBLE,
+                ["batch", 1]), *(info(p.name, ONNX_TYPES[p.dtype], ["batch"]) for p in schema.CELL_INPUTS[5:])],
+        outputs=[info("chars", TensorProto.INT64, ["batch"])],
+        initializer=g.inits,
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = min(model.ir_version, 9)
+    return model
 
 
 def build_cell(
@@ -327,16 +428,9 @@ def build_cell(
     g.const("axis0", np.array([0], np.int64))
     g.const("axis1", np.array([1], np.int64))
 
-    # The Scan body: one step.  Its names must differ from the outer graph's (SSA across scopes).
-    body = _Graph(weights, root=g)
-    state, nxt = _State("_t", L), _State("_next", L)
-    products = _step_nodes(body, fold_weights(model), state, "eps_t", nxt, "logits_t")
-    _sampling_nodes(body, "logits_t", "uniform_t", schema.INPUT_TEMPERATURE, nxt.char, opset)
-    body.node("Identity", [nxt.char], ["char_scan"])  # a value cannot be both carried state and scan output
-    g.inits += body.inits
-
     batch = "batch"
     info = helper.make_tensor_value_info
+    folded = fold_weights(model)
 
     def state_info(names: _State) -> list[onnx.ValueInfoProto]:
         return [
@@ -347,6 +441,16 @@ def build_cell(
             info(names.phi_z, TensorProto.FLOAT, [batch, E]),
         ]
 
+    # The Scan body: one step.  Its names must differ from the outer graph's (SSA across scopes).  The weights'
+    # products must sit directly in it, one level below the initializers: onnxruntime prepacks weights for a
+    # subgraph's nodes (which keeps a row's arithmetic the same at every batch size, see OnnxCell), but not
+    # for those of a subgraph's subgraph, so the choice between sorting and not is an If inside the step.
+    body = _Graph(weights, root=g)
+    state, nxt = _State("_t", L), _State("_next", L)
+    products = _step_nodes(body, folded, state, "eps_t", nxt, "logits_t")
+    _sampling_nodes(body, "logits_t", "uniform_t", "temperature_col", nxt.char, opset, V, filtering=True)
+    body.node("Identity", [nxt.char], ["char_scan"])  # a value cannot be both carried state and scan output
+    g.inits += body.inits
     body_graph = helper.make_graph(
         body.nodes,
         "vrnn_step",
@@ -367,6 +471,7 @@ def build_cell(
     initial, final = _State("_in", L), _State("_out", L)
     initial.char, initial.phi_z = schema.INPUT_PREV_CHAR, schema.INPUT_PHI_Z
     final.char, final.phi_z = "last_char", schema.OUTPUT_PHI_Z
+    _row_option_nodes(g, V)
     g.node("Unsqueeze", [schema.INPUT_UNIFORM, g.const("axis2", np.array([2], np.int64))], ["uniform_col"])
     for i, (layer, split) in enumerate(products):
         g.node("Gather", [schema.INPUT_H, g.const(f"layer{i}", np.array(i, np.int64))], [initial.h[i]], axis=0)
@@ -397,7 +502,7 @@ def build_cell(
         opset_imports=[helper.make_opsetid("", opset)],
         producer_name="vrnn",
         producer_version=vrnn.__version__,
-        doc_string="VRNN generation cell: (prev_char, h, phi_z, eps [N], uniform [N], temperature) "
+        doc_string="VRNN generation cell: (prev_char, h, phi_z, eps [N], uniform [N], temperature, top_k, top_p) "
         "-> (chars [N], logits [N], h_out, phi_z_out), N steps per run.",
     )
     model_proto.ir_version = min(model_proto.ir_version, 9)  # readable by onnxruntime >= 1.16

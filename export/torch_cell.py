@@ -15,6 +15,7 @@ import torch
 
 from vrnn.models.checkpoint import load_checkpoint, model_from_checkpoint
 from vrnn.runtime import schema
+from vrnn.runtime.choice import RowOptions
 from vrnn.runtime.loop import run_steps
 from vrnn.runtime.sampler import Sampler
 
@@ -33,6 +34,7 @@ class TorchCell:
         self.model, self.vocab = model_from_checkpoint(payload)
         self.config: schema.ModelConfig = self.model.config
         self.start_char: str = payload["start_char"]  # a character of the vocabulary (check_fields)
+        self.chooses_per_row = True  # run_steps applies every row's options, as a schema-3 cell does
 
     def initial_state(self, batch: int) -> dict[str, np.ndarray]:
         """Zero state, as the ONNX cell's."""
@@ -57,7 +59,7 @@ class TorchCell:
         state: dict[str, np.ndarray],
         eps: np.ndarray,
         uniform: np.ndarray,
-        temperature: float,
+        rows: RowOptions | float,
     ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-        """len(eps) steps with the numpy sampler: the same contract as OnnxCell.steps."""
-        return run_steps(self.step, prev_char, state, eps, uniform, temperature)
+        """len(eps) steps with the numpy sampler, each row with its own options: a schema-3 cell's contract."""
+        return run_steps(self.step, prev_char, state, eps, uniform, rows)

@@ -8,10 +8,11 @@ Each row is exactly the sample `Sampler.stream` (and vrnn-run) makes alone with 
 
 - its own noise streams (SeededNoise(seed, 1, Z)), drawn a block at a time, which draws the same numbers
   as one step at a time (the streams do not depend on chunking);
-- its own options: the cell runs at temperature 1 and its picks are discarded; every row's character is
-  chosen here in numpy (`choose`, the reference the cell's in-graph sampler is tested against), rows
-  grouped by their options, so temperatures, top-k, top-p, greedy and latent temperatures share a batch
-  without changing the cell's interface;
+- its own options: a schema-3 cell takes each row's temperature, top-k and top-p and picks every row's
+  character itself, so any mix of options runs many steps per call; a schema-2 cell takes one temperature,
+  and a batch of mixed options runs one step per call, the cell at temperature 1 with its picks discarded
+  and every row's character chosen here in numpy (`choose`, the reference the cell's in-graph sampler is
+  tested against), rows grouped by their options.  Latent temperatures scale each row's noise here;
 - its own arithmetic: the cell's session packs its weights, and a row's logits are then bit for bit the
   same at any batch size (tests/test_runtime.py), which is what makes "whatever else is in flight" hold.
 
@@ -34,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vrnn.runtime.cell import OnnxCell
-from vrnn.runtime.choice import SamplingOptions, choose
+from vrnn.runtime.choice import RowOptions, SamplingOptions, choose
 from vrnn.runtime.loop import FORCED_UNIFORM, SeededNoise
 
 # The most chunks per second a server sends across all its streams: each costs the event loop and the
@@ -208,6 +209,9 @@ class Batcher:
             "prev": np.zeros(0, np.int64),
             "slot": np.zeros(0, np.int64),
             "scale": np.zeros(0, np.float32),  # latent temperature
+            "temperature": np.zeros(0, np.float64),  # each row's options as a schema-3 cell takes them
+            "top_k": np.zeros(0, np.int64),
+            "top_p": np.zeros(0, np.float64),
             "forced": np.zeros(0, np.int64),  # prime characters still to force
             "made": np.zeros(0, np.int64),  # characters generated
             "length": np.zeros(0, np.int64),
@@ -260,7 +264,11 @@ class Batcher:
             self._uniform_at[row.slot] = NOISE_BLOCK
             rows.append(row)
         n = len(rows)
+        options = RowOptions.of([r.ticket.request.options for r in rows])
         add = {
+            "temperature": options.temperature,
+            "top_k": options.top_k,
+            "top_p": options.top_p,
             "prev": np.full(n, self._start, np.int64),
             "slot": np.array([r.slot for r in rows], np.int64),
             "scale": np.array([r.ticket.request.options.latent_temperature for r in rows], np.float32),
@@ -295,13 +303,16 @@ class Batcher:
 
     def _regroup(self) -> None:
         """The rows of each distinct set of options (each group's characters are chosen in one numpy call),
-        and whether the cell's own choice fits every row: all unfiltered at one temperature."""
+        and whether the cell's own choice fits every row: always for a schema-3 cell, for a schema-2 one when
+        all are unfiltered at one temperature."""
         groups: dict[SamplingOptions, list[int]] = {}
         for i, row in enumerate(self._rows):
             groups.setdefault(row.ticket.request.options, []).append(i)
         self._groups = [(options, np.array(rows, np.int64)) for options, rows in groups.items()]
         temperatures = {options.temperature for options in groups}
-        self._cell_chooses = len(temperatures) == 1 and all(options.unfiltered for options in groups)
+        self._cell_chooses = self.cell.chooses_per_row or (
+            len(temperatures) == 1 and all(options.unfiltered for options in groups)
+        )
 
     def _draw(self, which: str, slots: np.ndarray, steps: int) -> np.ndarray:
         """The next `steps` draws of noise of each row in `slots` ([steps, len(slots), ...]), from each row's
@@ -337,22 +348,28 @@ class Batcher:
         eps = self._draw("eps", slot, steps) * c["scale"][None, :, None]  # as generate_ids scales it (float32)
         uniform = np.full((steps, len(slot)), FORCED_UNIFORM)
         uniform[:, sampling] = self._draw("uniform", slot[sampling], steps)
-        temperature = self._groups[0][0].temperature if multi else 1.0
+        if self.cell.chooses_per_row:
+            options: RowOptions | float = RowOptions(c["temperature"], c["top_k"], c["top_p"])
+        else:
+            options = self._groups[0][0].temperature if multi else 1.0
 
         started = time.perf_counter()
-        chars, logits, self._state = self.cell.steps(c["prev"], self._state, eps, uniform, temperature)
+        chars, logits, self._state = self.cell.steps(c["prev"], self._state, eps, uniform, options)
         seconds = time.perf_counter() - started
         self._step_seconds = seconds / steps
         if self.on_call is not None:
             self.on_call(seconds, len(slot))
 
         broken = ~np.isfinite(logits).all(axis=(0, 2))
-        if multi:  # the cell's own picks, made in-graph with the same arithmetic as choose_unfiltered
+        if multi:  # the cell's own picks, made in-graph with the same arithmetic as choose
             picks = chars
         else:
-            picks = np.zeros((1, len(slot)), np.int64)
-            for options, rows in self._groups:
-                picks[0, rows] = choose(logits[0, rows], uniform[0, rows], options)
+            if self.cell.chooses_per_row:
+                picks = chars.copy()
+            else:
+                picks = np.zeros((1, len(slot)), np.int64)
+                for group, rows in self._groups:
+                    picks[0, rows] = choose(logits[0, rows], uniform[0, rows], group)
             # Rows being primed are forced through their prime's characters (their picks are discarded).
             for i in np.flatnonzero(~sampling):
                 prime = self._rows[i].ticket.request.prime_ids

@@ -12,6 +12,7 @@ import numpy as np
 import onnxruntime as ort
 
 from vrnn.runtime import schema
+from vrnn.runtime.choice import RowOptions, SamplingOptions
 from vrnn.runtime.errors import VrnnError
 from vrnn.runtime.inputs import check_input_file
 from vrnn.runtime.limits import check_threads
@@ -34,6 +35,7 @@ class CellInfo:
     source: dict[str, Any]
     metadata: dict[str, str]
     weights: str = "float32"  # how the file stores its weight matrices (schema.WEIGHT_FORMATS)
+    version: int = schema.CELL_SCHEMA_VERSION  # vrnn.schema_version: 3 takes each row's options, 2 one temperature
 
 
 def read_file(path: str | os.PathLike[str], what: str) -> bytes:
@@ -80,7 +82,7 @@ def parse_cell_metadata(meta: dict[str, str], name: str) -> CellInfo:
         )
     if version < 1:
         raise VrnnError(f"{name} has an invalid schema version {version}")
-    if version < schema.CELL_SCHEMA_VERSION:  # 1 generated one character per run(): a different interface
+    if version < schema.OLDEST_SCHEMA_VERSION:  # 1 generated one character per run(): a different interface
         raise VrnnError(
             f"{name} has cell schema version {version}, which this vrnn no longer runs: "
             f"re-export it from its checkpoint with vrnn-export"
@@ -104,7 +106,7 @@ def parse_cell_metadata(meta: dict[str, str], name: str) -> CellInfo:
         raise VrnnError(f"{name}: vocabulary has {len(vocab)} characters but the config says {config.vocab_size}")
     if start_char not in vocab:
         raise VrnnError(f"{name}: start character {start_char!r} is not in the vocabulary")
-    return CellInfo(config, vocab, start_char, source if isinstance(source, dict) else {}, dict(meta), weights)
+    return CellInfo(config, vocab, start_char, source if isinstance(source, dict) else {}, dict(meta), weights, version)
 
 
 # Every core once a step's matrix products reach this many multiply-adds (all samples together), one
@@ -198,9 +200,13 @@ class OnnxCell:
         found = {v.name: v.type for v in [*self.session.get_inputs(), *self.session.get_outputs()]}
         inputs = [v.name for v in self.session.get_inputs()]
         outputs = [v.name for v in self.session.get_outputs()]
-        if inputs != list(schema.INPUT_NAMES) or outputs != list(schema.OUTPUT_NAMES):
-            raise VrnnError(f"{name}: cell has inputs {inputs} and outputs {outputs}, expected the vrnn cell interface")
-        wrong = [p.name for p in (*schema.CELL_INPUTS, *schema.CELL_OUTPUTS) if found[p.name] != ORT_TYPES[p.dtype]]
+        ports = (*schema.cell_inputs(self.info.version), *schema.CELL_OUTPUTS)
+        if inputs != [p.name for p in schema.cell_inputs(self.info.version)] or outputs != list(schema.OUTPUT_NAMES):
+            raise VrnnError(
+                f"{name}: cell has inputs {inputs} and outputs {outputs}, expected the vrnn cell interface of "
+                f"schema {self.info.version}"
+            )
+        wrong = [p.name for p in ports if found[p.name] != ORT_TYPES[p.dtype]]
         if wrong:
             raise VrnnError(f"{name}: unexpected types for {', '.join(wrong)}")
         # Shapes: every rank, and every fixed size, as the metadata's config says (symbolic sizes are the
@@ -218,8 +224,9 @@ class OnnxCell:
                 )
 
     def _expected_shapes(self, batch: int | None, steps: int | None) -> dict[str, tuple[int | None, ...]]:
-        """Each input's and output's shape as the metadata's config implies it (schema.CELL_INPUTS/OUTPUTS)."""
-        return {p.name: p.dims(self.config, batch, steps) for p in (*schema.CELL_INPUTS, *schema.CELL_OUTPUTS)}
+        """Each input's and output's shape as the metadata's config implies it (schema.cell_inputs, CELL_OUTPUTS)."""
+        ports = (*schema.cell_inputs(self.info.version), *schema.CELL_OUTPUTS)
+        return {p.name: p.dims(self.config, batch, steps) for p in ports}
 
     def _probe(self, batch: int) -> None:
         """Two steps of `batch` samples from the zero state: the outputs must have the shapes the metadata
@@ -229,7 +236,9 @@ class OnnxCell:
         state = self.initial_state(batch)
         prev = np.full(batch, self.vocab.chars.index(self.start_char), np.int64)
         eps = np.zeros((steps, batch, self.config.latent_size), np.float32)
-        chars, logits, new_state = self.steps(prev, state, eps, np.full((steps, batch), 0.5), 1.0)
+        # A schema-3 cell's probe has a row with top-k and top-p, so that its sorted path runs too.
+        rows = RowOptions.of([SamplingOptions(), *[SamplingOptions(top_k=2, top_p=0.9)] * (batch - 1)])
+        chars, logits, new_state = self.steps(prev, state, eps, np.full((steps, batch), 0.5), rows)
         expected = self._expected_shapes(batch, steps)
         outputs = {schema.OUTPUT_CHARS: chars, schema.OUTPUT_LOGITS: logits}
         outputs |= {schema.OUTPUT_H: new_state[schema.INPUT_H], schema.OUTPUT_PHI_Z: new_state[schema.INPUT_PHI_Z]}
@@ -255,6 +264,12 @@ class OnnxCell:
     def start_char(self) -> str:
         return self.info.start_char
 
+    @property
+    def chooses_per_row(self) -> bool:
+        """Whether the cell applies each row's own options in-graph (schema 3); a schema-2 cell takes one
+        temperature, and top-k, top-p and greedy are chosen on the host from one step's logits."""
+        return self.info.version >= 3
+
     def initial_state(self, batch: int) -> dict[str, np.ndarray]:
         """The state before any character: zeros, as the metadata's interface says."""
         return {k: np.zeros(s, np.float32) for k, s in self.config.initial_state_shapes(batch).items()}
@@ -265,20 +280,28 @@ class OnnxCell:
         state: dict[str, np.ndarray],
         eps: np.ndarray,
         uniform: np.ndarray,
-        temperature: float,
+        rows: RowOptions | float,
     ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """Run len(eps) steps in one call: the characters picked, every step's logits, the final state.
 
-        The contract is vrnn.runtime.loop.run_steps, which computes the same in numpy.
+        The contract is vrnn.runtime.loop.run_steps, which computes the same in numpy.  A schema-2 cell takes
+        the first row's temperature for every row and no top-k or top-p: its caller chooses those itself.
+        `rows` may be a temperature, for every row without top-k or top-p.
         """
+        rows = RowOptions.given(rows, len(prev_char))
         feed = {
             schema.INPUT_PREV_CHAR: prev_char,
             schema.INPUT_H: state[schema.INPUT_H],
             schema.INPUT_PHI_Z: state[schema.INPUT_PHI_Z],
             schema.INPUT_EPS: eps,
             schema.INPUT_UNIFORM: uniform,
-            schema.INPUT_TEMPERATURE: np.array(temperature, np.float64),
         }
+        if self.chooses_per_row:
+            feed[schema.INPUT_TEMPERATURE] = rows.temperature
+            feed[schema.INPUT_TOP_K] = rows.top_k
+            feed[schema.INPUT_TOP_P] = rows.top_p
+        else:
+            feed[schema.INPUT_TEMPERATURE] = np.array(rows.temperature[0], np.float64)
         try:
             chars, logits, h, phi_z = self.session.run(None, feed)
         except VrnnError:

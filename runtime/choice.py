@@ -11,6 +11,7 @@ can generate many characters per run(); this module is its reference.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,8 +38,16 @@ class SamplingOptions:
 
     @property
     def unfiltered(self) -> bool:
-        """Temperature only: the choice `choose_unfiltered` makes (and the ONNX cell makes in-graph)."""
-        return not self.greedy and self.top_k is None and self.top_p is None
+        """Temperature only: the choice `choose_unfiltered` makes.  A top-p of 1 filters nothing: it is no top-p
+        (docs/cell-spec.md section 4.2), as the cell's per-row input says it."""
+        return not self.greedy and self.top_k is None and (self.top_p is None or self.top_p >= 1)
+
+    def row(self) -> tuple[float, int, float]:
+        """(temperature, top_k, top_p) as a schema-3 cell takes them for one row: top_k 0 and top_p 1 for none,
+        and greedy as top_k 1 at temperature 1, which picks the same character (docs/cell-spec.md, 4.3)."""
+        if self.greedy:
+            return 1.0, 1, 1.0
+        return float(self.temperature), self.top_k or 0, 1.0 if self.top_p is None else float(self.top_p)
 
     def validate(self, vocab_size: int) -> SamplingOptions:
         """Refuse values that cannot work, with a message naming the option."""
@@ -72,6 +81,46 @@ def _scaled(logits: np.ndarray, temperature: float) -> np.ndarray:
     return scaled
 
 
+@dataclass(frozen=True)
+class RowOptions:
+    """Each row's sampling options, as a schema-3 cell's inputs take them: `temperature` float64 [B], `top_k`
+    int64 [B] (0: none) and `top_p` float64 [B] (1: none).  The latent temperature is not here: it scales a
+    row's noise before the cell sees it."""
+
+    temperature: np.ndarray
+    top_k: np.ndarray
+    top_p: np.ndarray
+
+    @classmethod
+    def of(cls, options: Sequence[SamplingOptions]) -> RowOptions:
+        """One row for each of `options`, in order."""
+        rows = [o.row() for o in options]
+        return cls(
+            np.array([r[0] for r in rows], np.float64),
+            np.array([r[1] for r in rows], np.int64),
+            np.array([r[2] for r in rows], np.float64),
+        )
+
+    @classmethod
+    def same(cls, options: SamplingOptions, batch: int) -> RowOptions:
+        """`batch` rows of the same options."""
+        return cls.of([options]).repeat(batch)
+
+    def repeat(self, batch: int) -> RowOptions:
+        """This one row `batch` times."""
+        return RowOptions(*(np.repeat(a, batch) for a in (self.temperature, self.top_k, self.top_p)))
+
+    @classmethod
+    def given(cls, rows: RowOptions | float, batch: int) -> RowOptions:
+        """`rows` itself, or a temperature for `batch` rows without top-k or top-p."""
+        return rows if isinstance(rows, RowOptions) else cls.same(SamplingOptions(temperature=rows), batch)
+
+    def options(self, row: int) -> SamplingOptions:
+        """Row `row` as SamplingOptions (greedy comes back as top_k 1, which picks the same characters)."""
+        k, p = int(self.top_k[row]), float(self.top_p[row])
+        return SamplingOptions(temperature=float(self.temperature[row]), top_k=k or None, top_p=p if p < 1 else None)
+
+
 def _filtered_probabilities(logits: np.ndarray, options: SamplingOptions) -> tuple[np.ndarray, np.ndarray | None]:
     """Probabilities in float64 after temperature and filtering.
 
@@ -80,7 +129,7 @@ def _filtered_probabilities(logits: np.ndarray, options: SamplingOptions) -> tup
     """
     scaled = _scaled(logits, options.temperature)
     order = None
-    if options.top_k is not None or options.top_p is not None:
+    if not options.unfiltered:
         order = np.argsort(-scaled, axis=1, kind="stable")
         scaled = np.take_along_axis(scaled, order, axis=1)
         if options.top_k is not None:
@@ -89,7 +138,7 @@ def _filtered_probabilities(logits: np.ndarray, options: SamplingOptions) -> tup
     # A running sum, not numpy's pairwise one: the order of additions is part of docs/cell-spec.md, so
     # that runtimes in other languages add in the same order.
     probs /= np.cumsum(probs, axis=1)[:, -1:]
-    if options.top_p is not None:
+    if options.top_p is not None and options.top_p < 1:  # a top-p of 1 is none (see SamplingOptions.unfiltered)
         before = np.cumsum(probs, axis=1) - probs  # mass strictly above each candidate
         probs = np.where(before < options.top_p, probs, 0.0)
     return probs, order
@@ -137,6 +186,18 @@ def choose(logits: np.ndarray, uniform: np.ndarray, options: SamplingOptions) ->
     return picked.astype(np.int64)
 
 
+def choose_rows(logits: np.ndarray, uniform: np.ndarray, rows: RowOptions) -> np.ndarray:
+    """Pick one token id per row of `logits` [B, V] with each row's own options: what a schema-3 cell computes
+    in-graph (export/onnx_cell.py), row by row the same as `choose` with that row's options."""
+    picked = np.empty(len(logits), np.int64)
+    keys = np.stack([rows.temperature, rows.top_k.astype(np.float64), rows.top_p], axis=1)
+    distinct, group = np.unique(keys, axis=0, return_inverse=True)
+    for g in range(len(distinct)):
+        members = np.flatnonzero(group.ravel() == g)
+        picked[members] = choose(logits[members], uniform[members], rows.options(int(members[0])))
+    return picked
+
+
 def decision_margin(logits: np.ndarray, uniform: np.ndarray, options: SamplingOptions) -> np.ndarray:
     """How close each row's choice is to flipping: the smallest distance of any decision boundary.
 
@@ -154,7 +215,7 @@ def decision_margin(logits: np.ndarray, uniform: np.ndarray, options: SamplingOp
     margins = [np.abs(_cdf(probs) - uniform[:, None]).min(axis=1)]
     if options.top_k is not None and options.top_k < scaled.shape[1]:
         margins.append(ranked[:, options.top_k - 1] - ranked[:, options.top_k])
-    if options.top_p is not None:
+    if options.top_p is not None and options.top_p < 1:
         before_p = SamplingOptions(temperature=options.temperature, top_k=options.top_k)
         unfiltered, _ = _filtered_probabilities(logits, before_p)
         ranked_probs = -np.sort(-unfiltered, axis=1)

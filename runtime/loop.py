@@ -14,12 +14,12 @@ what makes "same seed, same text" hold across them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Protocol
 
 import numpy as np
 
-from vrnn.runtime.choice import SamplingOptions, choose, choose_unfiltered
+from vrnn.runtime.choice import RowOptions, SamplingOptions, choose, choose_rows
 from vrnn.runtime.errors import UsageError, VrnnError
 from vrnn.runtime.stop_signals import raise_if_stopped
 from vrnn.runtime.vocab import first_outside
@@ -34,8 +34,10 @@ FORCED_UNIFORM = 0.5  # the uniform number of a step whose character is forced (
 State = dict[str, np.ndarray]
 OneStepFn = Callable[[np.ndarray, State, np.ndarray], tuple[np.ndarray, State]]
 """One step: (prev_char int64 [B], state, eps float32 [B, Z]) -> (logits float32 [B, V], new state)"""
-ChunkFn = Callable[[np.ndarray, State, np.ndarray, np.ndarray, float], tuple[np.ndarray, np.ndarray, State]]
-"""N steps: (prev_char int64 [B], state, eps float32 [N, B, Z], uniform float64 [N, B], temperature)
+ChunkFn = Callable[
+    [np.ndarray, State, np.ndarray, np.ndarray, RowOptions | float], tuple[np.ndarray, np.ndarray, State]
+]
+"""N steps: (prev_char int64 [B], state, eps float32 [N, B, Z], uniform float64 [N, B], each row's options)
 -> (chars int64 [N, B], logits float32 [N, B, V], state after the last step)"""
 
 
@@ -125,17 +127,23 @@ def check_length(length: object, num_samples: object = 1) -> None:
 
 
 def run_steps(
-    step: OneStepFn, prev_char: np.ndarray, state: State, eps: np.ndarray, uniform: np.ndarray, temperature: float
+    step: OneStepFn,
+    prev_char: np.ndarray,
+    state: State,
+    eps: np.ndarray,
+    uniform: np.ndarray,
+    rows: RowOptions | float,
 ) -> tuple[np.ndarray, np.ndarray, State]:
-    """What one call of the ONNX cell computes, in numpy around a single-step function (a `ChunkFn`).
+    """What one call of the (schema-3) ONNX cell computes, in numpy around a single-step function (a `ChunkFn`).
 
-    Each step's character is picked by `choose_unfiltered` with that step's uniform
-    number and fed to the next step.
+    Each step's character is picked by `choose_rows`, each row with its own options and that step's uniform
+    number, and fed to the next step.  `rows` may be a temperature, for every row without top-k or top-p.
     """
+    rows = RowOptions.given(rows, len(prev_char))
     chars, logits = [], []
     for eps_t, uniform_t in zip(eps, uniform, strict=True):
         step_logits, state = step(prev_char, state, eps_t)
-        prev_char = choose_unfiltered(step_logits, uniform_t, temperature)
+        prev_char = choose_rows(step_logits, uniform_t, rows)
         chars.append(prev_char)
         logits.append(step_logits)
     return np.stack(chars), np.stack(logits), state
@@ -152,8 +160,9 @@ def generate_ids(
     context_ids: np.ndarray,
     length: int,
     noise: NoiseSource,
-    options: SamplingOptions,
+    options: SamplingOptions | Sequence[SamplingOptions],
     on_logits: Callable[[np.ndarray, np.ndarray], None] | None = None,
+    per_row: bool = True,
 ) -> Iterator[np.ndarray]:
     """Yield `length` rows of sampled token ids (int64 [B]), one per step.
 
@@ -162,33 +171,43 @@ def generate_ids(
     call each (their picks are discarded; the latent is still drawn from the
     prior); the next `length` steps sample.  `on_logits(logits, uniform)`, if
     given, sees every sampling step's inputs to the choice (parity tests use it).
+    `options` are every sample's, or one per sample (a batch of mixed options, latent temperatures
+    included).  `per_row`: `steps` applies every option itself (a schema-3 cell, run_steps); False for a
+    schema-2 cell, whose top-k, top-p and greedy are chosen here from one step's logits (one set of options
+    for the whole batch, then).
     """
     state = dict(initial_state)
     batch = next(iter(state.values())).shape[-2]  # every state tensor is [..., B, width]
     prev = np.full(batch, context_ids[0], dtype=np.int64)
     forced_uniform = np.full((1, batch), FORCED_UNIFORM)
-    scale = np.float32(options.latent_temperature)
+    each = [options] * batch if isinstance(options, SamplingOptions) else list(options)
+    if len(each) != batch:
+        raise UsageError(f"{len(each)} sets of options for a batch of {batch}")
+    if not per_row and len(set(each)) > 1:
+        raise UsageError("a schema-2 cell takes one set of options for the whole batch: re-export it")
+    scale = np.array([o.latent_temperature for o in each], np.float32)[None, :, None]
+    rows, forced_rows = RowOptions.of(each), RowOptions.same(SamplingOptions(), batch)
 
     def eps(n: int) -> np.ndarray:  # the noise is drawn either way: the uniforms do not depend on the scale
-        rows = noise.eps(n)
-        return rows if scale == 1 else rows * scale
+        drawn = noise.eps(n)
+        return drawn if (scale == 1).all() else drawn * scale  # (x 1 is exact: the same values either way)
 
     for forced in context_ids[1:]:
-        _, _, state = steps(prev, state, eps(1), forced_uniform, 1.0)
+        _, _, state = steps(prev, state, eps(1), forced_uniform, forced_rows)
         prev = np.full(batch, forced, dtype=np.int64)
-    cell_chooses = options.unfiltered
+    cell_chooses = per_row or each[0].unfiltered
     per_call = steps_per_call(batch) if cell_chooses else 1
     remaining = length
     while remaining > 0:
         raise_if_stopped()
         n = min(per_call, remaining)
         step_eps, uniform = eps(n), noise.uniform(n)
-        chars, logits, state = steps(prev, state, step_eps, uniform, options.temperature)
+        chars, logits, state = steps(prev, state, step_eps, uniform, rows)
         check_finite_logits(logits)
         if cell_chooses:  # the cell's own picks become text: each must be a character (the logits' width)
             check_picks(chars, logits.shape[-1])
-        else:  # top-k, top-p or greedy: choose from this one step's logits here
-            chars = choose(logits[0], uniform[0], options)[None]
+        else:  # a schema-2 cell with top-k, top-p or greedy: choose from this one step's logits here
+            chars = choose(logits[0], uniform[0], each[0])[None]
         for i in range(n):
             if on_logits is not None:
                 on_logits(logits[i], uniform[i])

@@ -42,6 +42,9 @@ class Cell(Protocol):
     def initial_state(self, batch: int) -> dict[str, np.ndarray]: ...
 
     steps: ChunkFn
+    # True: `steps` applies each row's options (a schema-3 cell, the PyTorch path); False (a schema-2 cell):
+    # one temperature, with top-k, top-p and greedy chosen by the loop from one step's logits.
+    chooses_per_row: bool
 
 
 def sampling_options(keywords: dict[str, Any]) -> SamplingOptions:
@@ -99,7 +102,8 @@ class Sampler:
         fields of SamplingOptions (temperature, top_k, top_p, greedy, latent_temperature)."""
         context, chosen = self._prepare(length, prime, options, 1, seed)
         ids = generate_ids(self.cell.steps, self.cell.initial_state(1), context, length,
-                           SeededNoise(seed, 1, self.cell.config.latent_size), chosen)  # fmt: skip
+                           SeededNoise(seed, 1, self.cell.config.latent_size), chosen,
+                           per_row=self.cell.chooses_per_row)  # fmt: skip
         chars = self.vocab.chars
         return (chars[row[0]] for row in ids)
 
@@ -124,7 +128,8 @@ class Sampler:
         context, chosen = self._prepare(length, prime, options, num_samples, seed)
         if noise is None:
             noise = SeededNoise(seed, num_samples, self.cell.config.latent_size)
-        rows = generate_ids(self.cell.steps, self.cell.initial_state(num_samples), context, length, noise, chosen)
+        rows = generate_ids(self.cell.steps, self.cell.initial_state(num_samples), context, length, noise, chosen,
+                            per_row=self.cell.chooses_per_row)  # fmt: skip
         columns = np.empty((num_samples, length), np.int32)  # compact: a batch is held until it is done
         for i, ids in enumerate(rows):
             columns[:, i] = ids

@@ -16,8 +16,11 @@ from vrnn.runtime.errors import VrnnError
 
 # --- The exported generation cell -------------------------------------------
 CELL_FORMAT = "vrnn-cell"
-# 2: one run() generates N characters (an ONNX Scan with sampling inside); 1 was one character per run().
-CELL_SCHEMA_VERSION = 2
+# 3: each row's own temperature, top-k and top-p, applied in-graph (so any mix of options runs N steps a call).
+# 2: one temperature for the batch; top-k, top-p and greedy chosen on the host from one step's logits.  Read
+#    still, with the host-side path.  1 was one character per run(): refused.
+CELL_SCHEMA_VERSION = 3
+OLDEST_SCHEMA_VERSION = 2
 
 # Inputs, in order.  One InferenceSession.run takes N steps: each step consumes the
 # previous character, draws the latent from the prior with this step's `eps`, and
@@ -29,7 +32,9 @@ INPUT_H = "h"  # float32 [L, B, H]: GRU state after consuming all characters bef
 INPUT_PHI_Z = "phi_z"  # float32 [B, E]: phi_z(z) of the latent drawn at the previous step
 INPUT_EPS = "eps"  # float32 [N, B, Z]: standard normal noise, one row per step
 INPUT_UNIFORM = "uniform"  # float64 [N, B]: uniform numbers in [0, 1) that pick each character
-INPUT_TEMPERATURE = "temperature"  # float64 []: logits are divided by it before the softmax
+INPUT_TEMPERATURE = "temperature"  # float64 [B] (schema 2: []): each row's logits are divided by it
+INPUT_TOP_K = "top_k"  # int64 [B]: each row keeps its k most likely characters; 0: no top-k (schema 3)
+INPUT_TOP_P = "top_p"  # float64 [B]: each row keeps its nucleus of mass p; 1: no top-p (schema 3)
 
 OUTPUT_CHARS = "chars"  # int64 [N, B]: the character picked at each step (fed to the next step)
 OUTPUT_LOGITS = "logits"  # float32 [N, B, V]: each step's unnormalised log-probabilities
@@ -42,6 +47,8 @@ OUTPUT_PHI_Z = "phi_z_out"  # float32 [B, E]: feed back as `phi_z`
 CELL_OPERATORS = frozenset(
     {"Add", "Cast", "Concat", "CumSum", "Div", "Elu", "Exp", "Gather", "Gemm", "Identity", "Less", "LessOrEqual", "Min",
      "Mul", "ReduceMax", "ReduceSum", "Scan", "Sigmoid", "Slice", "Softplus", "Split", "Sub", "Tanh", "Unsqueeze",
+     # schema 3: each row's top-k and top-p (TopK's k is the vocabulary's size, fixed in the file)
+     "TopK", "Where", "Greater", "GreaterOrEqual", "Or", "GatherElements", "Squeeze", "If",
      # int8 cells (WEIGHT_FORMATS): the state's products in integer arithmetic
      "QuantizeLinear", "MatMulInteger"}
 )  # fmt: skip
@@ -71,14 +78,20 @@ class Port:
 
 
 # The cell's signature, in order: the one declaration the exporter, the metadata and every loader read.
-CELL_INPUTS = (
+_STATE_AND_NOISE = (
     Port(INPUT_PREV_CHAR, "int64", ("batch",)),
     Port(INPUT_H, "float32", ("layers", "batch", "hidden_size")),
     Port(INPUT_PHI_Z, "float32", ("batch", "embed_size")),
     Port(INPUT_EPS, "float32", ("steps", "batch", "latent_size")),
     Port(INPUT_UNIFORM, "float64", ("steps", "batch")),
-    Port(INPUT_TEMPERATURE, "float64", ()),
 )
+CELL_INPUTS = (
+    *_STATE_AND_NOISE,
+    Port(INPUT_TEMPERATURE, "float64", ("batch",)),
+    Port(INPUT_TOP_K, "int64", ("batch",)),
+    Port(INPUT_TOP_P, "float64", ("batch",)),
+)
+CELL_INPUTS_V2 = (*_STATE_AND_NOISE, Port(INPUT_TEMPERATURE, "float64", ()))
 CELL_OUTPUTS = (
     Port(OUTPUT_CHARS, "int64", ("steps", "batch")),
     Port(OUTPUT_LOGITS, "float32", ("steps", "batch", "vocab_size")),
@@ -86,6 +99,13 @@ CELL_OUTPUTS = (
     Port(OUTPUT_PHI_Z, "float32", ("batch", "embed_size")),
 )
 INPUT_NAMES = tuple(p.name for p in CELL_INPUTS)
+
+
+def cell_inputs(version: int) -> tuple[Port, ...]:
+    """The inputs of a cell of schema `version` (OLDEST_SCHEMA_VERSION to CELL_SCHEMA_VERSION)."""
+    return CELL_INPUTS_V2 if version == 2 else CELL_INPUTS
+
+
 OUTPUT_NAMES = tuple(p.name for p in CELL_OUTPUTS)
 
 # (input, output) pairs that carry the recurrent state from one call to the next.

@@ -81,6 +81,7 @@ class BreakingCell:
     def __init__(self) -> None:
         self.inner = OnnxCell(CELL, batch=4)
         self.config, self.vocab, self.start_char = self.inner.config, self.inner.vocab, self.inner.start_char
+        self.chooses_per_row = self.inner.chooses_per_row
         self.calls = 0
 
     def initial_state(self, batch: int) -> dict[str, np.ndarray]:

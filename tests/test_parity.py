@@ -22,7 +22,7 @@ from vrnn.export.torch_cell import TorchCell, torch_sampler
 from vrnn.models.checkpoint import load_checkpoint
 from vrnn.runtime import Sampler
 from vrnn.runtime.cell import OnnxCell
-from vrnn.runtime.choice import SamplingOptions, choose_unfiltered, decision_margin
+from vrnn.runtime.choice import RowOptions, SamplingOptions, choose, choose_unfiltered, decision_margin
 from vrnn.runtime.loop import ArrayNoise, SeededNoise, generate_ids
 
 # A logit error of TOLERANCE moves a softmax probability by at most ~2 * TOLERANCE / temperature;
@@ -135,8 +135,8 @@ def test_sample_i_of_a_batch_equals_a_single_run_with_its_noise(trained: dict[st
 
 
 def test_many_characters_per_session_run(trained: dict[str, Path]) -> None:
-    """The cell picks characters in-graph: one run() per prime character, then one per 256 sampled
-    (at batch 1); top-k, top-p and greedy choose in numpy, one run() per character."""
+    """The cell picks characters in-graph, whatever the options: one run() per prime character, then one per
+    256 sampled (at batch 1).  A schema-2 cell chooses top-k, top-p and greedy in numpy, one run() each."""
     generator = Sampler.from_onnx(trained["cell"])
     session = generator.cell.session
     calls = []
@@ -147,8 +147,15 @@ def test_many_characters_per_session_run(trained: dict[str, Path]) -> None:
     calls.clear()
     list(generator.stream(100, seed=1))
     assert len(calls) == 1
+    for options in ({"top_k": 5}, {"top_p": 0.9, "temperature": 0.7}, {"greedy": True}):
+        calls.clear()
+        generator.generate(50, seed=1, **options)
+        assert len(calls) == 1, options
+    old = Sampler.from_onnx(Path(__file__).parent / "conformance" / "cell-v2.onnx")
     calls.clear()
-    generator.generate(50, seed=1, top_k=5)
+    original_old = old.cell.session.run
+    old.cell.session.run = lambda *a, **k: calls.append(1) or original_old(*a, **k)
+    old.generate(50, seed=1, top_k=5)
     assert len(calls) == 50
 
 
@@ -168,6 +175,28 @@ def test_the_cells_choice_is_the_numpy_samplers(cells: tuple[OnnxCell, TorchCell
         for t in range(steps):
             expected = choose_unfiltered(logits[t], uniform[t], temperature)
             np.testing.assert_array_equal(chars[t], expected, err_msg=f"step {t}, batch {batch}, T {temperature}")
+
+
+def test_the_cells_choice_with_each_rows_options_is_choose(cells: tuple[OnnxCell, TorchCell]) -> None:
+    """With top-k, top-p and greedy mixed row by row, each row's pick is `choose` with its own options, on the
+    same logits and uniforms (the export checks the same on made-up edge cases: vrnn.export.verify)."""
+    onnx_cell, _ = cells
+    rng = np.random.default_rng(1)
+    V = onnx_cell.config.vocab_size
+    mix = [SamplingOptions(), SamplingOptions(top_k=1), SamplingOptions(top_k=V), SamplingOptions(greedy=True),
+           SamplingOptions(top_p=0.5, temperature=0.8), SamplingOptions(top_k=4, top_p=0.9, temperature=1.7),
+           SamplingOptions(top_p=1.0, temperature=0.3), SamplingOptions(top_k=2, temperature=1e-30)]  # fmt: skip
+    batch, steps = 3 * len(mix), 40
+    rows = RowOptions.of(mix * 3)
+    uniform = rng.random((steps, batch))
+    uniform[0], uniform[1] = 0.0, np.nextafter(1.0, 0.0)
+    eps = rng.standard_normal((steps, batch, onnx_cell.config.latent_size)).astype(np.float32)
+    prev = rng.integers(0, V, batch)
+    chars, logits, _ = onnx_cell.steps(prev, onnx_cell.initial_state(batch), eps, uniform, rows)
+    for t in range(steps):
+        for b, options in enumerate(mix * 3):
+            expected = choose(logits[t, b : b + 1], uniform[t, b : b + 1], options)
+            assert chars[t, b] == expected[0], (t, b, options)
 
 
 def test_greedy_at_latent_temperature_zero_is_the_same_text_for_every_seed(
