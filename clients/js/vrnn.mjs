@@ -1,4 +1,5 @@
-// vrnn for JavaScript: sample text from a vrnn cell (docs/cell-spec.md, schema 2) with onnxruntime.
+// vrnn for JavaScript: sample text from a vrnn cell (docs/cell-spec.md, schema 3; schema 2 read as its
+// section 7 says) with onnxruntime.
 //
 // One ES module, no build step, no dependency of its own: pass it the onnxruntime you have
 // (`import * as ort from "onnxruntime-node"` or "onnxruntime-web"), so the same code runs in Node and in a
@@ -6,9 +7,15 @@
 // conformance fixtures in tests/conformance prove it); its own seeded noise (SeededNoise) is not numpy's.
 
 export const CELL_FORMAT = "vrnn-cell";
-export const CELL_SCHEMA_VERSION = 2;
+// 3: each row's own temperature, top-k and top-p, picked in-graph (any mix of options runs N steps a call).
+// 2: one temperature for the batch; top-k, top-p and greedy chosen here from one step's logits.  1: refused.
+export const CELL_SCHEMA_VERSION = 3;
+export const OLDEST_SCHEMA_VERSION = 2;
 export const WEIGHT_FORMATS = ["float32", "float16", "int8"]; // metadata vrnn.weights (absent: float32)
-export const INPUT_NAMES = ["prev_char", "h", "phi_z", "eps", "uniform", "temperature"];
+export const INPUT_NAMES = ["prev_char", "h", "phi_z", "eps", "uniform", "temperature", "top_k", "top_p"];
+export const INPUT_NAMES_V2 = ["prev_char", "h", "phi_z", "eps", "uniform", "temperature"];
+/** The inputs, in order, of a cell of schema `version` (OLDEST_SCHEMA_VERSION to CELL_SCHEMA_VERSION). */
+export const cellInputs = (version) => (version === 2 ? INPUT_NAMES_V2 : INPUT_NAMES);
 export const OUTPUT_NAMES = ["chars", "logits", "h_out", "phi_z_out"];
 export const FORCED_UNIFORM = 0.5;
 // The bounds every runtime applies (docs/cell-spec.md section 4.4), the Python runtime's numbers.
@@ -139,22 +146,44 @@ function tensorShape(type, decoder) {
   return null;
 }
 
-// Each input's and output's shape (docs/cell-spec.md section 2): config fields, and the sizes a call picks.
-const SIGNATURE = {
+// Each input's and output's shape (docs/cell-spec.md sections 2 and 7): config fields, and the sizes a call
+// picks.  Schema 3 takes each row's options ([batch]); schema 2 one temperature (rank 0) and no top_k, top_p.
+const STATE_AND_NOISE = {
   prev_char: ["batch"], h: ["layers", "batch", "hidden_size"], phi_z: ["batch", "embed_size"],
-  eps: ["steps", "batch", "latent_size"], uniform: ["steps", "batch"], temperature: [],
+  eps: ["steps", "batch", "latent_size"], uniform: ["steps", "batch"],
+};
+const OUTPUTS = {
   chars: ["steps", "batch"], logits: ["steps", "batch", "vocab_size"],
   h_out: ["layers", "batch", "hidden_size"], phi_z_out: ["batch", "embed_size"],
 };
+const SIGNATURES = {
+  3: { ...STATE_AND_NOISE, temperature: ["batch"], top_k: ["batch"], top_p: ["batch"], ...OUTPUTS },
+  2: { ...STATE_AND_NOISE, temperature: [], ...OUTPUTS },
+};
+const ROW_OPTION_INPUTS = ["top_k", "top_p"]; // the inputs schema 3 added
 
 /**
  * Refuse a graph whose declared inputs or outputs disagree with the sizes its metadata gives (ranks, and every
  * fixed size), as the Python runtime does: before onnxruntime is handed shapes the graph cannot take, and
- * answers in its own words.
+ * answers in its own words.  `version` is the metadata's schema version (2 or 3): it says which inputs and
+ * shapes the graph must have (a graph with the other schema's inputs is refused as such).
  */
-export function checkSignature(shapes, config) {
+export function checkSignature(shapes, config, version = CELL_SCHEMA_VERSION) {
+  const signature = SIGNATURES[version];
+  if (!signature) throw new VrnnError(`no cell signature for schema version ${version}`);
+  if (shapes.size > 0) { // a graph declares each of its inputs by name, shape or not
+    const inputs = (names) => `input${names.length > 1 ? "s" : ""} ${names.join(" and ")}`;
+    const has = ROW_OPTION_INPUTS.filter((name) => shapes.has(name));
+    const lacks = ROW_OPTION_INPUTS.filter((name) => !shapes.has(name));
+    const graph = version >= 3 ? (lacks.length > 0 ? `lacks the ${inputs(lacks)}` : null)
+      : (has.length > 0 ? `has the ${inputs(has)} of schema 3` : null);
+    if (graph !== null) {
+      throw new VrnnError(`the cell's metadata says schema version ${version} but its graph ${graph}: ` +
+                          "not the vrnn interface it declares");
+    }
+  }
   const shown = (dims) => `[${dims.map((d) => d ?? "?").join(", ")}]`;
-  for (const [name, dims] of Object.entries(SIGNATURE)) {
+  for (const [name, dims] of Object.entries(signature)) {
     const shape = shapes.get(name);
     if (!shape) continue; // not declared here: the interface check or the probe speaks for it
     const want = dims.map((d) => (d === "batch" || d === "steps" ? d : config[d]));
@@ -177,7 +206,10 @@ function isOneCharacter(c) {
 // vrnn.schema_version is exactly a positive integer's decimal digits, as in the Python runtime (cell-spec.md).
 const SCHEMA_VERSION_FORM = /^[1-9][0-9]*$/;
 
-/** Check that metadata describes a cell this runtime understands; returns {config, vocab, startChar, source}. */
+/**
+ * Check that metadata describes a cell this runtime understands; returns {config, vocab, startChar, source,
+ * weights, version} (version: the schema, 2 or 3).
+ */
 export function parseCellMetadata(meta) {
   if (meta.get("vrnn.format") !== CELL_FORMAT) throw new VrnnError("an ONNX model but not a vrnn cell");
   for (const key of ["vrnn.schema_version", "vrnn.vocab", "vrnn.start_char", "vrnn.config", "vrnn.interface"]) {
@@ -190,7 +222,9 @@ export function parseCellMetadata(meta) {
   if (version > CELL_SCHEMA_VERSION) {
     throw new VrnnError(`cell schema version ${version}; this runtime reads up to ${CELL_SCHEMA_VERSION}: upgrade`);
   }
-  if (version < CELL_SCHEMA_VERSION) throw new VrnnError(`cell schema version ${version} is no longer run: re-export it`);
+  if (version < OLDEST_SCHEMA_VERSION) {  // 1 generated one character per run(): a different interface
+    throw new VrnnError(`cell schema version ${version} is no longer run: re-export it with vrnn-export`);
+  }
   let vocab, config, source;
   try {
     vocab = JSON.parse(meta.get("vrnn.vocab"));
@@ -214,7 +248,7 @@ export function parseCellMetadata(meta) {
   if (!vocab.includes(startChar)) throw new VrnnError("cell start character is not in its vocabulary");
   const weights = meta.get("vrnn.weights") ?? "float32"; // how the file stores its matrices; same interface
   if (!WEIGHT_FORMATS.includes(weights)) throw new VrnnError(`cell stores its weights as ${weights}: upgrade`);
-  return { config, vocab, startChar, source, weights };
+  return { config, vocab, startChar, source, weights, version };
 }
 
 // --- noise ----------------------------------------------------------------------------------------------
@@ -308,6 +342,8 @@ export class SeededNoise {
 }
 
 // --- choosing a character (docs/cell-spec.md section 4) ----------------------------------------------
+// A schema-3 cell makes every pick in-graph.  These are the host-side choices a schema-2 cell needs for
+// top-k, top-p and greedy (section 7), the same arithmetic as vrnn.runtime.choice.
 
 function scaled(logits, offset, vocab, temperature) {
   const s = new Float64Array(vocab);
@@ -320,6 +356,14 @@ function scaled(logits, offset, vocab, temperature) {
   return s;
 }
 
+/**
+ * Whether options filter (section 4): greedy, a top-k, or a top-p below 1.  A top-p of 1 is no top-p (it
+ * would cut nothing a user asked to keep), as Python's SamplingOptions.unfiltered says.
+ */
+export function isFiltered({ topK = null, topP = null, greedy = false } = {}) {
+  return Boolean(greedy) || topK !== null || (topP !== null && topP < 1);
+}
+
 /** Greedy: the first index of the largest logit. */
 export function chooseGreedy(logits, offset, vocab) {
   let best = 0;
@@ -327,8 +371,32 @@ export function chooseGreedy(logits, offset, vocab) {
   return best;
 }
 
-/** Top-k and/or top-p from one row of logits with the step's uniform number u. */
-export function chooseFiltered(logits, offset, vocab, u, { temperature = 1, topK = null, topP = null }) {
+/** Unfiltered (section 4.1), what the cell computes in-graph: inverse CDF, u scaled by the running total. */
+export function chooseUnfiltered(logits, offset, vocab, u, temperature = 1) {
+  const s = scaled(logits, offset, vocab, temperature);
+  const cdf = new Float64Array(vocab);
+  let running = 0;
+  for (let i = 0; i < vocab; i++) {
+    running += Math.exp(s[i]);
+    cdf[i] = running;
+  }
+  const threshold = u * cdf[vocab - 1];
+  let picked = 0;
+  for (let i = 0; i < vocab; i++) if (cdf[i] <= threshold) picked++;
+  if (picked >= vocab) { // u * total rounded up to the total: the last character with non-zero weight
+    picked = 0;
+    while (cdf[picked] < cdf[vocab - 1]) picked++;
+  }
+  return picked;
+}
+
+/**
+ * Top-k and/or top-p (section 4.2) from one row of logits with the step's uniform number u.  topK null: no
+ * top-k; topP null or 1: no top-p.  With neither it is the unfiltered choice (section 4.1), as in Python.
+ */
+export function chooseFiltered(logits, offset, vocab, u, { temperature = 1, topK = null, topP = null } = {}) {
+  const cutsMass = topP !== null && topP < 1;
+  if (topK === null && !cutsMass) return chooseUnfiltered(logits, offset, vocab, u, temperature);
   const s = scaled(logits, offset, vocab, temperature);
   const order = Array.from({ length: vocab }, (_, i) => i).sort((a, b) => s[b] - s[a] || a - b); // stable
   const probs = new Float64Array(vocab);
@@ -336,7 +404,7 @@ export function chooseFiltered(logits, offset, vocab, u, { temperature = 1, topK
   let total = 0;
   for (let j = 0; j < vocab; j++) total += probs[j];
   for (let j = 0; j < vocab; j++) probs[j] /= total;
-  if (topP !== null) {
+  if (cutsMass) {
     let running = 0;
     for (let j = 0; j < vocab; j++) {
       running += probs[j];
@@ -356,19 +424,51 @@ export function chooseFiltered(logits, offset, vocab, u, { temperature = 1, topK
   return order[Math.min(picked, lastNonZero)];
 }
 
-function checkOptions(o, vocabSize) {
+/**
+ * Each sample's options as a schema-3 cell's inputs take them (docs/cell-spec.md sections 2 and 4.3):
+ * {temperature: Float64Array [B], topK: BigInt64Array [B] (0: none), topP: Float64Array [B] (1: none)}, with
+ * greedy given as top_k 1 at temperature 1 and top_p 1, which picks the same character.  The latent
+ * temperature is not here: it scales a sample's noise before the cell sees it.
+ */
+export function rowOptions(samples) {
+  const batch = samples.length;
+  const rows = { temperature: new Float64Array(batch), topK: new BigInt64Array(batch), topP: new Float64Array(batch) };
+  samples.forEach((o, b) => {
+    rows.temperature[b] = o.greedy ? 1 : (o.temperature ?? 1);
+    rows.topK[b] = BigInt(o.greedy ? 1 : (o.topK ?? 0));
+    rows.topP[b] = o.greedy ? 1 : (o.topP ?? 1);
+  });
+  return rows;
+}
+
+/** How many steps one call runs for a batch of `batch` samples, for every option (docs/cell-spec.md 3). */
+export function callSteps(batch) {
+  return Math.max(1, Math.min(MAX_CALL_STEPS, Math.floor(MAX_CALL_VALUES / batch)));
+}
+
+// The options that may differ from one sample to the next (generate's perSample).
+export const SAMPLE_OPTIONS = ["temperature", "topK", "topP", "greedy", "latentTemperature"];
+
+/** Refuse sampling options that cannot work (section 4.4); `where` prefixes the message (a perSample entry). */
+function checkSampling(o, vocabSize, where = "") {
   const finite = (x) => typeof x === "number" && Number.isFinite(x);
-  if (!finite(o.temperature) || o.temperature <= 0) throw new VrnnError("temperature must be a finite number > 0");
+  const refuse = (message) => { throw new VrnnError(where + message); };
+  if (!finite(o.temperature) || o.temperature <= 0) refuse("temperature must be a finite number > 0");
   if (o.topK !== null && !(Number.isInteger(o.topK) && o.topK >= 1 && o.topK <= vocabSize)) {
-    throw new VrnnError(`topK must be an integer from 1 to ${vocabSize}`);
+    refuse(`topK must be an integer from 1 to ${vocabSize}`);
   }
-  if (o.topP !== null && !(finite(o.topP) && o.topP > 0 && o.topP <= 1)) throw new VrnnError("topP must be in (0, 1]");
+  if (o.topP !== null && !(finite(o.topP) && o.topP > 0 && o.topP <= 1)) refuse("topP must be in (0, 1]");
+  if (typeof o.greedy !== "boolean") refuse("greedy must be true or false");
   if (o.greedy && (o.topK !== null || o.topP !== null || o.temperature !== 1)) {
-    throw new VrnnError("greedy cannot be combined with temperature, topK or topP");
+    refuse("greedy cannot be combined with temperature, topK or topP");
   }
   if (!finite(o.latentTemperature) || o.latentTemperature < 0 || o.latentTemperature > MAX_LATENT_TEMPERATURE) {
-    throw new VrnnError(`latentTemperature must be a finite number in [0, ${MAX_LATENT_TEMPERATURE}]`);
+    refuse(`latentTemperature must be a finite number in [0, ${MAX_LATENT_TEMPERATURE}]`);
   }
+}
+
+/** Refuse a length, batch, seed or stepsPerCall outside the Python runtime's bounds (section 4.4). */
+function checkRun(o) {
   if (!Number.isInteger(o.length) || o.length < 1 || o.length > MAX_LENGTH) {
     throw new VrnnError(`length must be an integer from 1 to ${MAX_LENGTH}`);
   }
@@ -391,6 +491,36 @@ function checkOptions(o, vocabSize) {
   }
 }
 
+/**
+ * Every sample's options: `defaults` for each, or perSample's entries (one per sample), each field an entry
+ * leaves out (or gives as undefined) taken from `defaults`.  Each entry is checked as the top-level options are.
+ */
+function samplesOf(perSample, defaults, batch, vocabSize) {
+  if (perSample === null || perSample === undefined) return new Array(batch).fill(defaults);
+  if (!Array.isArray(perSample)) {
+    throw new VrnnError("perSample must be null or an array of one options object per sample");
+  }
+  if (perSample.length !== batch) {
+    throw new VrnnError(`perSample has ${perSample.length} entries for a batch of ${batch}: give one per sample`);
+  }
+  return perSample.map((entry, i) => {
+    if (entry === null || typeof entry !== "object" || Array.isArray(entry)) {
+      throw new VrnnError(`perSample[${i}] must be an object of options`);
+    }
+    const unknown = Object.keys(entry).find((key) => !SAMPLE_OPTIONS.includes(key));
+    if (unknown !== undefined) {
+      throw new VrnnError(`perSample[${i}] has an unknown option ${JSON.stringify(unknown)} ` +
+                          `(it takes ${SAMPLE_OPTIONS.join(", ")})`);
+    }
+    const merged = { ...defaults };
+    for (const key of SAMPLE_OPTIONS) if (entry[key] !== undefined) merged[key] = entry[key];
+    checkSampling(merged, vocabSize, `perSample[${i}]: `);
+    return merged;
+  });
+}
+
+const sameOptions = (a, b) => SAMPLE_OPTIONS.every((key) => a[key] === b[key]);
+
 // --- the cell ----------------------------------------------------------------------------------------------
 
 /** The first line of an error's message (onnxruntime's run over several), at most 300 characters. */
@@ -402,7 +532,7 @@ export class VrnnCell {
   /** Load a cell from its bytes (Uint8Array) with the given onnxruntime module; checks metadata and interface. */
   static async load(ort, bytes, sessionOptions = {}) {
     const info = parseCellMetadata(readMetadata(bytes));
-    checkSignature(readSignature(bytes), info.config);
+    checkSignature(readSignature(bytes), info.config, info.version);
     let session;
     try {
       session = await ort.InferenceSession.create(bytes, sessionOptions);
@@ -410,17 +540,19 @@ export class VrnnCell {
       throw new VrnnError(`onnxruntime could not load the cell: ${firstLine(error)}`);
     }
     const same = (a, b) => a.length === b.length && a.every((x, i) => x === b[i]);
-    if (!same(session.inputNames, INPUT_NAMES) || !same(session.outputNames, OUTPUT_NAMES)) {
-      throw new VrnnError(`cell has inputs ${session.inputNames} and outputs ${session.outputNames}: not the vrnn interface`);
+    if (!same(session.inputNames, cellInputs(info.version)) || !same(session.outputNames, OUTPUT_NAMES)) {
+      throw new VrnnError(`cell has inputs ${session.inputNames} and outputs ${session.outputNames}: not the vrnn ` +
+                          `interface of schema ${info.version}`);
     }
     const cell = new VrnnCell(ort, session, info);
     await cell.probe();
     return cell;
   }
 
-  constructor(ort, session, { config, vocab, startChar, source, weights }) {
+  constructor(ort, session, { config, vocab, startChar, source, weights, version = CELL_SCHEMA_VERSION }) {
     this.ort = ort;
     this.weights = weights;
+    this.version = version; // vrnn.schema_version: 3 takes each row's options, 2 one temperature
     this.session = session;
     this.config = config;
     this.vocab = vocab;
@@ -429,26 +561,47 @@ export class VrnnCell {
     this.index = new Map(vocab.map((c, i) => [c, i]));
   }
 
+  /**
+   * Whether the cell applies each sample's own options in-graph (schema 3), so that any options, mixed or not,
+   * run many steps per call.  A schema-2 cell takes one temperature; top-k, top-p and greedy are then chosen
+   * here from one step's logits, one step per call, and a batch takes one set of options.
+   */
+  get choosesPerRow() {
+    return this.version >= 3;
+  }
+
   initialState(batch) {
     const { layers: L, hidden_size: H, embed_size: E } = this.config;
     return { h: new Float32Array(L * batch * H), phiZ: new Float32Array(batch * E) };
   }
 
-  /** One run(): n steps for `batch` samples.  Returns {chars: BigInt64Array [n*batch], logits, state}. */
-  async steps(prev, state, eps, uniform, temperature, batch) {
+  /**
+   * One run(): n steps for `batch` samples.  `rows`: each sample's options (rowOptions), or a temperature for
+   * every sample without top-k or top-p.  A schema-2 cell takes the first row's temperature for every row and
+   * no top-k or top-p (its caller chooses those).  Returns {chars: BigInt64Array [n*batch], logits, state}.
+   */
+  async steps(prev, state, eps, uniform, rows, batch) {
     const { layers: L, hidden_size: H, embed_size: E, latent_size: Z } = this.config;
     const n = uniform.length / batch;
     const T = this.ort.Tensor;
+    const options = typeof rows === "number" ? rowOptions(new Array(batch).fill({ temperature: rows })) : rows;
+    const feeds = {
+      prev_char: new T("int64", BigInt64Array.from(prev, (c) => BigInt(c)), [batch]),
+      h: new T("float32", state.h, [L, batch, H]),
+      phi_z: new T("float32", state.phiZ, [batch, E]),
+      eps: new T("float32", eps, [n, batch, Z]),
+      uniform: new T("float64", uniform, [n, batch]),
+    };
+    if (this.choosesPerRow) {
+      feeds.temperature = new T("float64", options.temperature, [batch]);
+      feeds.top_k = new T("int64", options.topK, [batch]);
+      feeds.top_p = new T("float64", options.topP, [batch]);
+    } else {
+      feeds.temperature = new T("float64", new Float64Array([options.temperature[0]]), []);
+    }
     let out;
     try {
-      out = await this.session.run({
-        prev_char: new T("int64", BigInt64Array.from(prev, (c) => BigInt(c)), [batch]),
-        h: new T("float32", state.h, [L, batch, H]),
-        phi_z: new T("float32", state.phiZ, [batch, E]),
-        eps: new T("float32", eps, [n, batch, Z]),
-        uniform: new T("float64", uniform, [n, batch]),
-        temperature: new T("float64", new Float64Array([temperature]), []),
-      });
+      out = await this.session.run(feeds);
     } catch (error) { // onnxruntime's own text runs over several lines: one line, in this runtime's error type
       if (error instanceof VrnnError) throw error;
       throw new VrnnError(`onnxruntime failed running the cell: ${firstLine(error)}`);
@@ -460,12 +613,19 @@ export class VrnnCell {
     return { chars: out.chars.data, logits, state: { h: out.h_out.data, phiZ: out.phi_z_out.data } };
   }
 
-  /** Two steps from the zero state: output sizes as the metadata says, picks inside the vocabulary. */
+  /**
+   * Two steps of two samples from the zero state: output sizes as the metadata says, picks inside the
+   * vocabulary.  The second sample has a top-k and a top-p, so that a schema-3 cell's sorting path runs too.
+   */
   async probe() {
     const { latent_size: Z, vocab_size: V, hidden_size: H, embed_size: E, layers: L } = this.config;
     const start = this.index.get(this.startChar);
-    const r = await this.steps([start], this.initialState(1), new Float32Array(2 * Z), new Float64Array([0.5, 0.5]), 1, 1);
-    if (r.logits.length !== 2 * V || r.state.h.length !== L * H || r.state.phiZ.length !== E) {
+    const batch = 2;
+    const rows = rowOptions([{}, { topK: Math.min(2, V), topP: 0.9 }]);
+    const r = await this.steps([start, start], this.initialState(batch), new Float32Array(2 * batch * Z),
+                               new Float64Array(2 * batch).fill(0.5), rows, batch);
+    if (r.chars.length !== 2 * batch || r.logits.length !== 2 * batch * V || r.state.h.length !== L * batch * H ||
+        r.state.phiZ.length !== batch * E) {
       throw new VrnnError("the cell's outputs do not have the sizes its metadata implies");
     }
     for (const c of r.chars) this.checkPick(Number(c));
@@ -484,32 +644,57 @@ export class VrnnCell {
    * per sample: the prime followed by the sampled characters.  `onChars(rows)` sees each call's characters
    * as they come (rows[i][b] is sample b's i-th new character), for streaming.  Noise: `noise` (e.g. an
    * ArrayNoise of given arrays), else this runtime's SeededNoise(seed).
+   *
+   * Options: temperature, topK, topP (1: none), greedy, latentTemperature, for every sample; or `perSample`,
+   * an array of one object per sample (perSample.length === batch) with any of those five fields, each field
+   * it leaves out taken from the top-level options (so an entry overrides a top-level greedy with
+   * `greedy: false`).  A schema-3 cell runs any options, mixed or not, up to callSteps(batch) steps per call;
+   * a schema-2 cell runs top-k, top-p and greedy one step per call and refuses a batch of mixed options.
+   * `stepsPerCall` lowers the steps per call (smoother streaming); the text is the same.
    */
   async generate({
     length = 500, prime = "", temperature = 1, topK = null, topP = null, greedy = false,
     latentTemperature = 1, batch = 1, seed = null, noise = null, onChars = null, stepsPerCall = null,
+    perSample = null,
   } = {}) {
-    const options = { length, temperature, topK, topP, greedy, latentTemperature, batch, seed, stepsPerCall };
-    checkOptions(options, this.vocab.length);
+    const defaults = { temperature, topK, topP, greedy, latentTemperature };
+    checkSampling(defaults, this.vocab.length);
+    checkRun({ length, batch, seed, stepsPerCall });
+    const samples = samplesOf(perSample, defaults, batch, this.vocab.length);
+    if (!this.choosesPerRow && samples.some((o) => !sameOptions(o, samples[0]))) {
+      throw new VrnnError(`this cell is of schema ${this.version}: it takes one set of options for the whole batch, ` +
+                          "and perSample gives different ones; re-export it with vrnn-export to mix them");
+    }
     const primeChars = [...prime];
     for (const c of primeChars) if (!this.index.has(c)) throw new VrnnError(`prime has a character outside the vocabulary: ${JSON.stringify(c)}`);
     noise ??= new SeededNoise(seed);
     const { latent_size: Z, vocab_size: V } = this.config;
+    // Each sample's noise times its own float32 latent temperature: a float32 product (two float32 values
+    // multiply exactly in a double, rounded once on the store).  x 1 is exact, so unscaled rows are unchanged.
+    const scales = Float32Array.from(samples, (o) => o.latentTemperature);
+    const unscaled = scales.every((s) => s === 1);
     const scaleEps = (values) => {
-      if (latentTemperature === 1) return values;
-      const scale = Math.fround(latentTemperature);
-      return Float32Array.from(values, (x) => Math.fround(x * scale));
+      if (unscaled) return values;
+      const out = new Float32Array(values.length);
+      for (let i = 0; i < values.length; i++) out[i] = values[i] * scales[Math.floor(i / Z) % batch];
+      return out;
     };
+    const rows = rowOptions(samples);
     let state = this.initialState(batch);
     let prev = new Array(batch).fill(this.index.get(this.startChar));
+    // Forced steps: uniform 0.5, temperature 1, no top-k, no top-p (section 3, step 2).
+    const forcedRows = rowOptions(new Array(batch).fill({}));
     for (const c of primeChars) {
       const forced = new Float64Array(batch).fill(FORCED_UNIFORM);
-      ({ state } = await this.steps(prev, state, scaleEps(noise.eps(batch * Z)), forced, 1, batch));
+      ({ state } = await this.steps(prev, state, scaleEps(noise.eps(batch * Z)), forced, forcedRows, batch));
       prev = new Array(batch).fill(this.index.get(c));
     }
-    const unfiltered = !greedy && topK === null && topP === null;
+    // A schema-3 cell picks every sample's character itself; a schema-2 cell only the unfiltered ones, and with
+    // top-k, top-p or greedy (one set of options: samples[0]) the choice is made here, one step per call.
+    const common = samples[0];
+    const cellChooses = this.choosesPerRow || !isFiltered(common);
     // Fewer steps per call (stepsPerCall) stream more smoothly; the noise streams, and so the text, are the same.
-    let perCall = unfiltered ? Math.max(1, Math.min(MAX_CALL_STEPS, Math.floor(MAX_CALL_VALUES / batch))) : 1;
+    let perCall = cellChooses ? callSteps(batch) : 1;
     if (stepsPerCall !== null) perCall = Math.min(perCall, stepsPerCall);
     // Ids until the end, 4 bytes a character: strings grown a character at a time take ~32 bytes each.
     const ids = Array.from({ length: batch }, () => new Int32Array(length));
@@ -517,25 +702,25 @@ export class VrnnCell {
       const n = Math.min(perCall, length - done);
       const eps = scaleEps(noise.eps(n * batch * Z));
       const uniform = noise.uniform(n * batch);
-      const result = await this.steps(prev, state, eps, uniform, temperature, batch);
+      const result = await this.steps(prev, state, eps, uniform, rows, batch);
       state = result.state;
-      const rows = [];
+      const picked = [];
       for (let i = 0; i < n; i++) {
         const row = [];
         for (let b = 0; b < batch; b++) {
           const offset = (i * batch + b) * V;
           let c;
-          if (unfiltered) c = Number(result.chars[i * batch + b]);
-          else if (greedy) c = chooseGreedy(result.logits, offset, V);
-          else c = chooseFiltered(result.logits, offset, V, uniform[i * batch + b], { temperature, topK, topP });
+          if (cellChooses) c = Number(result.chars[i * batch + b]);
+          else if (common.greedy) c = chooseGreedy(result.logits, offset, V);
+          else c = chooseFiltered(result.logits, offset, V, uniform[i * batch + b], common);
           this.checkPick(c);
           row.push(c);
           ids[b][done + i] = c;
         }
-        rows.push(row.map((c) => this.vocab[c]));
+        picked.push(row.map((c) => this.vocab[c]));
         prev = row;
       }
-      if (onChars) onChars(rows);
+      if (onChars) onChars(picked);
       done += n;
     }
     return ids.map((row) => prime + Array.from(row, (c) => this.vocab[c]).join(""));

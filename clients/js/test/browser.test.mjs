@@ -1,6 +1,7 @@
 // The demo page in a real browser (headless Chromium, driven by puppeteer-core): it loads the bundled cell
-// with onnxruntime-web in a Web Worker, streams 300 characters equal to what this module prints in Node for
-// the same seed, passes every conformance case, and logs no console error.
+// (schema 3) with onnxruntime-web in a Web Worker, streams 300 characters with top-p equal to what this module
+// prints in Node for the same seed, 8 steps per call, passes every conformance case on every cell (schema 2
+// included), and logs no console error.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { accessSync, constants, existsSync, readFileSync } from "node:fs";
@@ -66,6 +67,7 @@ async function open(query) {
 test("the page streams the text this module writes in Node for the same seed", { skip: SKIP }, async () => {
   const page = await open("");
   await page.waitForFunction(() => window.vrnn.state === "ready", { timeout: 60000 });
+  assert.equal(await page.evaluate(() => window.vrnn.schemaVersion), 3); // each row's options, in-graph
   await page.evaluate(() => {
     const set = (id, value) => { document.getElementById(id).value = value; };
     set("temperature", "0.8"); set("topP", "0.95"); set("latentTemperature", "1"); set("length", "300");
@@ -81,6 +83,7 @@ test("the page streams the text this module writes in Node for the same seed", {
   assert.equal(stats.text, expected);
   assert.equal(shown, expected); // what streamed onto the page is the whole text
   assert.ok(stats.charsPerSecond > 0 && stats.firstCharMs >= 0);
+  assert.equal(stats.calls, Math.ceil(300 / 8)); // the page's 8 steps per call, top-p or not
   if (process.env.VRNN_SCREENSHOT) await page.screenshot({ path: process.env.VRNN_SCREENSHOT, fullPage: true });
   assert.deepEqual(consoleErrors, []);
 });
@@ -91,7 +94,14 @@ test("the page passes every conformance case in onnxruntime-web", { skip: SKIP }
                              { timeout: 120000 });
   const results = await page.evaluate(() => window.vrnn.conformance ?? window.vrnn.error);
   assert.ok(Array.isArray(results), String(results));
-  assert.ok(results.length >= 3 * 14); // every case on the float32, float16 and int8 cells
+  // Every case on every cell that has an expected text for it (float32, float16, int8 and schema2).
+  const cases = JSON.parse(readFileSync(fileURLToPath(new URL("../../../tests/conformance/cases.json",
+                                                              import.meta.url)), "utf-8"));
+  const expected = cases.cases.flatMap((c) => Object.keys(cases.cells).filter((key) => key in c.expected)
+    .map((key) => `${c.name} (${key})`));
+  assert.deepEqual(results.map((r) => r.name).sort(), expected.sort());
+  assert.ok(results.some((r) => r.schemaVersion === 2) && results.some((r) => r.schemaVersion === 3));
+  assert.ok(cases.cases.some((c) => Array.isArray(c.options))); // mixed per-sample options among them
   assert.deepEqual(results.filter((r) => !r.pass), []);
   assert.deepEqual(consoleErrors, []);
 });

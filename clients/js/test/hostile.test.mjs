@@ -9,12 +9,14 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import * as ort from "onnxruntime-node";
 import {
-  MAX_HELD_CHARS, MAX_LENGTH, MAX_SAMPLES, VrnnCell, VrnnError, parseCellMetadata, readMetadata,
+  MAX_HELD_CHARS, MAX_LENGTH, MAX_SAMPLES, VrnnCell, VrnnError, checkSignature, parseCellMetadata, readMetadata,
+  readSignature,
 } from "../vrnn.mjs";
 import { serve } from "../../web/serve.mjs";
 
 const fixtures = new URL("../../../tests/conformance/", import.meta.url);
-const cellBytes = readFileSync(fileURLToPath(new URL("cell.onnx", fixtures)));
+const cellBytes = readFileSync(fileURLToPath(new URL("cell.onnx", fixtures))); // schema 3
+const v2Bytes = readFileSync(fileURLToPath(new URL("cell-v2.onnx", fixtures))); // schema 2 (vrnn 0.2)
 const versions = JSON.parse(readFileSync(fileURLToPath(new URL("schema-versions.json", fixtures)), "utf-8"));
 const SERVE = fileURLToPath(new URL("../../web/serve.mjs", import.meta.url));
 const scratch = mkdtempSync(join(tmpdir(), "vrnn-hostile-"));
@@ -30,10 +32,10 @@ after(() => {
 const refusal = (pattern) => (error) =>
   error instanceof VrnnError && pattern.test(error.message) && !error.message.includes("\n");
 
-/** The conformance cell's metadata with a session that must never run: a refusal has to come first. */
-function unrunnableCell() {
+/** A conformance cell's metadata with a session that must never run: a refusal has to come first. */
+function unrunnableCell(bytes = cellBytes) {
   const session = { run: async () => assert.fail("the cell ran") };
-  return new VrnnCell(ort, session, parseCellMetadata(readMetadata(cellBytes)));
+  return new VrnnCell(ort, session, parseCellMetadata(readMetadata(bytes)));
 }
 
 test("schema versions: the JavaScript runtime accepts exactly the list's (as the Python runtime does)", () => {
@@ -85,6 +87,72 @@ test("seed and stepsPerCall have the Python runtime's bounds, checked before any
   }
 });
 
+test("perSample options are checked as the top-level ones, each named by its index, before any work", async () => {
+  const cell = unrunnableCell();
+  const refused = async (options, pattern) => {
+    await assert.rejects(cell.generate({ length: 5, batch: 2, ...options }), refusal(pattern), JSON.stringify(options));
+  };
+  for (const perSample of [{}, "a", 3, new Map()]) {
+    await refused({ perSample }, /^perSample must be null or an array of one options object per sample$/);
+  }
+  await refused({ perSample: [{}] }, /^perSample has 1 entries for a batch of 2: give one per sample$/);
+  await refused({ perSample: [{}, {}, {}] }, /^perSample has 3 entries for a batch of 2: give one per sample$/);
+  await assert.rejects(cell.generate({ length: 5, perSample: [{}, {}] }), refusal(/^perSample has 2 entries for a batch of 1/));
+  for (const entry of [null, 1, "x", [], true]) {
+    await refused({ perSample: [{}, entry] }, /^perSample\[1\] must be an object of options$/);
+  }
+  await refused({ perSample: [{ top_k: 3 }, {}] },
+                /^perSample\[0\] has an unknown option "top_k" \(it takes temperature, topK, topP, greedy, latentTemperature\)$/);
+  await refused({ perSample: [{}, { seed: 3 }] }, /^perSample\[1\] has an unknown option "seed"/);
+  const bad = [
+    [{ temperature: 0 }, /^perSample\[1\]: temperature must be a finite number > 0$/],
+    [{ temperature: NaN }, /^perSample\[1\]: temperature must be a finite number > 0$/],
+    [{ temperature: "1" }, /^perSample\[1\]: temperature must be a finite number > 0$/],
+    [{ topK: 0 }, /^perSample\[1\]: topK must be an integer from 1 to 36$/],
+    [{ topK: 37 }, /^perSample\[1\]: topK must be an integer from 1 to 36$/],
+    [{ topK: 2.5 }, /^perSample\[1\]: topK must be an integer from 1 to 36$/],
+    [{ topP: 0 }, /^perSample\[1\]: topP must be in \(0, 1\]$/],
+    [{ topP: 1.01 }, /^perSample\[1\]: topP must be in \(0, 1\]$/],
+    [{ greedy: 1 }, /^perSample\[1\]: greedy must be true or false$/],
+    [{ greedy: true, topK: 3 }, /^perSample\[1\]: greedy cannot be combined with temperature, topK or topP$/],
+    [{ greedy: true, temperature: 0.5 }, /^perSample\[1\]: greedy cannot be combined/],
+    [{ latentTemperature: -1 }, /^perSample\[1\]: latentTemperature must be a finite number in \[0, 100\]$/],
+    [{ latentTemperature: 101 }, /^perSample\[1\]: latentTemperature must be a finite number in \[0, 100\]$/],
+  ];
+  for (const [entry, pattern] of bad) await refused({ perSample: [{}, entry] }, pattern);
+  // Missing fields come from the top-level options, and are checked with the entry: a top-level greedy
+  // and an entry's temperature do not combine; an entry's greedy: false overrides it.
+  await refused({ greedy: true, perSample: [{}, { temperature: 0.5 }] }, /^perSample\[1\]: greedy cannot be combined/);
+  await refused({ temperature: 0.5, perSample: [{}, { greedy: true }] }, /^perSample\[1\]: greedy cannot be combined/);
+  // The top-level options are checked too, even when every sample overrides them.
+  await refused({ topK: 99, perSample: [{ topK: 2 }, { topK: 3 }] }, /^topK must be an integer from 1 to 36$/);
+  await assert.rejects(cell.generate({ length: 5, greedy: "yes" }), refusal(/^greedy must be true or false$/));
+  // Allowed: they reach the cell.
+  for (const perSample of [
+    [{}, {}], [{ greedy: true }, { topP: 1, latentTemperature: 0 }], [{ topK: 36, topP: 0.5, temperature: 3 }, { topK: 1 }],
+    [{ temperature: undefined }, { topK: null }],
+  ]) {
+    await assert.rejects(unrunnableCell().generate({ length: 5, batch: 2, perSample }), /the cell ran/);
+  }
+  await assert.rejects(unrunnableCell().generate({ length: 5, batch: 2, greedy: true,
+                                                   perSample: [{ greedy: false, topP: 0.5 }, {}] }), /the cell ran/);
+});
+
+test("a schema-2 cell refuses mixed perSample options in one line before running; one set it runs", async () => {
+  const v2 = unrunnableCell(v2Bytes);
+  assert.equal(v2.version, 2);
+  for (const perSample of [[{}, { temperature: 0.5 }], [{ topK: 3 }, { topK: 4 }], [{ greedy: true }, {}],
+                           [{}, { latentTemperature: 0.5 }], [{ topP: 0.9 }, { topP: 1 }]]) {
+    await assert.rejects(v2.generate({ length: 5, batch: 2, perSample }),
+                         refusal(/^this cell is of schema 2: it takes one set of options for the whole batch, and perSample gives different ones; re-export it with vrnn-export to mix them$/),
+                         JSON.stringify(perSample));
+  }
+  await assert.rejects(unrunnableCell(v2Bytes).generate({ length: 5, batch: 2, temperature: 0.5,
+                                                          perSample: [{}, { temperature: 0.5 }] }), /the cell ran/);
+  await assert.rejects(unrunnableCell().generate({ length: 5, batch: 2, perSample: [{}, { temperature: 0.5 }] }),
+                       /the cell ran/); // schema 3 takes them
+});
+
 // --- cells whose metadata lies about their graph ----------------------------------------------------------
 
 function varintAt(bytes, pos) {
@@ -105,24 +173,24 @@ function varintBytes(value) {
 
 const delimited = (field, bytes) => Buffer.concat([varintBytes(field * 8 + 2), varintBytes(bytes.length), bytes]);
 
-/** The conformance cell with the metadata entries in `changes` replaced (ModelProto field 14), its graph
+/** A conformance cell with the metadata entries in `changes` replaced (ModelProto field 14), its graph
  * untouched: a cell whose metadata describes another graph. */
-function withMetadata(changes) {
+function withMetadata(changes, bytes = cellBytes) {
   const parts = [];
-  for (let pos = 0; pos < cellBytes.length; ) {
+  for (let pos = 0; pos < bytes.length; ) {
     const start = pos;
     let key, size;
-    [key, pos] = varintAt(cellBytes, pos);
+    [key, pos] = varintAt(bytes, pos);
     const wire = key % 8;
     if (wire === 0) {
-      [, pos] = varintAt(cellBytes, pos);
+      [, pos] = varintAt(bytes, pos);
     } else if (wire === 2) {
-      [size, pos] = varintAt(cellBytes, pos);
+      [size, pos] = varintAt(bytes, pos);
       pos += size;
     } else {
       pos += wire === 1 ? 8 : 4;
     }
-    const entry = cellBytes.subarray(start, pos);
+    const entry = bytes.subarray(start, pos);
     // An entry's key, read by the module's own reader from a model of that entry and an empty graph.
     const entryKey = () => [...readMetadata(Buffer.concat([entry, delimited(7, Buffer.alloc(0))])).keys()][0];
     if (Math.floor(key / 8) !== 14 || !(entryKey() in changes)) parts.push(entry);
@@ -148,6 +216,42 @@ test("a cell whose metadata disagrees with its graph's sizes is refused in one l
   const same = withMetadata({ "vrnn.config": JSON.stringify(config) }); // re-encoded, unchanged: still loads
   assert.deepEqual(await (await VrnnCell.load(ort, same)).generate({ length: 20, seed: 3 }),
                    await (await VrnnCell.load(ort, cellBytes)).generate({ length: 20, seed: 3 }));
+});
+
+test("a cell whose metadata names the other schema than its graph's inputs is refused in one line", async () => {
+  const v3as2 = withMetadata({ "vrnn.schema_version": "2" });
+  await assert.rejects(VrnnCell.load(ort, v3as2), refusal(
+    /^the cell's metadata says schema version 2 but its graph has the inputs top_k and top_p of schema 3: /));
+  const v2as3 = withMetadata({ "vrnn.schema_version": "3" }, v2Bytes);
+  await assert.rejects(VrnnCell.load(ort, v2as3), refusal(
+    /^the cell's metadata says schema version 3 but its graph lacks the inputs top_k and top_p: /));
+  // Each schema's shapes: schema 3 takes a temperature per sample, schema 2 one of rank 0.
+  const config = JSON.parse(readMetadata(cellBytes).get("vrnn.config"));
+  const v3 = readSignature(cellBytes);
+  const v2 = readSignature(v2Bytes);
+  assert.doesNotThrow(() => checkSignature(v3, config, 3));
+  assert.doesNotThrow(() => checkSignature(v2, config, 2));
+  assert.deepEqual(v3.get("temperature"), ["batch"]);
+  assert.deepEqual(v2.get("temperature"), []);
+  const without = (name) => new Map([...v3].filter(([key]) => key !== name));
+  assert.throws(() => checkSignature(without("top_p"), config, 3),
+                refusal(/^the cell's metadata says schema version 3 but its graph lacks the input top_p: /));
+  assert.throws(() => checkSignature(new Map([...v2, ["top_k", ["batch"]]]), config, 2),
+                refusal(/^the cell's metadata says schema version 2 but its graph has the input top_k of schema 3: /));
+  const shapes = (changes, base = v3) => new Map([...base, ...Object.entries(changes)]);
+  for (const [changes, version, words] of [
+    [{ temperature: [] }, 3, "temperature has shape [] but the metadata implies [batch]"],
+    [{ top_k: ["batch", 1] }, 3, "top_k has shape [batch, 1] but the metadata implies [batch]"],
+    [{ top_p: [] }, 3, "top_p has shape [] but the metadata implies [batch]"],
+    [{ temperature: ["batch"] }, 2, "temperature has shape [batch] but the metadata implies []"],
+  ]) {
+    const base = version === 3 ? v3 : v2;
+    assert.throws(() => checkSignature(shapes(changes, base), config, version), (error) =>
+      error instanceof VrnnError && error.message === `the cell's metadata does not describe its graph: ${words}`);
+  }
+  // Both schemas' cells load and write text.
+  assert.equal((await VrnnCell.load(ort, v2Bytes)).version, 2);
+  assert.equal((await VrnnCell.load(ort, cellBytes)).version, 3);
 });
 
 test("a character id outside the vocabulary is refused, not printed", async () => {
