@@ -49,9 +49,23 @@ def percentile(values: list[float], q: float) -> float | None:
 # ---- the load generator (run in its own process: `bench_serve.py --load URL CLIENTS SECONDS [SOAK]`) ----
 
 
-async def one_client(session, url: str, start: float, stop: float, soak: bool, record: dict) -> None:
-    """Stream requests one after another until `stop`; record characters (with arrival times), first-character
-    times, gaps between chunks and errors."""
+def client_options(index: int) -> dict:
+    """Client `index`'s own options in the mixed load: a temperature from 0.5 to 1.5, a third with top-p 0.9,
+    a sixth with top-k 10, one in twelve greedy (as a real service's clients send them)."""
+    if index % 12 == 5:
+        return {"greedy": True}
+    options: dict = {"temperature": 0.5 + (index % 11) / 10}
+    if index % 3 == 0:
+        options["top_p"] = 0.9
+    elif index % 6 == 1:
+        options["top_k"] = 10
+    return options
+
+
+async def one_client(session, url: str, start: float, stop: float, soak: bool, record: dict,
+                     options: dict | None = None) -> None:  # fmt: skip
+    """Stream requests one after another until `stop` (each with `options`); record characters (with arrival
+    times), first-character times, gaps between chunks and errors."""
     rng = random.Random(id(record) ^ int(start * 1e6))
     while time.perf_counter() < stop:
         if soak and rng.random() < 0.1:  # a bad request: must be refused, and must not disturb the others
@@ -65,7 +79,7 @@ async def one_client(session, url: str, start: float, stop: float, soak: bool, r
         last = None
         buffer = b""
         try:
-            async with session.post(url, json={"length": LENGTH, "stream": True}) as response:
+            async with session.post(url, json={"length": LENGTH, "stream": True, **(options or {})}) as response:
                 if response.status != 200:
                     record["errors"] += 1
                     await response.read()
@@ -107,7 +121,7 @@ async def one_client(session, url: str, start: float, stop: float, soak: bool, r
             await asyncio.sleep(0.05)
 
 
-async def load(url: str, clients: int, seconds: float, soak: bool) -> dict:
+async def load(url: str, clients: int, seconds: float, soak: bool, mixed: bool = False) -> dict:
     import aiohttp
 
     connector = aiohttp.TCPConnector(limit=0)
@@ -117,7 +131,8 @@ async def load(url: str, clients: int, seconds: float, soak: bool) -> dict:
         stop = start + seconds
         records = [{"chars": [], "first": [], "gaps": [], "errors": 0, "completed": 0, "dropped": 0,
                     "bad_refused": 0, "bad_wrong": 0} for _ in range(clients)]  # fmt: skip
-        await asyncio.gather(*(one_client(session, url, start, stop, soak, r) for r in records))
+        await asyncio.gather(*(one_client(session, url, start, stop, soak, r, client_options(i) if mixed else None)
+                               for i, r in enumerate(records)))  # fmt: skip
     chars = [n for r in records for t, n in r["chars"] if t <= stop]
     first = [x for r in records for x in r["first"]]
     gaps = [x for r in records for x in r["gaps"]]
@@ -168,18 +183,19 @@ class ServerProcess:
         self.process.wait(timeout=60)
 
 
-def run_load(url: str, clients: int, seconds: float, soak: bool = False) -> dict:
-    args = [sys.executable, __file__, "--load", url, str(clients), str(seconds), *(["soak"] if soak else [])]
+def run_load(url: str, clients: int, seconds: float, soak: bool = False, mixed: bool = False) -> dict:
+    mode = ["soak"] if soak else ["mixed"] if mixed else []
+    args = [sys.executable, __file__, "--load", url, str(clients), str(seconds), *mode]
     done = subprocess.run(args, capture_output=True, text=True, check=True)
     return json.loads(done.stdout)
 
 
 def serve_under_load(
-    cell: str, clients: int, seconds: float, max_batch: int, *extra: str, layer: str = "vrnn-serve"
+    cell: str, clients: int, seconds: float, max_batch: int, *extra: str, layer: str = "vrnn-serve", mixed: bool = False
 ) -> dict:
     server = ServerProcess(cell, "--max-batch", str(max_batch), "--max-queue", "4096", *extra, layer=layer)
     try:
-        result = run_load(server.url, clients, seconds)
+        result = run_load(server.url, clients, seconds, mixed=mixed)
         result["server_peak_rss_mib"] = server.memory("VmHWM") / 2**20
     finally:
         server.stop()
@@ -200,12 +216,12 @@ def cell_alone(cell: str, batch: int, reps: int = 3) -> float:
     return batch * LENGTH / statistics.median(times)
 
 
-def int8_cell(directory: Path) -> str:
-    """The bundled checkpoint exported with int8 weights."""
-    out = directory / "shakespeare-int8.onnx"
+def exported_cell(directory: Path, weights: str = "int8") -> str:
+    """The bundled checkpoint exported with `weights`."""
+    out = directory / f"shakespeare-{weights}.onnx"
     checkpoint = HERE.parent / "models" / "bundled-checkpoint" / "shakespeare.pt"
     subprocess.run([str(Path(sys.executable).with_name("vrnn-export")), str(checkpoint), str(out), "--weights",
-                    "int8"], check=True, capture_output=True)  # fmt: skip
+                    weights], check=True, capture_output=True)  # fmt: skip
     return str(out)
 
 
@@ -232,6 +248,46 @@ def summarise(clients: int, rounds: list[tuple[dict, dict, float]]) -> dict:
         "server_peak_rss_mib": max(b["server_peak_rss_mib"] for b, _, _ in rounds),
         "rounds": [{"batched": b, "max_batch_1": n, "cell_chars_per_s": c} for b, n, c in rounds],
     }
+
+
+def compare_options(args: argparse.Namespace) -> None:
+    """Each cell and client count, rounds in turn: a fresh server under the same load with every client's
+    options the same (the defaults), then one with each client's own (client_options)."""
+    from vrnn.runtime.bundled import BUNDLED_CELL, bundled_file
+
+    report: dict = {"date": datetime.date.today().isoformat(), "machine": platform.processor() or platform.machine(),
+                    "cores": os.cpu_count(), "length": LENGTH, "seconds": args.seconds, "rounds": args.rounds,
+                    "mix": [client_options(i) for i in range(12)], "runs": []}  # fmt: skip
+    with tempfile.TemporaryDirectory() as scratch:
+        cells = {"float32": str(bundled_file(BUNDLED_CELL, "the bundled cell"))}
+        for weights in ("int8", "float16"):
+            if weights in args.cells:
+                cells[weights] = exported_cell(Path(scratch), weights)
+        for name, cell in cells.items():
+            for clients in (int(n) for n in args.clients.split(",")):
+                rounds = [(serve_under_load(cell, clients, args.seconds, 256),
+                           serve_under_load(cell, clients, args.seconds, 256, mixed=True))
+                          for _ in range(args.rounds)]  # fmt: skip
+                row = {
+                    "cell": name,
+                    "clients": clients,
+                    "same_chars_per_s": statistics.median(s["chars_per_s"] for s, _ in rounds),
+                    "mixed_chars_per_s": statistics.median(m["chars_per_s"] for _, m in rounds),
+                    "mixed_vs_same": statistics.median(m["chars_per_s"] / s["chars_per_s"] for s, m in rounds),
+                    "ratios": [m["chars_per_s"] / s["chars_per_s"] for s, m in rounds],
+                    "same_first_char_p99_ms": statistics.median(s["first_char_p99_ms"] or 0 for s, _ in rounds),
+                    "mixed_first_char_p99_ms": statistics.median(m["first_char_p99_ms"] or 0 for _, m in rounds),
+                    "errors": sum(s["errors"] + m["errors"] for s, m in rounds),
+                    "rounds": [{"same": s, "mixed": m} for s, m in rounds],
+                }
+                report["runs"].append(row)
+                print(f"{name} {clients:>3} clients: same options {row['same_chars_per_s']:>8,.0f} chars/s, each its "
+                      f"own {row['mixed_chars_per_s']:>8,.0f} ({row['mixed_vs_same']:.2f}x, "
+                      f"{min(row['ratios']):.2f}-{max(row['ratios']):.2f}); first char p99 "
+                      f"{row['same_first_char_p99_ms']:.0f} / {row['mixed_first_char_p99_ms']:.0f} ms, "
+                      f"errors {row['errors']}", flush=True)  # fmt: skip
+    args.json.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {args.json}")
 
 
 def compare_layers(cell: str, args: argparse.Namespace) -> None:
@@ -278,16 +334,22 @@ def main() -> None:
     parser.add_argument("--http-layers", default="",
                         help="instead: compare HTTP layers at --clients, e.g. vrnn-serve,uvicorn-httptools,uvicorn-h11,"
                         "hypercorn,granian (see serve_under.py); written to --json")  # fmt: skip
+    parser.add_argument("--mixed-options", action="store_true",
+                        help="instead: each client its own options (client_options) against every client the "
+                        "same, per cell (--cells, float16 too) and --clients; written to --json")  # fmt: skip
     parser.add_argument("--json", type=Path, default=HERE / "results-serve.json")
     args = parser.parse_args()
     if args.load:
-        url, clients, seconds, *soak = args.load
-        print(json.dumps(asyncio.run(load(url, int(clients), float(seconds), bool(soak)))))
+        url, clients, seconds, *mode = args.load
+        print(json.dumps(asyncio.run(load(url, int(clients), float(seconds), mode == ["soak"], mode == ["mixed"]))))
         return
     from vrnn.runtime.bundled import BUNDLED_CELL, bundled_file
 
     if args.http_layers:
         compare_layers(str(bundled_file(BUNDLED_CELL, "the bundled cell")), args)
+        return
+    if args.mixed_options:
+        compare_options(args)
         return
 
     report = {"date": datetime.date.today().isoformat(), "machine": platform.processor() or platform.machine(),
@@ -296,7 +358,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         cells = {"float32": str(bundled_file(BUNDLED_CELL, "the bundled cell"))}
         if "int8" in args.cells:
-            cells["int8"] = int8_cell(Path(scratch))
+            cells["int8"] = exported_cell(Path(scratch))
         for name in args.cells.split(","):
             rows = []
             for clients in (int(n) for n in args.clients.split(",")):
