@@ -288,7 +288,8 @@ def _step_nodes(
 def _row_option_nodes(g: _Graph, vocab_size: int) -> None:
     """Before the Scan, once per call: each row's options as the sampling nodes read them.  temperature_col,
     k_col (top_k, or V for none) and p_col (top_p, or +inf for none) are [B, 1]; `filtered` [B] says which
-    rows take the sorted path of docs/cell-spec.md 4.2, `any_filtered` whether any does."""
+    rows take the sorted path of docs/cell-spec.md 4.2, `any_filtered` whether any does, `filtered_rows` [F]
+    their indices, and k_col_f and p_col_f [F, 1] their options: the sorted path runs on those rows alone."""
     g.node("Unsqueeze", [schema.INPUT_TEMPERATURE, "axis1"], ["temperature_col"])
     g.node("Greater", [schema.INPUT_TOP_K, g.const("zero_i64", np.array(0, np.int64))], ["k_filters"])
     g.node("Where", ["k_filters", schema.INPUT_TOP_K, g.const("vocab_i64", np.array(vocab_size, np.int64))], ["k_eff"])
@@ -300,20 +301,28 @@ def _row_option_nodes(g: _Graph, vocab_size: int) -> None:
     g.node("Cast", ["filtered"], ["filtered_i64"], to=TensorProto.INT64)
     g.node("ReduceMax", ["filtered_i64"], ["any_filtered_i64"], keepdims=0)  # no axes: over every row
     g.node("Cast", ["any_filtered_i64"], ["any_filtered"], to=TensorProto.BOOL)
+    g.node("NonZero", ["filtered"], ["filtered_nz"])  # [1, F]
+    g.node("Squeeze", ["filtered_nz", g.root.const_once("axis0_once", np.array([0], np.int64))], ["filtered_rows"])
+    g.node("Gather", ["k_col", "filtered_rows"], ["k_col_f"], axis=0)
+    g.node("Gather", ["p_col", "filtered_rows"], ["p_col_f"], axis=0)
 
 
 def _filtered_nodes(g: _Graph, scaled: str, uniform: str, unfiltered: str, out: str, vocab_size: int,
                     opset: int) -> None:  # fmt: skip
-    """docs/cell-spec.md 4.2 for every row, as vrnn.runtime.choice.choose computes it, then each row's pick
-    from it or from the unfiltered one (`filtered`).  Reads the constants the unfiltered nodes made."""
+    """docs/cell-spec.md 4.2 for the filtered rows (`filtered_rows`), as vrnn.runtime.choice.choose computes
+    it, their picks scattered over the unfiltered ones.  Reads the constants the unfiltered nodes made.  Rows
+    are gathered and scattered whole, so each row's arithmetic is the same whoever else is sorted with it."""
     root = g.root
+    g.node("Gather", [scaled, "filtered_rows"], ["scaled_f"], axis=0)
+    g.node("Gather", [uniform, "filtered_rows"], ["uniform_f"], axis=0)
+    scaled, uniform = "scaled_f", "uniform_f"
     positions = root.const_once("positions", np.arange(vocab_size, dtype=np.int64)[None, :])  # [1, V]
     last, axis = ["minus_one", "int_max", "axis1"], "axis1_scalar"
     # 1. Sort by descending scaled logit, ties in ascending index (TopK's order for equal values).
     g.node("TopK", [scaled, root.const_once("vocab_k", np.array([vocab_size], np.int64))],
            ["sorted", "order"], axis=1, largest=1, sorted=1)  # fmt: skip
     # 2. Top-k: positions k, k+1, ... get -inf.
-    g.node("GreaterOrEqual", [positions, "k_col"], ["beyond_k"])
+    g.node("GreaterOrEqual", [positions, "k_col_f"], ["beyond_k"])
     g.node("Where", ["beyond_k", root.const_once("minus_inf", np.array(-np.inf)), "sorted"], ["kept_k"])
     # 3. p = exp(s) / S, S the running sum's last term.
     g.node("Exp", ["kept_k"], ["sorted_w"])
@@ -323,7 +332,7 @@ def _filtered_nodes(g: _Graph, scaled: str, uniform: str, unfiltered: str, out: 
     # 4. Top-p: keep p_j where the mass before it, (p_0 + ... + p_j) - p_j, is below P (+inf for none).
     g.node("CumSum", ["probs", axis], ["probs_cum"])
     g.node("Sub", ["probs_cum", "probs"], ["before"])
-    g.node("Less", ["before", "p_col"], ["keep_p"])
+    g.node("Less", ["before", "p_col_f"], ["keep_p"])
     g.node("Where", ["keep_p", "probs", root.const_once("zero_f64", np.array(0.0))], ["kept"])
     # 5. Renormalised running sum; the pick is #{c_j <= u}, capped at the last kept position.
     g.node("CumSum", ["kept", axis], ["kept_cum"])
@@ -343,7 +352,7 @@ def _filtered_nodes(g: _Graph, scaled: str, uniform: str, unfiltered: str, out: 
     g.node("Unsqueeze", ["sorted_position", "axis1"], ["sorted_position_col"])
     g.node("GatherElements", ["order", "sorted_position_col"], ["filtered_pick_col"], axis=1)
     g.node("Squeeze", ["filtered_pick_col", "axis1"], ["filtered_pick"])
-    g.node("Where", ["filtered", "filtered_pick", unfiltered], [out])
+    g.node("ScatterElements", [unfiltered, "filtered_rows", "filtered_pick"], [out], axis=0)
 
 
 def _sampling_nodes(g: _Graph, logits: str, uniform: str, temperature: str, out: str, opset: int,

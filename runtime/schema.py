@@ -41,14 +41,16 @@ OUTPUT_LOGITS = "logits"  # float32 [N, B, V]: each step's unnormalised log-prob
 OUTPUT_H = "h_out"  # float32 [L, B, H]: state after the last step; feed back as `h`
 OUTPUT_PHI_Z = "phi_z_out"  # float32 [B, E]: feed back as `phi_z`
 
-# The operators a cell may use: those vrnn-export writes.  None of them makes a tensor whose size comes from
-# data (ConstantOfShape, Expand, Tile, Range, Reshape, Loop, ...), so what a cell allocates is bounded by its
-# file and its inputs; a file that uses anything else is not a vrnn cell, whatever its metadata says.
+# The operators a cell may use: those vrnn-export writes.  None of them makes a tensor larger than its inputs
+# and the file allow (as ConstantOfShape, Expand, Tile, Range, Reshape or Loop can; NonZero's output is at most
+# its input), so what a cell allocates is bounded by its file and its inputs; a file that uses anything else is
+# not a vrnn cell, whatever its metadata says.
 CELL_OPERATORS = frozenset(
     {"Add", "Cast", "Concat", "CumSum", "Div", "Elu", "Exp", "Gather", "Gemm", "Identity", "Less", "LessOrEqual", "Min",
      "Mul", "ReduceMax", "ReduceSum", "Scan", "Sigmoid", "Slice", "Softplus", "Split", "Sub", "Tanh", "Unsqueeze",
      # schema 3: each row's top-k and top-p (TopK's k is the vocabulary's size, fixed in the file)
      "TopK", "Where", "Greater", "GreaterOrEqual", "Or", "GatherElements", "Squeeze", "If",
+     "NonZero", "ScatterElements",  # the sorted rows: at most the batch, so still bounded by the inputs
      # int8 cells (WEIGHT_FORMATS): the state's products in integer arithmetic
      "QuantizeLinear", "MatMulInteger"}
 )  # fmt: skip

@@ -28,23 +28,25 @@ def test_cell_passes_the_full_onnx_checker(trained: dict[str, Path]) -> None:
     # One file: every weight is inside it.
     assert all(not t.external_data for t in model.graph.initializer)
     # Small graph: onnxruntime's per-node overhead dominates at batch 1.  Outside the Scan: each row's options
-    # (11 nodes, once per call), the uniform noise as a column, per layer a Gather of its state and the Gemm
-    # and Split of its first step's recurrent product, then the state's layers unsqueezed and concatenated.
+    # (15 nodes, once per call: which rows sort, and their top-k and top-p), the uniform noise as a column,
+    # per layer a Gather of its state and the Gemm and Split of its first step's recurrent product, then the
+    # state's layers unsqueezed and concatenated.
     # The Scan's body: the step's 10 nodes besides the GRU layers, 11 per layer (9 for the gates and update,
     # then the Gemm and Split of everything that reads the new state), 15 of unfiltered sampling, an If and
-    # an Identity (the picked character is both carried and scanned out).  The If sorts (25 nodes of top-k
-    # and top-p, docs/cell-spec.md 4.2) only when some row has top-k or top-p; else it passes the pick on.
+    # an Identity (the picked character is both carried and scanned out).  The If sorts (27 nodes of top-k
+    # and top-p, docs/cell-spec.md 4.2, on those rows alone) only when some row has top-k or top-p; else it
+    # passes the pick on.
     layers = json.loads({p.key: p.value for p in model.metadata_props}[schema.META_CONFIG])["layers"]
     assert layers == 2
     options = ["Unsqueeze", "Greater", "Where", "Unsqueeze", "Less", "Where", "Unsqueeze", "Or", "Cast", "ReduceMax",
-               "Cast"]  # fmt: skip
+               "Cast", "NonZero", "Squeeze", "Gather", "Gather"]  # fmt: skip
     outer = [*options, "Unsqueeze", *["Gather", "Gemm", "Split"] * layers, "Scan", *["Unsqueeze"] * layers, "Concat"]
     assert [n.op_type for n in model.graph.node] == outer
     body = model.graph.node[outer.index("Scan")].attribute[0].g
     assert len(body.node) == 10 + 11 * layers + 15 + 2, [n.op_type for n in body.node]
     (choice,) = [n for n in body.node if n.op_type == "If"]
     branches = {a.name: a.g for a in choice.attribute}
-    assert len(branches["then_branch"].node) == 25 and len(branches["else_branch"].node) == 1
+    assert len(branches["then_branch"].node) == 27 and len(branches["else_branch"].node) == 1
     assert "GRU" not in {n.op_type for n in body.node}
     # Pure function: no random operators.
     random_ops = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}

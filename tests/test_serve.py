@@ -128,8 +128,12 @@ async def fetch_all(url: str, requests: list[dict]) -> list[str]:
 
 @pytest.mark.parametrize(
     ("cell", "clients"),
-    [(BUNDLED, 64), (str(FIXTURES / "cell-float16.onnx"), 24), (str(FIXTURES / "cell-int8.onnx"), 24),
-     (str(FIXTURES / "cell-v2.onnx"), 24)],
+    [
+        (BUNDLED, 64),
+        (str(FIXTURES / "cell-float16.onnx"), 24),
+        (str(FIXTURES / "cell-int8.onnx"), 24),
+        (str(FIXTURES / "cell-v2.onnx"), 24),
+    ],
     ids=["float32-bundled", "float16", "int8", "schema-2"],
 )
 def test_concurrent_clients_each_get_vrnn_runs_text(cell: str, clients: int) -> None:
