@@ -58,6 +58,11 @@ def _with_sampling_options(func: Callable, threads_help: str) -> Callable:
             help="Scale the latent noise, 0 to 100: 0 = the prior's mean (with --greedy: the same text for every "
             "seed).",
         ),
+        click.option(
+            "--stop",
+            multiple=True,
+            help="End the text just before this string (up to 4; a newline from a shell: --stop $'\\n\\n').",
+        ),
         click.option("--seed", type=int, default=None, help="Seed for numpy's default_rng; same seed, same text."),
         click.option(
             "--num-samples", type=int, default=1, show_default=True, help="Independent samples, run as one batch."
@@ -86,6 +91,7 @@ def _samples(sampler: Sampler, settings: dict[str, Any]) -> Callable[[IO[str], b
     writer of its samples: `write(sink, interactive)`.  One sample streams; several are made at once."""
     request = dict(settings)
     length, prime, seed, num_samples = (request.pop(k) for k in ("length", "prime", "seed", "num_samples"))
+    request["stop"] = list(request.get("stop") or ()) or None
     if num_samples == 1:
         chars = sampler.stream(length, prime, seed=seed, **request)  # the rest of `request`: sampling options
 

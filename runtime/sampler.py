@@ -10,9 +10,9 @@ once, when `generate` or `stream` is called, before the first character is produ
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from dataclasses import fields
-from typing import Any, Protocol
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -22,6 +22,7 @@ from vrnn.runtime.choice import SamplingOptions
 from vrnn.runtime.errors import UsageError, VrnnError
 from vrnn.runtime.limits import check_seed
 from vrnn.runtime.loop import ChunkFn, NoiseSource, SeededNoise, check_length, generate_ids
+from vrnn.runtime.stops import StopMatcher, check_stops, stopped_stream
 from vrnn.runtime.vocab import Vocabulary
 
 OPTION_NAMES = tuple(field.name for field in fields(SamplingOptions))
@@ -54,6 +55,15 @@ def sampling_options(keywords: dict[str, Any]) -> SamplingOptions:
     if unknown:
         raise UsageError(f"unknown sampling option {', '.join(map(repr, unknown))} (known: {', '.join(OPTION_NAMES)})")
     return SamplingOptions(**keywords)
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One sample's new characters (without the prime) and why they ended: "stop" (a stop string was
+    generated; it is not in `text`) or "length" (all `length` characters were made)."""
+
+    text: str
+    finish_reason: Literal["stop", "length"]
 
 
 class Sampler:
@@ -95,17 +105,23 @@ class Sampler:
             raise UsageError(str(exc)) from None
         return np.concatenate([self.vocab.encode(self.cell.start_char), prime_ids]), chosen
 
-    def stream(self, length: int, prime: str = "", *, seed: int | None = None, **options: Any) -> Iterator[str]:
+    def stream(
+        self, length: int, prime: str = "", *, seed: int | None = None, stop: str | Sequence[str] | None = None,
+        **options: Any,
+    ) -> Iterator[str]:  # fmt: skip
         """The characters of one sample as they are generated (the prime is not repeated).
 
         The request is validated when this is called, before the first character; `options` are the
-        fields of SamplingOptions (temperature, top_k, top_p, greedy, latent_temperature)."""
+        fields of SamplingOptions (temperature, top_k, top_p, greedy, latent_temperature).  `stop`: up to 4
+        strings; the text ends just before the first one generated (vrnn.runtime.stops), and characters that
+        may begin one are held back until they cannot.  Fewer than `length` characters: a stop ended it."""
+        stops = check_stops(stop)
         context, chosen = self._prepare(length, prime, options, 1, seed)
         ids = generate_ids(self.cell.steps, self.cell.initial_state(1), context, length,
                            SeededNoise(seed, 1, self.cell.config.latent_size), chosen,
                            per_row=self.cell.chooses_per_row)  # fmt: skip
         chars = self.vocab.chars
-        return (chars[row[0]] for row in ids)
+        return stopped_stream((chars[row[0]] for row in ids), stops)
 
     def generate(
         self,
@@ -115,9 +131,12 @@ class Sampler:
         seed: int | None = None,
         num_samples: int = 1,
         noise: NoiseSource | None = None,
+        stop: str | Sequence[str] | None = None,
         **options: Any,
     ) -> str | list[str]:
         """Return `prime` followed by `length` generated characters; a list of such texts if num_samples > 1.
+        With `stop` (up to 4 strings), each text ends just before the first one it generates (`complete`
+        also says which texts did).
 
         `options` are the fields of SamplingOptions (temperature, top_k, top_p, greedy, latent_temperature).
         The same seed and options give the same text on every run and on both backends.  `latent_temperature`
@@ -125,13 +144,45 @@ class Sampler:
         latent, `greedy` with `latent_temperature=0` does not.  `noise` replaces the seeded noise (see
         vrnn.runtime.loop).
         """
+        completions = self.complete(length, prime, seed=seed, num_samples=num_samples, noise=noise, stop=stop,
+                                    **options)  # fmt: skip
+        texts = [prime + c.text for c in completions]
+        return texts[0] if num_samples == 1 else texts
+
+    def complete(
+        self,
+        length: int,
+        prime: str = "",
+        *,
+        seed: int | None = None,
+        num_samples: int = 1,
+        noise: NoiseSource | None = None,
+        stop: str | Sequence[str] | None = None,
+        **options: Any,
+    ) -> list[Completion]:
+        """`generate`, with why each sample ended: a list of `num_samples` Completions, each the new
+        characters (no prime) and "stop" or "length".  With `stop`, each sample ends on its own, and the
+        batch stops early once every sample has."""
+        stops = check_stops(stop)
         context, chosen = self._prepare(length, prime, options, num_samples, seed)
         if noise is None:
             noise = SeededNoise(seed, num_samples, self.cell.config.latent_size)
         rows = generate_ids(self.cell.steps, self.cell.initial_state(num_samples), context, length, noise, chosen,
                             per_row=self.cell.chooses_per_row)  # fmt: skip
-        columns = np.empty((num_samples, length), np.int32)  # compact: a batch is held until it is done
-        for i, ids in enumerate(rows):
-            columns[:, i] = ids
-        texts = [prime + self.vocab.decode(row) for row in columns]
-        return texts[0] if num_samples == 1 else texts
+        if not stops:
+            columns = np.empty((num_samples, length), np.int32)  # compact: a batch is held until it is done
+            for i, ids in enumerate(rows):
+                columns[:, i] = ids
+            return [Completion(self.vocab.decode(row), "length") for row in columns]
+        matchers = [StopMatcher(stops) for _ in range(num_samples)]
+        pieces: list[list[str]] = [[] for _ in range(num_samples)]
+        chars = self.vocab.chars
+        for ids in rows:
+            for matcher, piece, char_id in zip(matchers, pieces, ids.tolist(), strict=True):
+                if not matcher.stopped:
+                    piece.append(matcher.feed(chars[char_id]))
+            if all(m.stopped for m in matchers):
+                rows.close()  # every sample has stopped: no more steps
+                break
+        return [Completion("".join(piece) + m.flush(), "stop" if m.stopped else "length")
+                for m, piece in zip(matchers, pieces, strict=True)]  # fmt: skip
