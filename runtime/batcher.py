@@ -37,6 +37,7 @@ import numpy as np
 from vrnn.runtime.cell import OnnxCell
 from vrnn.runtime.choice import RowOptions, SamplingOptions, choose
 from vrnn.runtime.loop import FORCED_UNIFORM, SeededNoise
+from vrnn.runtime.stops import StopMatcher
 
 # The most chunks per second a server sends across all its streams: each costs the event loop and the
 # client a fixed amount of work, so under load a stream's chunks are spaced further apart (rows / this
@@ -64,6 +65,7 @@ class GenerationRequest:
     seed: int
     options: SamplingOptions
     streaming: bool = False  # publish characters as they come (else once, when done)
+    stop: tuple[str, ...] = ()  # end just before the first of these generated (vrnn.runtime.stops)
 
 
 @dataclass(slots=True)
@@ -86,6 +88,8 @@ class Ticket:
     admitted: float | None = None  # when the row joined the batch
     first_char: float | None = None  # when its first character was made
     cancelled: bool = False
+    finish_reason: str | None = None  # "stop" or "length" once it has ended well
+    sent_chars: int = 0  # characters delivered (fewer than `length` when a stop ended it)
 
 
 @dataclass
@@ -96,6 +100,7 @@ class _Row:
     noise: SeededNoise
     slot: int  # its place in the noise and output buffers, fixed while it lives
     text: list[str] = field(default_factory=list)
+    stops: StopMatcher | None = None  # with stop strings: every call's characters go through it
 
 
 class Batcher:
@@ -259,7 +264,8 @@ class Batcher:
         for ticket in tickets:
             ticket.admitted = now
             request = ticket.request
-            row = _Row(ticket, SeededNoise(request.seed, 1, self._latent), self._free.pop())
+            row = _Row(ticket, SeededNoise(request.seed, 1, self._latent), self._free.pop(),
+                       stops=StopMatcher(request.stop) if request.stop else None)  # fmt: skip
             self._eps_at[row.slot] = NOISE_BLOCK  # refilled on first use
             self._uniform_at[row.slot] = NOISE_BLOCK
             rows.append(row)
@@ -388,6 +394,22 @@ class Batcher:
         for i in np.flatnonzero((before == 0) & (made > 0)):
             self._rows[i].ticket.first_char = now
         done = made >= length
+        # Rows with stop strings: this call's characters through their matchers now, so that a stopped row
+        # leaves at once; what the matcher releases waits in the row's text for its next delivery.
+        matching = np.array([self._rows[i].stops is not None for i in range(len(slot))], bool) & (made > c["taken"])
+        if matching.any():
+            rows = np.flatnonzero(matching)
+            for i, piece in zip(rows.tolist(), self._take(rows), strict=True):
+                row = self._rows[i]
+                matcher = row.stops
+                assert matcher is not None
+                released = "".join(matcher.feed(char) for char in piece if not matcher.stopped)
+                if matcher.stopped:
+                    done[i] = True
+                elif done[i]:
+                    released += matcher.flush()
+                if released:
+                    row.text.append(released)
         pending = made - c["published"]
         interval = max(self.flush_interval, len(slot) / MAX_CHUNK_RATE)
         due = (pending > 0) & (
@@ -418,9 +440,11 @@ class Batcher:
                     row.text.clear()
                 published[i] = made[i]
                 last_publish[i] = now
-                deliveries.append(Delivery(row.ticket, piece, is_done))
+                row.ticket.sent_chars += len(piece)
                 if is_done:
+                    row.ticket.finish_reason = "stop" if row.stops is not None and row.stops.stopped else "length"
                     leaving.append(i)
+                deliveries.append(Delivery(row.ticket, piece, is_done))
         self._leave(leaving)
         return deliveries
 

@@ -15,14 +15,15 @@ from typing import Any
 
 from vrnn.runtime.batcher import GenerationRequest
 from vrnn.runtime.choice import MAX_LATENT_TEMPERATURE, SamplingOptions
-from vrnn.runtime.errors import VrnnError
+from vrnn.runtime.errors import UsageError, VrnnError
 from vrnn.runtime.limits import MAX_SEED
+from vrnn.runtime.stops import check_stops
 from vrnn.runtime.vocab import Vocabulary
 
 MAX_BODY_BYTES = 64 * 1024
 # Past 100 every character is within 1% of equally likely: a larger temperature can only be a mistake.
 MAX_TEMPERATURE = 100.0
-FIELDS = ("prime", "length", "temperature", "top_k", "top_p", "greedy", "latent_temperature", "seed", "stream")
+FIELDS = ("prime", "length", "temperature", "top_k", "top_p", "greedy", "latent_temperature", "seed", "stream", "stop")
 
 
 class RequestError(Exception):
@@ -171,6 +172,13 @@ def parse_generate(body: bytes, vocab: Vocabulary, limits: Limits) -> Parsed:
     latent = _number(decoded, "latent_temperature", 1.0, 0.0, MAX_LATENT_TEMPERATURE, low_open=False)
     seed = _integer(decoded, "seed", None, 0, MAX_SEED)
     stream = _boolean(decoded, "stream")
+    stop = decoded.get("stop")
+    if stop is not None and not (isinstance(stop, str) or (isinstance(stop, list) and stop)):
+        raise RequestError(422, f"stop must be a string or a list of strings, got {shown(stop)}", "stop")
+    try:
+        stops = check_stops(stop)
+    except UsageError as exc:
+        raise RequestError(422, str(exc).replace("--stop", "stop"), "stop") from None
     if greedy and (top_k is not None or top_p is not None or temperature != 1.0):
         raise RequestError(422, "greedy cannot be combined with temperature, top_k or top_p", "greedy")
     options = SamplingOptions(temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
@@ -178,4 +186,4 @@ def parse_generate(body: bytes, vocab: Vocabulary, limits: Limits) -> Parsed:
     options.validate(len(vocab))  # the checks above are stricter: this cannot fail, and keeps them honest
     if seed is None:
         seed = secrets.randbelow(MAX_SEED + 1)
-    return Parsed(GenerationRequest(prime_ids, length, seed, options, streaming=stream), prime, stream)
+    return Parsed(GenerationRequest(prime_ids, length, seed, options, streaming=stream, stop=stops), prime, stream)

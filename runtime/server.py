@@ -189,7 +189,8 @@ class ServeApp:
         return {
             "seed": parsed.request.seed,
             "prime_chars": len(parsed.prime),
-            "chars": parsed.request.length,
+            "chars": ticket.sent_chars,
+            "finish_reason": ticket.finish_reason,
             "queued_ms": since(ticket.admitted),
             "first_char_ms": since(ticket.first_char),
             "total_ms": since(now),

@@ -159,6 +159,36 @@ def test_concurrent_clients_each_get_vrnn_runs_text(cell: str, clients: int) -> 
         assert printed == text + "\n"
 
 
+def test_stop_ends_a_text_before_its_first_stop_string_and_frees_the_row() -> None:
+    """`stop` in /v1/generate: streamed and whole, the text is vrnn-run --stop's (a prefix of the unstopped
+    one), `finish_reason` says "stop", and the row leaves the batch at once (a length of 10,000 that stops
+    within a few characters does not run on)."""
+    sampler = Sampler.from_onnx(BUNDLED)
+    with serving() as server:
+        for seed in range(3):
+            for stop in (["\n"], ["e", "th"], "ROMEO", ["zzz"]):
+                whole = sampler.generate(300, seed=seed)
+                expected = sampler.complete(300, seed=seed, stop=stop)[0]
+                assert whole.startswith(expected.text)
+                answer = generate(server, length=300, seed=seed, stop=stop).json()
+                assert (answer["text"], answer["finish_reason"]) == (expected.text, expected.finish_reason)
+                assert answer["chars"] == len(expected.text)
+                streamed = httpx.post(f"{server.url}/v1/generate", json={"length": 300, "seed": seed, "stop": stop,
+                                      "stream": True}, timeout=60)  # fmt: skip
+                events = read_events(streamed.text)
+                assert "".join(d["text"] for k, d in events if k == "text") == expected.text
+                assert events[-1][1]["finish_reason"] == expected.finish_reason
+        calls = server.metrics()["vrnn_cell_call_seconds_count"]
+        answer = generate(server, length=10_000, seed=1, stop=["e"]).json()
+        assert answer["finish_reason"] == "stop" and answer["chars"] < 50
+        # A few calls of up to 32 steps, not the 300-odd that 10,000 characters take.
+        assert server.metrics()["vrnn_cell_call_seconds_count"] - calls < 10
+        server.wait_rows(0)
+        for bad in ([], ["a"] * 5, [""], [1], {"a": 1}):
+            refused = generate(server, length=5, stop=bad)
+            assert refused.status_code == 422 and refused.json()["field"] == "stop", refused.text
+
+
 def test_a_request_without_a_seed_gets_one_that_reproduces_its_text() -> None:
     with serving() as server:
         first = generate(server, length=60, temperature=0.9)
