@@ -198,6 +198,25 @@ def choose_rows(logits: np.ndarray, uniform: np.ndarray, rows: RowOptions) -> np
     return picked
 
 
+def log_probabilities(logits: np.ndarray, options: SamplingOptions) -> np.ndarray:
+    """The log-probabilities [B, V] (float64) of the distribution `choose` draws from with `options`: after
+    temperature, top-k and top-p, renormalised; -inf for the characters they cut.  Greedy is certain: 0 for
+    its pick, -inf elsewhere."""
+    if options.greedy:
+        out = np.full(logits.shape, -np.inf)
+        out[np.arange(len(logits)), logits.argmax(axis=1)] = 0.0
+        return out
+    if options.unfiltered:
+        scaled = _scaled(logits, options.temperature)
+        return scaled - np.log(np.exp(scaled).sum(axis=1, keepdims=True))
+    probs, order = _filtered_probabilities(logits, options)
+    with np.errstate(divide="ignore"):
+        sorted_log = np.log(probs / probs.sum(axis=1, keepdims=True))
+    out = np.empty_like(sorted_log)
+    np.put_along_axis(out, order, sorted_log, axis=1)
+    return out
+
+
 def decision_margin(logits: np.ndarray, uniform: np.ndarray, options: SamplingOptions) -> np.ndarray:
     """How close each row's choice is to flipping: the smallest distance of any decision boundary.
 

@@ -18,14 +18,15 @@ import numpy as np
 
 from vrnn.runtime import schema
 from vrnn.runtime.cell import OnnxCell
-from vrnn.runtime.choice import SamplingOptions
+from vrnn.runtime.choice import SamplingOptions, log_probabilities
 from vrnn.runtime.errors import UsageError, VrnnError
 from vrnn.runtime.limits import check_seed
 from vrnn.runtime.loop import ChunkFn, NoiseSource, SeededNoise, check_length, generate_ids
-from vrnn.runtime.stops import StopMatcher, check_stops, stopped_stream
+from vrnn.runtime.stops import StopMatcher, check_stops, cut_at_stop, stopped_stream
 from vrnn.runtime.vocab import Vocabulary
 
 OPTION_NAMES = tuple(field.name for field in fields(SamplingOptions))
+MAX_LOGPROBS = 5  # alternatives per character, as OpenAI's completions allow
 
 
 class Cell(Protocol):
@@ -64,6 +65,10 @@ class Completion:
 
     text: str
     finish_reason: Literal["stop", "length"]
+    # With logprobs: each character's log-probability under the distribution it was drawn from, and with
+    # logprobs N > 0 the N most likely characters of that distribution with theirs (ties by vocabulary order).
+    logprobs: list[float] | None = None
+    top_logprobs: list[dict[str, float]] | None = None
 
 
 class Sampler:
@@ -158,17 +163,28 @@ class Sampler:
         num_samples: int = 1,
         noise: NoiseSource | None = None,
         stop: str | Sequence[str] | None = None,
+        logprobs: int | None = None,
         **options: Any,
     ) -> list[Completion]:
         """`generate`, with why each sample ended: a list of `num_samples` Completions, each the new
         characters (no prime) and "stop" or "length".  With `stop`, each sample ends on its own, and the
-        batch stops early once every sample has."""
+        batch stops early once every sample has.  With `logprobs` N (0 to 5), each character's log-probability
+        under the distribution it was drawn from (temperature, top-k and top-p applied; 0 for greedy) and the
+        N most likely alternatives: p(x_t | x_<t, z_<=t) along the latent path drawn, not the marginal
+        likelihood that vrnn-eval bounds.  Computed only when asked."""
         stops = check_stops(stop)
+        if logprobs is not None and (isinstance(logprobs, bool) or not isinstance(logprobs, int)
+                                     or not 0 <= logprobs <= MAX_LOGPROBS):  # fmt: skip
+            raise UsageError(f"logprobs must be an integer from 0 to {MAX_LOGPROBS}, got {logprobs!r}")
         context, chosen = self._prepare(length, prime, options, num_samples, seed)
         if noise is None:
             noise = SeededNoise(seed, num_samples, self.cell.config.latent_size)
+        seen: list[np.ndarray] = []  # the logits of the step whose characters come next
         rows = generate_ids(self.cell.steps, self.cell.initial_state(num_samples), context, length, noise, chosen,
-                            per_row=self.cell.chooses_per_row)  # fmt: skip
+                            per_row=self.cell.chooses_per_row,
+                            on_logits=None if logprobs is None else lambda lg, _u: seen.append(lg))  # fmt: skip
+        if logprobs is not None:
+            return self._with_logprobs(rows, seen, chosen, stops, num_samples, logprobs)
         if not stops:
             columns = np.empty((num_samples, length), np.int32)  # compact: a batch is held until it is done
             for i, ids in enumerate(rows):
@@ -186,3 +202,29 @@ class Sampler:
                 break
         return [Completion("".join(piece) + m.flush(), "stop" if m.stopped else "length")
                 for m, piece in zip(matchers, pieces, strict=True)]  # fmt: skip
+
+    def _with_logprobs(
+        self, rows: Iterator[np.ndarray], seen: list[np.ndarray], options: SamplingOptions, stops: tuple[str, ...],
+        num_samples: int, top: int,
+    ) -> list[Completion]:  # fmt: skip
+        """complete's loop with each character's log-probability (and the `top` best alternatives) kept beside
+        it; a stop string's characters and those held back are dropped with it."""
+        chars = self.vocab.chars
+        texts: list[list[str]] = [[] for _ in range(num_samples)]
+        values: list[list[float]] = [[] for _ in range(num_samples)]
+        alternatives: list[list[dict[str, float]]] = [[] for _ in range(num_samples)]
+        for ids in rows:
+            lp = log_probabilities(seen.pop(), options)
+            best = np.argsort(-lp, axis=1, kind="stable")[:, :top]
+            for b, char_id in enumerate(ids.tolist()):
+                texts[b].append(chars[char_id])
+                values[b].append(float(lp[b, char_id]))
+                # (a character the options cut, at -inf, is no alternative)
+                alternatives[b].append({chars[i]: float(lp[b, i]) for i in best[b].tolist() if lp[b, i] > -np.inf})
+        completions = []
+        for text, vals, alts in zip(texts, values, alternatives, strict=True):
+            kept, stopped = cut_at_stop("".join(text), stops)
+            n = len(kept)
+            completions.append(Completion(kept, "stop" if stopped else "length", vals[:n],
+                                          alts[:n] if top else None))  # fmt: skip
+        return completions

@@ -1,11 +1,13 @@
-"""Stop sequences (vrnn.runtime.stops, Sampler's `stop`, vrnn-run --stop): a text ends just before the first
-stop string it generates, the stop string is not in it, the prime is not searched, and a stopped text is a
-prefix of the same seed's text without `stop`."""
+"""Stop sequences (vrnn.runtime.stops, Sampler's `stop`, vrnn-run --stop) and log-probabilities (Sampler.complete's
+`logprobs`).  A text ends just before the first stop string it generates, the stop string is not in it, the
+prime is not searched, and a stopped text is a prefix of the same seed's text without `stop`; each
+character's log-probability is that of the distribution it was drawn from, recomputed here independently."""
 
 from __future__ import annotations
 
 import subprocess
 
+import numpy as np
 import pytest
 from conftest import bin_path
 from hypothesis import given
@@ -14,6 +16,7 @@ from hypothesis import strategies as st
 from vrnn.runtime import Sampler
 from vrnn.runtime.bundled import BUNDLED_CELL, bundled_file
 from vrnn.runtime.errors import UsageError
+from vrnn.runtime.loop import SeededNoise
 from vrnn.runtime.stops import StopMatcher, check_stops, cut_at_stop, stopped_stream
 
 BUNDLED = str(bundled_file(BUNDLED_CELL, "the bundled cell"))
@@ -109,3 +112,45 @@ def test_vrnn_run_stop_prints_the_text_up_to_the_stop() -> None:
     assert len(stopped.stdout) < len(whole)
     refused = run(*["--stop", "x"] * 5)
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "at most 4" in refused.stderr
+
+
+@pytest.mark.parametrize(
+    "options", [{}, {"temperature": 0.6}, {"top_k": 4}, {"top_p": 0.8, "temperature": 1.3}, {"greedy": True}], ids=str
+)
+def test_logprobs_are_those_of_the_distribution_each_character_was_drawn_from(sampler: Sampler, options: dict) -> None:
+    """Recomputed independently: the cell teacher-forced along the text with the same latent noise, its logits
+    scaled, cut and renormalised here in plain numpy."""
+    (completion,) = sampler.complete(120, prime="JULIET:", seed=4, logprobs=3, **options)
+    assert completion.text == sampler.generate(120, prime="JULIET:", seed=4, **options)[len("JULIET:") :]
+    cell, vocab = sampler.cell, sampler.vocab
+    eps = SeededNoise(4, 1, cell.config.latent_size).eps(len("JULIET:") + 120)
+    state, prev = cell.initial_state(1), np.array([vocab.chars.index(cell.start_char)])
+    for t, char in enumerate("JULIET:" + completion.text):
+        _, logits, state = cell.steps(prev, state, eps[t : t + 1], np.full((1, 1), 0.5), 1.0)
+        if t >= len("JULIET:"):
+            scaled = logits[0, 0].astype(np.float64) / options.get("temperature", 1.0)
+            order = np.argsort(-scaled, kind="stable")
+            keep = np.ones_like(scaled, bool)
+            if "top_k" in options or options.get("greedy"):
+                keep[order[options.get("top_k", 1) :]] = False
+            probs = np.where(keep, np.exp(scaled - scaled.max()), 0.0)
+            probs /= probs.sum()
+            if "top_p" in options:
+                ranked = probs[order]
+                before = np.cumsum(ranked) - ranked
+                probs[order[before >= options["top_p"]]] = 0.0
+                probs /= probs.sum()
+            i = t - len("JULIET:")
+            assert completion.logprobs[i] == pytest.approx(np.log(probs[vocab.chars.index(char)]), abs=1e-9)
+            best = sorted(((c, lp) for c, lp in completion.top_logprobs[i].items()), key=lambda kv: -kv[1])
+            assert len(best) <= 3 and best[0][1] == pytest.approx(np.log(probs.max()), abs=1e-9)
+        prev = np.array([vocab.chars.index(char)])
+    assert completion.logprobs and all(np.isfinite(completion.logprobs))
+    if options.get("greedy"):
+        assert set(completion.logprobs) == {0.0}
+
+
+def test_logprobs_are_refused_outside_0_to_5(sampler: Sampler) -> None:
+    for bad in (-1, 6, 1.5, True):
+        with pytest.raises(UsageError, match="logprobs must be an integer from 0 to 5"):
+            sampler.complete(5, logprobs=bad)
