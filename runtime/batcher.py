@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vrnn.runtime.cell import OnnxCell
-from vrnn.runtime.choice import RowOptions, SamplingOptions, choose
+from vrnn.runtime.choice import RowOptions, SamplingOptions, choose, log_probabilities
 from vrnn.runtime.loop import FORCED_UNIFORM, SeededNoise
 from vrnn.runtime.stops import StopMatcher
 
@@ -66,6 +66,7 @@ class GenerationRequest:
     options: SamplingOptions
     streaming: bool = False  # publish characters as they come (else once, when done)
     stop: tuple[str, ...] = ()  # end just before the first of these generated (vrnn.runtime.stops)
+    logprobs: int | None = None  # each character's log-probability, and this many alternatives (0 to 5)
 
 
 @dataclass(slots=True)
@@ -76,6 +77,8 @@ class Delivery:
     text: str
     done: bool = False
     error: str | None = None
+    logprobs: list[float] | None = None  # one per character of `text`, when the request asked
+    top_logprobs: list[dict[str, float]] | None = None
 
 
 @dataclass(eq=False)
@@ -101,6 +104,8 @@ class _Row:
     slot: int  # its place in the noise and output buffers, fixed while it lives
     text: list[str] = field(default_factory=list)
     stops: StopMatcher | None = None  # with stop strings: every call's characters go through it
+    logprobs: list[float] = field(default_factory=list)  # every generated character's, when asked
+    top_logprobs: list[dict[str, float]] = field(default_factory=list)
 
 
 class Batcher:
@@ -386,6 +391,7 @@ class Batcher:
 
         made, length = c["made"], c["length"]
         before = made.copy()
+        self._keep_logprobs(logits, picks, sampling & (made < length), length - made)
         for step in range(steps):
             writing = sampling & (made < length)
             self._ring[slot[writing], made[writing] % OUTPUT_RING] = picks[step, writing]
@@ -440,13 +446,38 @@ class Batcher:
                     row.text.clear()
                 published[i] = made[i]
                 last_publish[i] = now
+                if row.ticket.request.logprobs is not None:
+                    start, end = row.ticket.sent_chars, row.ticket.sent_chars + len(piece)
+                    top = row.top_logprobs[start:end] if row.ticket.request.logprobs else None
+                    delivery = Delivery(row.ticket, piece, is_done, None, row.logprobs[start:end], top)
+                else:
+                    delivery = Delivery(row.ticket, piece, is_done)
                 row.ticket.sent_chars += len(piece)
                 if is_done:
                     row.ticket.finish_reason = "stop" if row.stops is not None and row.stops.stopped else "length"
                     leaving.append(i)
-                deliveries.append(Delivery(row.ticket, piece, is_done))
+                deliveries.append(delivery)
         self._leave(leaving)
         return deliveries
+
+    def _keep_logprobs(self, logits: np.ndarray, picks: np.ndarray, writing: np.ndarray, left: np.ndarray) -> None:
+        """For the rows that asked, each pick's log-probability under its row's options (and the best
+        alternatives), in order beside the row's characters: only steps that write a character count."""
+        for i in np.flatnonzero(writing).tolist():
+            row = self._rows[i]
+            top = row.ticket.request.logprobs
+            if top is None:
+                continue
+            steps = min(len(picks), int(left[i]))
+            lp = log_probabilities(logits[:steps, i], row.ticket.request.options)
+            row.logprobs.extend(lp[np.arange(steps), picks[:steps, i]].tolist())
+            if top:
+                best = np.argsort(-lp, axis=1, kind="stable")[:, :top]
+                chars = self._chars
+                row.top_logprobs.extend(
+                    {str(chars[j]): float(lp[s, j]) for j in best[s].tolist() if lp[s, j] > -np.inf}
+                    for s in range(steps)
+                )
 
     def _take(self, rows: np.ndarray) -> list[str]:
         """Move the characters of `rows` (batch indices) out of their rings: each row's text since its last take,

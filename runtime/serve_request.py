@@ -23,7 +23,19 @@ from vrnn.runtime.vocab import Vocabulary
 MAX_BODY_BYTES = 64 * 1024
 # Past 100 every character is within 1% of equally likely: a larger temperature can only be a mistake.
 MAX_TEMPERATURE = 100.0
-FIELDS = ("prime", "length", "temperature", "top_k", "top_p", "greedy", "latent_temperature", "seed", "stream", "stop")
+FIELDS = (
+    "prime",
+    "length",
+    "temperature",
+    "top_k",
+    "top_p",
+    "greedy",
+    "latent_temperature",
+    "seed",
+    "stream",
+    "stop",
+    "logprobs",
+)
 
 
 class RequestError(Exception):
@@ -186,4 +198,6 @@ def parse_generate(body: bytes, vocab: Vocabulary, limits: Limits) -> Parsed:
     options.validate(len(vocab))  # the checks above are stricter: this cannot fail, and keeps them honest
     if seed is None:
         seed = secrets.randbelow(MAX_SEED + 1)
-    return Parsed(GenerationRequest(prime_ids, length, seed, options, streaming=stream, stop=stops), prime, stream)
+    logprobs = _integer(decoded, "logprobs", None, 0, 5)
+    request = GenerationRequest(prime_ids, length, seed, options, streaming=stream, stop=stops, logprobs=logprobs)
+    return Parsed(request, prime, stream)

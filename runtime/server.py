@@ -209,7 +209,12 @@ class ServeApp:
             while True:
                 delivery = await queue.get()
                 if delivery.text:
-                    yield sse("text", {"text": delivery.text})
+                    event: dict[str, Any] = {"text": delivery.text}
+                    if delivery.logprobs is not None:
+                        event["logprobs"] = delivery.logprobs
+                        if delivery.top_logprobs is not None:
+                            event["top_logprobs"] = delivery.top_logprobs
+                    yield sse("text", event)
                     self.metrics.characters.inc(len(delivery.text))  # handed to the connection, not only made
                 if delivery.done:
                     finished = True
@@ -229,11 +234,16 @@ class ServeApp:
     ) -> Response:
         """One JSON answer when the text is done; the row is dropped if the client goes away first."""
 
+        logprobs: list[float] = []
+        top_logprobs: list[dict[str, float]] = []
+
         async def collect() -> tuple[str, str | None]:
             pieces = []
             while True:
                 delivery = await queue.get()
                 pieces.append(delivery.text)
+                logprobs.extend(delivery.logprobs or ())
+                top_logprobs.extend(delivery.top_logprobs or ())
                 if delivery.done:
                     return "".join(pieces), delivery.error
 
@@ -267,7 +277,12 @@ class ServeApp:
         if error:
             return error_response(500, error)
         self.metrics.characters.inc(len(text))
-        return AsciiJSONResponse({"text": parsed.prime + text, **self._summary(ticket, parsed)}, headers=headers)
+        answer: dict[str, Any] = {"text": parsed.prime + text, **self._summary(ticket, parsed)}
+        if parsed.request.logprobs is not None:
+            answer["logprobs"] = logprobs
+            if parsed.request.logprobs:
+                answer["top_logprobs"] = top_logprobs
+        return AsciiJSONResponse(answer, headers=headers)
 
     async def model(self, request: Request) -> Response:
         """GET /v1/model: what the cell is and what this server allows."""

@@ -189,6 +189,36 @@ def test_stop_ends_a_text_before_its_first_stop_string_and_frees_the_row() -> No
             assert refused.status_code == 422 and refused.json()["field"] == "stop", refused.text
 
 
+def test_logprobs_are_sampler_completes_streamed_or_not_with_other_rows_in_flight() -> None:
+    """`logprobs` N in /v1/generate: one value per character sent and up to N alternatives, exactly those of
+    Sampler.complete for the same seed and options, whatever else is in the batch (stops included)."""
+    sampler = Sampler.from_onnx(BUNDLED)
+    requests = [{"length": 150, "seed": s, "logprobs": s % 3, "stream": bool(s % 2), **o}
+                for s, o in enumerate([{}, {"top_p": 0.8}, {"greedy": True}, {"top_k": 4, "temperature": 1.4},
+                                       {"stop": ["\n"]}, {"temperature": 0.5, "stop": "e"}])]  # fmt: skip
+    with serving() as server:
+
+        async def all_at_once() -> list[httpx.Response]:
+            async with httpx.AsyncClient(timeout=60) as client:
+                return await asyncio.gather(*(client.post(f"{server.url}/v1/generate", json=r) for r in requests))
+
+        for request, response in zip(requests, asyncio.run(all_at_once()), strict=True):
+            options = {k: v for k, v in request.items() if k not in ("length", "seed", "logprobs", "stream")}
+            (expected,) = sampler.complete(150, seed=request["seed"], logprobs=request["logprobs"], **options)
+            if request["stream"]:
+                events = [d for k, d in read_events(response.text) if k == "text"]
+                text = "".join(d["text"] for d in events)
+                values = [v for d in events for v in d["logprobs"]]
+                tops = [t for d in events for t in d.get("top_logprobs", [])]
+            else:
+                body = response.json()
+                text, values, tops = body["text"], body["logprobs"], body.get("top_logprobs", [])
+            assert text == expected.text and values == pytest.approx(expected.logprobs, abs=1e-12), request
+            assert tops == (expected.top_logprobs or []), request
+        refused = generate(server, length=5, logprobs=6)
+        assert refused.status_code == 422 and refused.json()["field"] == "logprobs"
+
+
 def test_a_request_without_a_seed_gets_one_that_reproduces_its_text() -> None:
     with serving() as server:
         first = generate(server, length=60, temperature=0.9)
