@@ -251,6 +251,131 @@ export function parseCellMetadata(meta) {
   return { config, vocab, startChar, source, weights, version };
 }
 
+// --- stop sequences (vrnn.runtime.stops) ----------------------------------------------------------------
+// A text ends at the first position where some stop string has been generated whole; if several end there,
+// before the one that starts earliest.  The stop string is not part of the text, the prime is never searched,
+// and a stopped text is a prefix of the text the same seed and options give without `stop`.  While it
+// streams, characters that could still begin a stop string are held back until they cannot.  Characters are
+// Unicode code points, as Python's str counts them (a character outside the BMP is one, not two).
+
+export const MAX_STOPS = 4; // OpenAI's bound, vrnn.runtime.stops.MAX_STOPS
+export const MAX_STOP_CHARS = 256; // characters of one stop string, vrnn.runtime.stops.MAX_STOP_CHARS
+
+/**
+ * The stop strings of `stop` (one string, an array of them, or null/undefined for none) as an array, refused
+ * in one line when there are more than MAX_STOPS, or one is empty, longer than MAX_STOP_CHARS or not a string.
+ */
+export function checkStops(stop) {
+  if (stop === null || stop === undefined) return [];
+  const stops = typeof stop === "string" ? [stop] : stop;
+  if (!Array.isArray(stops) || !stops.every((s) => typeof s === "string")) {
+    throw new VrnnError("stop must be a string or an array of strings");
+  }
+  if (stops.length > MAX_STOPS) {
+    throw new VrnnError(`stop may hold at most ${MAX_STOPS} strings, got ${stops.length}`);
+  }
+  for (const s of stops) {
+    const chars = [...s].length;
+    if (chars < 1 || chars > MAX_STOP_CHARS) {
+      throw new VrnnError(`each stop string must be 1 to ${MAX_STOP_CHARS} characters, got ${chars}`);
+    }
+  }
+  return [...stops];
+}
+
+/**
+ * Feed a text's new characters one at a time; `feed` returns the characters now safe to emit, and `stopped`
+ * turns true once a stop string has been generated (what follows is not part of the text).  `flush` gives the
+ * characters still held back once the text has ended without a stop.  Python's StopMatcher, rule for rule.
+ */
+export class StopMatcher {
+  #stops;
+  #pending = []; // characters that may still begin a stop string
+
+  constructor(stops) {
+    this.stops = Object.freeze([...stops]);
+    this.#stops = this.stops.map((s) => [...s]);
+    this.longest = Math.max(0, ...this.#stops.map((s) => s.length));
+    this.stopped = false;
+  }
+
+  /** The characters held back now: they may still begin a stop string. */
+  get pending() {
+    return this.#pending.join("");
+  }
+
+  /** Take one character; return the characters that can no longer be part of a stop string. */
+  feed(char) {
+    if (this.stopped) return "";
+    this.#pending.push(...char);
+    const pending = this.#pending;
+    let earliest = -1; // where the earliest-starting stop string that just ended starts
+    for (const s of this.#stops) {
+      if (endsWith(pending, s)) {
+        const start = pending.length - s.length;
+        if (earliest < 0 || start < earliest) earliest = start;
+      }
+    }
+    if (earliest >= 0) { // a stop string just ended: the text ends before the earliest-starting one
+      this.stopped = true;
+      this.#pending = [];
+      return pending.slice(0, earliest).join("");
+    }
+    const keep = this.#openPrefix();
+    const out = pending.slice(0, pending.length - keep).join("");
+    this.#pending = pending.slice(pending.length - keep);
+    return out;
+  }
+
+  /** The length of the longest end of the held characters that begins some stop string (and may complete it). */
+  #openPrefix() {
+    const pending = this.#pending;
+    for (let n = Math.min(pending.length, this.longest - 1); n > 0; n--) {
+      const tail = pending.slice(pending.length - n);
+      if (this.#stops.some((s) => startsWith(s, tail))) return n;
+    }
+    return 0;
+  }
+
+  /** The characters held back, once the text has ended without a stop ("" once it has stopped). */
+  flush() {
+    const out = this.stopped ? "" : this.#pending.join("");
+    this.#pending = [];
+    return out;
+  }
+}
+
+const startsWith = (chars, head) => head.length <= chars.length && head.every((c, i) => chars[i] === c);
+const endsWith = (chars, tail) => {
+  const offset = chars.length - tail.length;
+  return offset >= 0 && tail.every((c, i) => chars[offset + i] === c);
+};
+
+/** `chars` (an iterable of characters) up to, not including, the first stop string; each as soon as it is safe. */
+export function* stoppedStream(chars, stops) {
+  if (stops.length === 0) {
+    yield* chars;
+    return;
+  }
+  const matcher = new StopMatcher(stops);
+  for (const char of chars) {
+    yield* matcher.feed(char); // one character at a time, as they are released
+    if (matcher.stopped) return;
+  }
+  yield* matcher.flush();
+}
+
+/** [`text` up to the first stop string (StopMatcher's rule), whether one was found]. */
+export function cutAtStop(text, stops) {
+  const matcher = new StopMatcher(stops);
+  let out = "";
+  for (const char of text) {
+    out += matcher.feed(char);
+    if (matcher.stopped) return [out, true];
+  }
+  return [out + matcher.flush(), false];
+}
+
 // --- noise ----------------------------------------------------------------------------------------------
 
 /** Noise given as arrays: eps float32 [steps x batch x latent], uniform float64 [steps x batch], in order. */
@@ -641,9 +766,9 @@ export class VrnnCell {
 
   /**
    * Generate `length` characters per sample after `prime` (docs/cell-spec.md section 3).  Returns one text
-   * per sample: the prime followed by the sampled characters.  `onChars(rows)` sees each call's characters
-   * as they come (rows[i][b] is sample b's i-th new character), for streaming.  Noise: `noise` (e.g. an
-   * ArrayNoise of given arrays), else this runtime's SeededNoise(seed).
+   * per sample: the prime followed by the sampled characters, up to (not including) the first stop string
+   * when `stop` is given (complete() also says which texts stopped).  Noise: `noise` (e.g. an ArrayNoise of
+   * given arrays), else this runtime's SeededNoise(seed).
    *
    * Options: temperature, topK, topP (1: none), greedy, latentTemperature, for every sample; or `perSample`,
    * an array of one object per sample (perSample.length === batch) with any of those five fields, each field
@@ -651,12 +776,38 @@ export class VrnnCell {
    * `greedy: false`).  A schema-3 cell runs any options, mixed or not, up to callSteps(batch) steps per call;
    * a schema-2 cell runs top-k, top-p and greedy one step per call and refuses a batch of mixed options.
    * `stepsPerCall` lowers the steps per call (smoother streaming); the text is the same.
+   *
+   * `stop`: a string or an array of up to MAX_STOPS (checkStops); each sample's text ends just before the
+   * first stop string it generates (StopMatcher's rule; the prime is not searched), each sample on its own,
+   * and the cell is run no more once every sample has stopped.  A stopped text is a prefix of the text the
+   * same seed and options give without `stop`.
+   *
+   * Streaming: `onText(pieces)` comes once per sampling call with pieces[b], sample b's characters released by
+   * that call (a string, maybe empty): with `stop`, none past a stop string, and characters that may begin
+   * one are held back until they cannot (the last call releases what is still held), so that the pieces join
+   * into exactly the text returned.  `onChars(rows)` sees each call's characters as the cell picks them
+   * (rows[i][b] is sample b's i-th new character), before any stop: it is refused with `stop`.
    */
-  async generate({
+  async generate(options = {}) {
+    const completions = await this.complete(options);
+    const prime = options.prime ?? "";
+    return completions.map((c) => prime + c.text);
+  }
+
+  /**
+   * generate(), with why each sample ended (Python's Sampler.complete): one {text, finishReason} per sample,
+   * `text` the new characters only (no prime), finishReason "stop" (a stop string was generated; the text ends
+   * just before it) or "length" (`length` characters were generated).  Takes generate()'s options.
+   */
+  async complete({
     length = 500, prime = "", temperature = 1, topK = null, topP = null, greedy = false,
-    latentTemperature = 1, batch = 1, seed = null, noise = null, onChars = null, stepsPerCall = null,
-    perSample = null,
+    latentTemperature = 1, batch = 1, seed = null, noise = null, onChars = null, onText = null, stepsPerCall = null,
+    perSample = null, stop = null,
   } = {}) {
+    const stops = checkStops(stop);
+    if (stops.length > 0 && onChars !== null) {
+      throw new VrnnError("onChars sees the characters before any stop string is cut: with stop, stream with onText");
+    }
     const defaults = { temperature, topK, topP, greedy, latentTemperature };
     checkSampling(defaults, this.vocab.length);
     checkRun({ length, batch, seed, stepsPerCall });
@@ -696,8 +847,11 @@ export class VrnnCell {
     // Fewer steps per call (stepsPerCall) stream more smoothly; the noise streams, and so the text, are the same.
     let perCall = cellChooses ? callSteps(batch) : 1;
     if (stepsPerCall !== null) perCall = Math.min(perCall, stepsPerCall);
-    // Ids until the end, 4 bytes a character: strings grown a character at a time take ~32 bytes each.
-    const ids = Array.from({ length: batch }, () => new Int32Array(length));
+    // Without stop: ids until the end, 4 bytes a character (strings grown a character at a time take ~32 bytes
+    // each).  With stop: each sample's StopMatcher and the pieces of text it has released.
+    const matchers = stops.length > 0 ? Array.from({ length: batch }, () => new StopMatcher(stops)) : null;
+    const pieces = matchers ? Array.from({ length: batch }, () => []) : null;
+    const ids = matchers ? null : Array.from({ length: batch }, () => new Int32Array(length));
     for (let done = 0; done < length; ) {
       const n = Math.min(perCall, length - done);
       const eps = scaleEps(noise.eps(n * batch * Z));
@@ -705,6 +859,7 @@ export class VrnnCell {
       const result = await this.steps(prev, state, eps, uniform, rows, batch);
       state = result.state;
       const picked = [];
+      const released = new Array(batch).fill(""); // onText's pieces for this call
       for (let i = 0; i < n; i++) {
         const row = [];
         for (let b = 0; b < batch; b++) {
@@ -715,14 +870,36 @@ export class VrnnCell {
           else c = chooseFiltered(result.logits, offset, V, uniform[i * batch + b], common);
           this.checkPick(c);
           row.push(c);
-          ids[b][done + i] = c;
+          if (ids) {
+            ids[b][done + i] = c;
+            if (onText) released[b] += this.vocab[c];
+          } else if (!matchers[b].stopped) {
+            const out = matchers[b].feed(this.vocab[c]);
+            if (out) {
+              pieces[b].push(out);
+              released[b] += out;
+            }
+          }
         }
         picked.push(row.map((c) => this.vocab[c]));
         prev = row;
       }
-      if (onChars) onChars(picked);
       done += n;
+      const allStopped = matchers !== null && matchers.every((m) => m.stopped);
+      if (matchers && (done >= length || allStopped)) { // the end: what is still held back is text
+        matchers.forEach((m, b) => {
+          const rest = m.flush();
+          if (rest) {
+            pieces[b].push(rest);
+            released[b] += rest;
+          }
+        });
+      }
+      if (onChars) onChars(picked);
+      if (onText) onText(released);
+      if (allStopped) break; // every sample has stopped: no more calls
     }
-    return ids.map((row) => prime + Array.from(row, (c) => this.vocab[c]).join(""));
+    if (ids) return ids.map((row) => ({ text: Array.from(row, (c) => this.vocab[c]).join(""), finishReason: "length" }));
+    return pieces.map((piece, b) => ({ text: piece.join(""), finishReason: matchers[b].stopped ? "stop" : "length" }));
   }
 }

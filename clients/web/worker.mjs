@@ -1,6 +1,7 @@
 // The demo's Web Worker: loads onnxruntime-web (WebAssembly) and a vrnn cell, and streams generated text to
 // the page, which therefore never freezes.  Messages in: {type: "load", url}, {type: "generate", options,
-// stepsPerCall}, {type: "conformance", cases}.  Messages out: loaded, chars, done, conformance, error.
+// stepsPerCall} (options.stop: stop strings, as VrnnCell.complete takes them), {type: "conformance", cases}.
+// Messages out: loaded, chars, done (with finishReason "stop" or "length"), conformance, error.
 // A schema-3 cell (the bundled one) runs every option, top-p included, stepsPerCall steps per call.
 import * as ort from "../js/node_modules/onnxruntime-web/dist/ort.wasm.min.mjs";
 import { ArrayNoise, VrnnCell } from "../js/vrnn.mjs";
@@ -37,19 +38,23 @@ self.onmessage = async ({ data }) => {
       const started = performance.now();
       let first = null;
       let count = 0;
-      let calls = 0; // onChars comes once per session run: top-p no longer forces one step per call
-      const texts = await cell.generate({
+      let calls = 0; // onText comes once per session run: top-p no longer forces one step per call
+      // complete(): the new characters, cut before the first stop string (options.stop), and why they ended.
+      // onText streams them with the characters that may begin a stop string held back until they cannot.
+      const [completion] = await cell.complete({
         ...data.options,
         stepsPerCall: data.stepsPerCall ?? 8, // small calls stream smoothly; the noise, and so the text, is the same
-        onChars: (rows) => {
-          first ??= performance.now() - started;
-          count += rows.length;
+        onText: ([text]) => {
           calls += 1;
-          self.postMessage({ type: "chars", text: rows.map((row) => row[0]).join("") });
+          if (text === "") return; // held back: it may begin a stop string
+          first ??= performance.now() - started;
+          count += [...text].length;
+          self.postMessage({ type: "chars", text });
         },
       });
       const seconds = (performance.now() - started) / 1000;
-      self.postMessage({ type: "done", text: texts[0], chars: count, calls, seconds, firstCharMs: first });
+      self.postMessage({ type: "done", text: (data.options.prime ?? "") + completion.text, chars: count, calls, seconds,
+                         firstCharMs: first ?? seconds * 1000, finishReason: completion.finishReason });
     } else if (data.type === "conformance") {
       const cases = await (await fetch(data.cases)).json();
       const results = [];

@@ -1,7 +1,7 @@
 // The demo page in a real browser (headless Chromium, driven by puppeteer-core): it loads the bundled cell
 // (schema 3) with onnxruntime-web in a Web Worker, streams 300 characters with top-p equal to what this module
-// prints in Node for the same seed, 8 steps per call, passes every conformance case on every cell (schema 2
-// included), and logs no console error.
+// prints in Node for the same seed, 8 steps per call, ends the text before the first newline when its stop
+// field holds \n, passes every conformance case on every cell (schema 2 included), and logs no console error.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { accessSync, constants, existsSync, readFileSync } from "node:fs";
@@ -85,6 +85,37 @@ test("the page streams the text this module writes in Node for the same seed", {
   assert.ok(stats.charsPerSecond > 0 && stats.firstCharMs >= 0);
   assert.equal(stats.calls, Math.ceil(300 / 8)); // the page's 8 steps per call, top-p or not
   if (process.env.VRNN_SCREENSHOT) await page.screenshot({ path: process.env.VRNN_SCREENSHOT, fullPage: true });
+  assert.deepEqual(consoleErrors, []);
+});
+
+test("the page's stop field ends the text before the first newline when \\n is typed", { skip: SKIP }, async () => {
+  const page = await open("");
+  await page.waitForFunction(() => window.vrnn.state === "ready", { timeout: 60000 });
+  const placeholder = await page.$eval("#stop", (element) => element.placeholder + element.closest("label").textContent);
+  assert.match(placeholder, /\\n: newline/); // the field says how to type a newline
+  await page.evaluate(() => {
+    const set = (id, value) => { document.getElementById(id).value = value; };
+    set("temperature", "0.8"); set("topP", "0.95"); set("latentTemperature", "1"); set("length", "300");
+    set("seed", "7"); set("primeText", "ROMEO: I");
+  });
+  await page.type("#stop", "\\n"); // typed: a backslash, then n
+  assert.equal(await page.$eval("#stop", (element) => element.value), "\\n");
+  await page.click("#generate");
+  await page.waitForFunction(() => window.vrnn.state === "done", { timeout: 120000 });
+  const shown = await page.$eval("#output", (element) => element.textContent);
+  const stats = await page.evaluate(() => window.vrnn);
+  // The same seed and options without a stop, in Node (the first test shows the page writes the same text).
+  const bundled = readFileSync(fileURLToPath(new URL("../../../runtime/bundled-cell/shakespeare.onnx", import.meta.url)));
+  const cell = await VrnnCell.load(ort, bundled);
+  const [whole] = await cell.generate({ length: 300, temperature: 0.8, topP: 0.95, seed: 7, prime: "ROMEO: I" });
+  const newline = whole.indexOf("\n");
+  assert.ok(newline > "ROMEO: I".length + 8, "the unstopped text has a newline past the first call");
+  assert.equal(stats.text, whole.slice(0, newline)); // up to, not including, the first newline
+  assert.equal(shown, stats.text); // nothing past it, nor the newline, ever streamed onto the page
+  assert.equal(stats.finishReason, "stop");
+  assert.equal(stats.calls, Math.ceil((newline - "ROMEO: I".length + 1) / 8)); // it ended early: no more calls
+  assert.ok(stats.calls < Math.ceil(300 / 8));
+  assert.match(await page.$eval("#status", (element) => element.textContent), /ended at the stop/);
   assert.deepEqual(consoleErrors, []);
 });
 
