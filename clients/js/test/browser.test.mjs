@@ -64,15 +64,20 @@ async function open(query) {
   return page;
 }
 
+/** The page's controls as both page tests set them: temperature 0.8, top-p 0.95, 300 characters, seed 7. */
+async function setOptions(page, prime) {
+  await page.evaluate((primeText) => {
+    const set = (id, value) => { document.getElementById(id).value = value; };
+    set("temperature", "0.8"); set("topP", "0.95"); set("latentTemperature", "1"); set("length", "300");
+    set("seed", "7"); set("primeText", primeText);
+  }, prime);
+}
+
 test("the page streams the text this module writes in Node for the same seed", { skip: SKIP }, async () => {
   const page = await open("");
   await page.waitForFunction(() => window.vrnn.state === "ready", { timeout: 60000 });
   assert.equal(await page.evaluate(() => window.vrnn.schemaVersion), 3); // each row's options, in-graph
-  await page.evaluate(() => {
-    const set = (id, value) => { document.getElementById(id).value = value; };
-    set("temperature", "0.8"); set("topP", "0.95"); set("latentTemperature", "1"); set("length", "300");
-    set("seed", "7"); set("primeText", "ROMEO:");
-  });
+  await setOptions(page, "ROMEO:");
   await page.click("#generate");
   await page.waitForFunction(() => window.vrnn.state === "done", { timeout: 120000 });
   const shown = await page.$eval("#output", (element) => element.textContent);
@@ -93,11 +98,7 @@ test("the page's stop field ends the text before the first newline when \\n is t
   await page.waitForFunction(() => window.vrnn.state === "ready", { timeout: 60000 });
   const placeholder = await page.$eval("#stop", (element) => element.placeholder + element.closest("label").textContent);
   assert.match(placeholder, /\\n: newline/); // the field says how to type a newline
-  await page.evaluate(() => {
-    const set = (id, value) => { document.getElementById(id).value = value; };
-    set("temperature", "0.8"); set("topP", "0.95"); set("latentTemperature", "1"); set("length", "300");
-    set("seed", "7"); set("primeText", "ROMEO: I");
-  });
+  await setOptions(page, "ROMEO: I");
   await page.type("#stop", "\\n"); // typed: a backslash, then n
   assert.equal(await page.$eval("#stop", (element) => element.value), "\\n");
   await page.click("#generate");
