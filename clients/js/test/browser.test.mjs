@@ -64,6 +64,21 @@ async function open(query) {
   return page;
 }
 
+/** Click Generate, wait for the end; the text shown and the page's report (window.vrnn). */
+async function generateOnPage(page) {
+  await page.click("#generate");
+  await page.waitForFunction(() => window.vrnn.state === "done", { timeout: 120000 });
+  return { shown: await page.$eval("#output", (element) => element.textContent), stats: await page.evaluate(() => window.vrnn) };
+}
+
+/** What this module writes in Node with setOptions' settings after `prime` (no stop). */
+async function inNode(prime) {
+  const bundled = readFileSync(fileURLToPath(new URL("../../../runtime/bundled-cell/shakespeare.onnx", import.meta.url)));
+  const cell = await VrnnCell.load(ort, bundled);
+  const [text] = await cell.generate({ length: 300, temperature: 0.8, topP: 0.95, seed: 7, prime });
+  return text;
+}
+
 /** The page's controls as both page tests set them: temperature 0.8, top-p 0.95, 300 characters, seed 7. */
 async function setOptions(page, prime) {
   await page.evaluate((primeText) => {
@@ -78,13 +93,8 @@ test("the page streams the text this module writes in Node for the same seed", {
   await page.waitForFunction(() => window.vrnn.state === "ready", { timeout: 60000 });
   assert.equal(await page.evaluate(() => window.vrnn.schemaVersion), 3); // each row's options, in-graph
   await setOptions(page, "ROMEO:");
-  await page.click("#generate");
-  await page.waitForFunction(() => window.vrnn.state === "done", { timeout: 120000 });
-  const shown = await page.$eval("#output", (element) => element.textContent);
-  const stats = await page.evaluate(() => window.vrnn);
-  const bundled = readFileSync(fileURLToPath(new URL("../../../runtime/bundled-cell/shakespeare.onnx", import.meta.url)));
-  const cell = await VrnnCell.load(ort, bundled);
-  const [expected] = await cell.generate({ length: 300, temperature: 0.8, topP: 0.95, seed: 7, prime: "ROMEO:" });
+  const { shown, stats } = await generateOnPage(page);
+  const expected = await inNode("ROMEO:");
   assert.equal(stats.text, expected);
   assert.equal(shown, expected); // what streamed onto the page is the whole text
   assert.ok(stats.charsPerSecond > 0 && stats.firstCharMs >= 0);
@@ -101,14 +111,9 @@ test("the page's stop field ends the text before the first newline when \\n is t
   await setOptions(page, "ROMEO: I");
   await page.type("#stop", "\\n"); // typed: a backslash, then n
   assert.equal(await page.$eval("#stop", (element) => element.value), "\\n");
-  await page.click("#generate");
-  await page.waitForFunction(() => window.vrnn.state === "done", { timeout: 120000 });
-  const shown = await page.$eval("#output", (element) => element.textContent);
-  const stats = await page.evaluate(() => window.vrnn);
+  const { shown, stats } = await generateOnPage(page);
   // The same seed and options without a stop, in Node (the first test shows the page writes the same text).
-  const bundled = readFileSync(fileURLToPath(new URL("../../../runtime/bundled-cell/shakespeare.onnx", import.meta.url)));
-  const cell = await VrnnCell.load(ort, bundled);
-  const [whole] = await cell.generate({ length: 300, temperature: 0.8, topP: 0.95, seed: 7, prime: "ROMEO: I" });
+  const whole = await inNode("ROMEO: I");
   const newline = whole.indexOf("\n");
   assert.ok(newline > "ROMEO: I".length + 8, "the unstopped text has a newline past the first call");
   assert.equal(stats.text, whole.slice(0, newline)); // up to, not including, the first newline
