@@ -212,7 +212,7 @@ def main(
     max_head_bytes: int,
     max_headers: int,
 ) -> None:
-    """Serve CELL over HTTP: POST /v1/generate, GET /v1/model, /healthz, /readyz, /metrics.
+    """Serve CELL over HTTP: POST /v1/generate, GET /v1/model, /healthz, /readyz, /metrics, GET /v1/models.
 
     Without CELL, serves the bundled Tiny Shakespeare model.  Concurrent requests advance together in one
     batched cell call; a request with seed S and options O gets exactly `vrnn-run CELL --seed S` with O.

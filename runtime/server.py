@@ -61,6 +61,13 @@ def error_response(
     return AsciiJSONResponse({"error": message, "field": field}, status_code=status, headers=headers)
 
 
+def openai_error(status: int, message: str, kind: str, param: str | None = None, code: str | None = None) -> Response:
+    """An error in OpenAI's shape, {"error": {"message", "type", "param", "code"}}, which its clients raise as
+    the exception of the status (400 BadRequestError, 404 NotFoundError, ...)."""
+    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    return AsciiJSONResponse(body, status_code=status)
+
+
 def sse(event: str, data: dict[str, Any]) -> str:
     """One Server-Sent Event: a name and one line of JSON (JSON escapes newlines, so the text fits one line)."""
     return f"event: {event}\ndata: {json.dumps(data)}\n\n"
@@ -93,6 +100,8 @@ class ServeApp:
         body_timeout: float = BODY_TIMEOUT,
     ) -> None:
         self.cell, self.cell_path, self.limits, self.body_timeout = cell, cell_path, limits, body_timeout
+        self.model_id = Path(cell_path).stem  # the name OpenAI's clients know the served cell by
+        self.started = int(time.time())
         self.draining = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self.metrics = ServeMetrics(lambda: self.batcher.rows_in_flight, lambda: self.batcher.queue_depth)
@@ -105,6 +114,10 @@ class ServeApp:
             Route("/healthz", self.healthz, methods=["GET"]),
             Route("/readyz", self.readyz, methods=["GET"]),
             Route("/metrics", self.metrics_route, methods=["GET"]),
+            # OpenAI's protocol (docs/serving.md, "OpenAI-compatible"): the models, and a clear answer for chat.
+            Route("/v1/models", self.openai_models, methods=["GET"]),
+            Route("/v1/models/{model:path}", self.openai_model, methods=["GET"]),
+            Route("/v1/chat/completions", self.openai_chat, methods=["POST"]),
         ]
         handlers = {HTTPException: self._http_error, Exception: self._internal_error}
         self.app = Starlette(routes=routes, exception_handlers=handlers)  # type: ignore[arg-type]
@@ -301,6 +314,28 @@ class ServeApp:
                        "max_body_bytes": MAX_BODY_BYTES},
             "server": {"name": "vrnn-serve", "version": __version__},
         })  # fmt: skip
+
+    # ---- OpenAI's protocol ----
+
+    def _model_card(self) -> dict[str, Any]:
+        return {"id": self.model_id, "object": "model", "created": self.started, "owned_by": "vrnn"}
+
+    async def openai_models(self, request: Request) -> Response:
+        """GET /v1/models: the one model served, as OpenAI's clients list models."""
+        return AsciiJSONResponse({"object": "list", "data": [self._model_card()]})
+
+    async def openai_model(self, request: Request) -> Response:
+        """GET /v1/models/{id}: the served model, or OpenAI's 404."""
+        if request.path_params["model"] != self.model_id:
+            message = f"no model {request.path_params['model'][:100]!r}: this server serves {self.model_id!r}"
+            return openai_error(404, message, "invalid_request_error", "model", "model_not_found")
+        return AsciiJSONResponse(self._model_card())
+
+    async def openai_chat(self, request: Request) -> Response:
+        """POST /v1/chat/completions: a 404 that says where to go instead."""
+        message = (f"{self.model_id} is a character-level model with no chat format: use /v1/completions with a "
+                   "prompt")  # fmt: skip
+        return openai_error(404, message, "invalid_request_error", None, "unknown_url")
 
     async def healthz(self, request: Request) -> Response:
         """GET /healthz: the process answers."""
