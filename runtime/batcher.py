@@ -48,6 +48,20 @@ OUTPUT_RING = 64  # characters a row holds before they move to its text, at the 
 MAX_CALL_STEPS = OUTPUT_RING // 2  # steps of one call at most, so a ring emptied at half full never wraps
 
 
+class SampleNoise:
+    """Sample i's noise among n drawn together (`vrnn-run --num-samples n --seed S`): the n-wide streams, of
+    which this row keeps column i (the streams do not depend on how they are chunked, so neither does it)."""
+
+    def __init__(self, seed: int, index: int, count: int, latent_size: int) -> None:
+        self.inner, self.index = SeededNoise(seed, count, latent_size), index
+
+    def eps(self, steps: int) -> np.ndarray:
+        return self.inner.eps(steps)[:, self.index : self.index + 1]
+
+    def uniform(self, steps: int) -> np.ndarray:
+        return self.inner.uniform(steps)[:, self.index : self.index + 1]
+
+
 class Busy(Exception):
     """Every row is busy and the queue is full: try again later."""
 
@@ -67,6 +81,7 @@ class GenerationRequest:
     streaming: bool = False  # publish characters as they come (else once, when done)
     stop: tuple[str, ...] = ()  # end just before the first of these generated (vrnn.runtime.stops)
     logprobs: int | None = None  # each character's log-probability, and this many alternatives (0 to 5)
+    sample: tuple[int, int] = (0, 1)  # (i, n): the noise of sample i of `vrnn-run --num-samples n` (OpenAI's n)
 
 
 @dataclass(slots=True)
@@ -100,7 +115,7 @@ class _Row:
     """The worker's own record of a row in flight (its arrays live in the batch's columns)."""
 
     ticket: Ticket
-    noise: SeededNoise
+    noise: SeededNoise | SampleNoise
     slot: int  # its place in the noise and output buffers, fixed while it lives
     text: list[str] = field(default_factory=list)
     stops: StopMatcher | None = None  # with stop strings: every call's characters go through it
@@ -167,15 +182,20 @@ class Batcher:
     def submit(self, request: GenerationRequest, context: object = None) -> Ticket:
         """Queue `request`; it joins the batch at the next call.  Raises Busy when `max_batch` rows are in
         flight and `max_queue` wait, Closed once draining or stopped."""
+        return self.submit_all([request], [context])[0]
+
+    def submit_all(self, requests: list[GenerationRequest], contexts: list[object]) -> list[Ticket]:
+        """Queue every one of `requests` (each with its context), or none (Busy, Closed): the choices of one
+        OpenAI request join together or not at all."""
         with self._lock:
             if not self._accepting:
                 raise Closed("not accepting requests")
-            if len(self._rows) + len(self._waiting) >= self.max_batch + self.max_queue:
+            if len(self._rows) + len(self._waiting) + len(requests) > self.max_batch + self.max_queue:
                 raise Busy(f"{self.max_batch} rows busy and {self.max_queue} requests waiting")
-            ticket = Ticket(request, context)
-            self._waiting.append(ticket)
+            tickets = [Ticket(request, context) for request, context in zip(requests, contexts, strict=True)]
+            self._waiting.extend(tickets)
             self._lock.notify()
-        return ticket
+        return tickets
 
     def cancel(self, ticket: Ticket) -> None:
         """Drop a request (its caller went away): it leaves the batch before the next call."""
@@ -269,7 +289,10 @@ class Batcher:
         for ticket in tickets:
             ticket.admitted = now
             request = ticket.request
-            row = _Row(ticket, SeededNoise(request.seed, 1, self._latent), self._free.pop(),
+            index, count = request.sample
+            noise = SeededNoise(request.seed, 1, self._latent) if count == 1 else SampleNoise(
+                request.seed, index, count, self._latent)  # fmt: skip
+            row = _Row(ticket, noise, self._free.pop(),
                        stops=StopMatcher(request.stop) if request.stop else None)  # fmt: skip
             self._eps_at[row.slot] = NOISE_BLOCK  # refilled on first use
             self._uniform_at[row.slot] = NOISE_BLOCK

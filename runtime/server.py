@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict
@@ -28,6 +29,7 @@ from vrnn import __version__
 from vrnn.runtime import schema
 from vrnn.runtime.batcher import Batcher, Busy, Closed, Delivery, Ticket
 from vrnn.runtime.cell import OnnxCell
+from vrnn.runtime.openai_request import Completions, OpenAIError, parse_completions
 from vrnn.runtime.serve_metrics import ServeMetrics
 from vrnn.runtime.serve_request import (
     BODY_TIMEOUT,
@@ -61,11 +63,18 @@ def error_response(
     return AsciiJSONResponse({"error": message, "field": field}, status_code=status, headers=headers)
 
 
-def openai_error(status: int, message: str, kind: str, param: str | None = None, code: str | None = None) -> Response:
+def openai_error(
+    status: int,
+    message: str,
+    kind: str,
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
     """An error in OpenAI's shape, {"error": {"message", "type", "param", "code"}}, which its clients raise as
     the exception of the status (400 BadRequestError, 404 NotFoundError, ...)."""
     body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
-    return AsciiJSONResponse(body, status_code=status)
+    return AsciiJSONResponse(body, status_code=status, headers=headers)
 
 
 def sse(event: str, data: dict[str, Any]) -> str:
@@ -117,6 +126,7 @@ class ServeApp:
             # OpenAI's protocol (docs/serving.md, "OpenAI-compatible"): the models, and a clear answer for chat.
             Route("/v1/models", self.openai_models, methods=["GET"]),
             Route("/v1/models/{model:path}", self.openai_model, methods=["GET"]),
+            Route("/v1/completions", self.openai_completions, methods=["POST"]),
             Route("/v1/chat/completions", self.openai_chat, methods=["POST"]),
         ]
         handlers = {HTTPException: self._http_error, Exception: self._internal_error}
@@ -330,6 +340,160 @@ class ServeApp:
             message = f"no model {request.path_params['model'][:100]!r}: this server serves {self.model_id!r}"
             return openai_error(404, message, "invalid_request_error", "model", "model_not_found")
         return AsciiJSONResponse(self._model_card())
+
+    async def openai_completions(self, request: Request) -> Response:
+        """POST /v1/completions: OpenAI's completions protocol on the same batcher (docs/serving.md)."""
+        self._loop = asyncio.get_running_loop()
+        try:
+            if self.draining:
+                raise OpenAIError(503, "the server is shutting down: try another instance")
+            try:
+                check_body_framing(request)
+                body = await asyncio.wait_for(self._read_body(request), self.body_timeout)
+            except RequestError as exc:
+                raise OpenAIError(exc.status, exc.message) from None
+            except asyncio.TimeoutError:  # TimeoutError itself from 3.11 on
+                raise OpenAIError(408, f"the body did not arrive within {self.body_timeout:g} s") from None
+            parsed = parse_completions(body, self.cell.vocab, self.limits, self.model_id)
+            queues: list[asyncio.Queue[Delivery]] = [asyncio.Queue() for _ in parsed.requests]
+            try:
+                tickets = self.batcher.submit_all(parsed.requests, list(queues))
+            except Busy:
+                raise OpenAIError(503, "every row is busy and the queue is full: retry shortly") from None
+            except Closed:
+                raise OpenAIError(503, "the server is shutting down: try another instance") from None
+        except OpenAIError as exc:
+            outcome = ("draining" if self.draining else "busy") if exc.status == 503 else "bad_request"
+            self.metrics.requests.labels(outcome).inc()
+            kind = "server_error" if exc.status >= 500 else "invalid_request_error"
+            retry = {"Retry-After": str(RETRY_AFTER_SECONDS)} if exc.status == 503 else None
+            return openai_error(exc.status, exc.message, kind, exc.param, headers=retry)
+        head = {"id": f"cmpl-{secrets.token_hex(12)}", "object": "text_completion", "created": int(time.time()),
+                "model": self.model_id}  # fmt: skip
+        headers = {"X-Vrnn-Seed": str(parsed.seed)}
+        if parsed.stream:
+            return StreamingResponse(self._completion_chunks(head, parsed, tickets, queues),
+                                     media_type="text/event-stream", headers=SSE_HEADERS | headers)  # fmt: skip
+        return await self._completion(request, head, parsed, tickets, queues, headers)
+
+    def _choice_logprobs(self, parsed: Completions, index: int, text: str, values: list[float],
+                         tops: list[dict[str, float]], offset: int) -> dict[str, Any] | None:  # fmt: skip
+        """OpenAI's legacy logprobs object for `text` (echoed prompt characters have none)."""
+        if parsed.logprobs is None:
+            return None
+        prompt = parsed.prompts[index // parsed.n] if parsed.echo and offset == 0 else ""
+        tokens = list(prompt + text)
+        return {
+            "tokens": tokens,
+            "token_logprobs": [None] * len(prompt) + values,
+            "top_logprobs": ([None] * len(prompt) + list(tops)) if parsed.logprobs else None,
+            "text_offset": list(range(offset, offset + len(tokens))),
+        }
+
+    async def _completion(self, request: Request, head: dict[str, Any], parsed: Completions, tickets: list[Ticket],
+                          queues: list[asyncio.Queue[Delivery]], headers: dict[str, str]) -> Response:  # fmt: skip
+        """Every choice whole, in one JSON answer; the rows are dropped if the client goes away first."""
+
+        async def collect(
+            queue: asyncio.Queue[Delivery],
+        ) -> tuple[str, list[float], list[dict[str, float]], str | None]:
+            pieces, values, tops = [], [], []
+            while True:
+                delivery = await queue.get()
+                pieces.append(delivery.text)
+                values.extend(delivery.logprobs or ())
+                tops.extend(delivery.top_logprobs or ())
+                if delivery.done:
+                    return "".join(pieces), values, tops, delivery.error
+
+        async def disconnected() -> None:
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+
+        half_closed = request.scope.get("extensions", {}).get(HALF_CLOSED, asyncio.Event())
+        work = asyncio.ensure_future(asyncio.gather(*(collect(q) for q in queues)))
+        watchers = {asyncio.ensure_future(disconnected()), asyncio.ensure_future(half_closed.wait())}
+        try:
+            await asyncio.wait({work, *watchers}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for watcher in watchers:
+                watcher.cancel()
+            if not work.done():
+                work.cancel()
+                for ticket in tickets:
+                    self.batcher.cancel(ticket)
+                    self.metrics.requests.labels("disconnected").inc()
+        if not work.done() or work.cancelled():
+            return Response(status_code=499)  # nobody is listening; uvicorn drops it
+        results = work.result()
+        choices, made = [], 0
+        for index, ((text, values, tops, error), ticket) in enumerate(zip(results, tickets, strict=True)):
+            self._finished(ticket, error)
+            if error:
+                return openai_error(500, error, "server_error")
+            made += len(text)
+            self.metrics.characters.inc(len(text))
+            prompt = parsed.prompts[index // parsed.n] if parsed.echo else ""
+            choices.append({"text": prompt + text, "index": index,
+                            "logprobs": self._choice_logprobs(parsed, index, text, values, tops, 0),
+                            "finish_reason": ticket.finish_reason})  # fmt: skip
+        prompt_chars = sum(len(p) for p in parsed.prompts)
+        usage = {"prompt_tokens": prompt_chars, "completion_tokens": made, "total_tokens": prompt_chars + made}
+        return AsciiJSONResponse({**head, "choices": choices, "usage": usage}, headers=headers)
+
+    async def _completion_chunks(self, head: dict[str, Any], parsed: Completions, tickets: list[Ticket],
+                                 queues: list[asyncio.Queue[Delivery]]) -> AsyncIterator[str]:  # fmt: skip
+        """OpenAI's stream: `data: {chunk}` as each choice's characters come, a last chunk per choice with its
+        finish_reason, then `data: [DONE]`.  If the client goes away, every row leaves the batch."""
+        merged: asyncio.Queue[tuple[int, Delivery]] = asyncio.Queue()
+
+        async def forward(index: int, queue: asyncio.Queue[Delivery]) -> None:
+            while True:
+                delivery = await queue.get()
+                merged.put_nowait((index, delivery))
+                if delivery.done:
+                    return
+
+        def chunk(index: int, text: str, logprobs: dict[str, Any] | None, finish: str | None) -> str:
+            choice = {"text": text, "index": index, "logprobs": logprobs, "finish_reason": finish}
+            return f"data: {json.dumps({**head, 'choices': [choice]})}\n\n"
+
+        forwarders = [asyncio.ensure_future(forward(i, q)) for i, q in enumerate(queues)]
+        offsets = [0] * len(tickets)
+        open_choices, finished = len(tickets), False
+        try:
+            if parsed.echo:
+                for index in range(len(tickets)):
+                    prompt = parsed.prompts[index // parsed.n]
+                    logprobs = self._choice_logprobs(parsed, index, "", [], [], 0)
+                    offsets[index] = len(prompt)
+                    yield chunk(index, prompt, logprobs, None)
+            while open_choices:
+                index, delivery = await merged.get()
+                if delivery.text:
+                    logprobs = self._choice_logprobs(parsed, index, delivery.text, delivery.logprobs or [],
+                                                     delivery.top_logprobs or [], offsets[index] or 1)  # fmt: skip
+                    if logprobs is not None and offsets[index] == 0:
+                        logprobs["text_offset"] = list(range(len(delivery.text)))
+                    offsets[index] += len(delivery.text)
+                    yield chunk(index, delivery.text, logprobs, None)
+                    self.metrics.characters.inc(len(delivery.text))
+                if delivery.done:
+                    open_choices -= 1
+                    self._finished(tickets[index], delivery.error)
+                    if delivery.error:
+                        yield f"data: {json.dumps({'error': {'message': delivery.error, 'type': 'server_error'}})}\n\n"
+                    else:
+                        yield chunk(index, "", None, tickets[index].finish_reason)
+            finished = True
+            yield "data: [DONE]\n\n"
+        finally:
+            for forwarder in forwarders:
+                forwarder.cancel()
+            if not finished:
+                for ticket in tickets:
+                    self.batcher.cancel(ticket)
+                self.metrics.requests.labels("disconnected").inc()
 
     async def openai_chat(self, request: Request) -> Response:
         """POST /v1/chat/completions: a 404 that says where to go instead."""
