@@ -62,10 +62,33 @@ def client_options(index: int) -> dict:
     return options
 
 
+def parse_event(event: bytes) -> tuple[str, str, bool]:
+    """One streamed event of either API: ("text", its characters, stopped) or ("done", "", stopped) or
+    ("error", "", False).  /v1/generate sends `event: text|done`; /v1/completions sends `data: {chunk}`
+    and `data: [DONE]`."""
+    if event.startswith(b"data: "):
+        data = event[len(b"data: ") :]
+        if data == b"[DONE]":
+            return "done", "", False
+        choice = json.loads(data)["choices"][0]
+        return "text", choice["text"], choice["finish_reason"] == "stop"
+    kind, _, data = event.partition(b"\ndata: ")
+    if kind == b"event: text":
+        return "text", json.loads(data)["text"], False
+    if kind == b"event: done":
+        return "done", "", json.loads(data).get("finish_reason") == "stop"
+    return "error", "", False
+
+
 async def one_client(session, url: str, start: float, stop: float, soak: bool, record: dict,
-                     options: dict | None = None) -> None:  # fmt: skip
-    """Stream requests one after another until `stop` (each with `options`); record characters (with arrival
-    times), first-character times, gaps between chunks and errors."""
+                     options: dict | None = None, openai: bool = False) -> None:  # fmt: skip
+    """Stream requests one after another until `stop` (each with `options`; through /v1/completions when
+    `openai`); record characters (with arrival times), first-character times, gaps between chunks, texts
+    ended by a stop string and errors."""
+    body = ({"model": "shakespeare", "prompt": "", "max_tokens": LENGTH, "stream": True} if openai
+            else {"length": LENGTH, "stream": True}) | (options or {})  # fmt: skip
+    if openai:
+        url = url.replace("/v1/generate", "/v1/completions")
     rng = random.Random(id(record) ^ int(start * 1e6))
     while time.perf_counter() < stop:
         if soak and rng.random() < 0.1:  # a bad request: must be refused, and must not disturb the others
@@ -79,21 +102,22 @@ async def one_client(session, url: str, start: float, stop: float, soak: bool, r
         last = None
         buffer = b""
         try:
-            async with session.post(url, json={"length": LENGTH, "stream": True, **(options or {})}) as response:
+            async with session.post(url, json=body) as response:
                 if response.status != 200:
                     record["errors"] += 1
                     await response.read()
                     await asyncio.sleep(0.05)
                     continue
-                done = False
+                done = stopped = False
                 async for chunk in response.content.iter_any():
                     now = time.perf_counter()
                     buffer += chunk
                     *events, buffer = buffer.split(b"\n\n")
                     for event in events:
-                        kind, _, data = event.partition(b"\ndata: ")
-                        if kind == b"event: text":
-                            n = len(json.loads(data)["text"])
+                        kind, text, ended_by_stop = parse_event(event)
+                        stopped |= ended_by_stop
+                        if kind == "text" and text:
+                            n = len(text)
                             received += n
                             if now >= start:
                                 record["chars"].append((now, n))
@@ -103,16 +127,17 @@ async def one_client(session, url: str, start: float, stop: float, soak: bool, r
                             elif now >= start:
                                 record["gaps"].append(now - last)
                             last = now
-                        elif kind == b"event: done":
+                        elif kind == "done":
                             done = True
-                        else:
+                        elif kind == "error":
                             record["errors"] += 1
                     if drop_after is not None and received >= drop_after:
                         break
                 if drop_after is not None and received >= drop_after:
                     record["dropped"] += 1
-                elif done and received == LENGTH:
+                elif done and (received == LENGTH or stopped):
                     record["completed"] += 1
+                    record["stopped"] += stopped
                 else:
                     record["errors"] += 1
         except Exception as exc:  # a refused or reset connection is an error of the run, counted
@@ -121,7 +146,8 @@ async def one_client(session, url: str, start: float, stop: float, soak: bool, r
             await asyncio.sleep(0.05)
 
 
-async def load(url: str, clients: int, seconds: float, soak: bool, mixed: bool = False) -> dict:
+async def load(url: str, clients: int, seconds: float, soak: bool, mixed: bool = False, openai: bool = False,
+               stops: bool = False) -> dict:  # fmt: skip
     import aiohttp
 
     connector = aiohttp.TCPConnector(limit=0)
@@ -130,13 +156,18 @@ async def load(url: str, clients: int, seconds: float, soak: bool, mixed: bool =
         start = time.perf_counter() + (0 if soak else WARMUP_SECONDS)
         stop = start + seconds
         records = [{"chars": [], "first": [], "gaps": [], "errors": 0, "completed": 0, "dropped": 0,
-                    "bad_refused": 0, "bad_wrong": 0} for _ in range(clients)]  # fmt: skip
-        await asyncio.gather(*(one_client(session, url, start, stop, soak, r, client_options(i) if mixed else None)
+                    "bad_refused": 0, "bad_wrong": 0, "stopped": 0} for _ in range(clients)]  # fmt: skip
+
+        def options(i: int) -> dict | None:
+            return client_options(i) if mixed else {"stop": ["\n\n"]} if stops else None
+
+        await asyncio.gather(*(one_client(session, url, start, stop, soak, r, options(i), openai)
                                for i, r in enumerate(records)))  # fmt: skip
     chars = [n for r in records for t, n in r["chars"] if t <= stop]
     first = [x for r in records for x in r["first"]]
     gaps = [x for r in records for x in r["gaps"]]
-    sums = {k: sum(r[k] for r in records) for k in ("errors", "completed", "dropped", "bad_refused", "bad_wrong")}
+    sums = {k: sum(r[k] for r in records)
+            for k in ("errors", "completed", "dropped", "bad_refused", "bad_wrong", "stopped")}  # fmt: skip
     return {
         "clients": clients,
         "seconds": seconds,
@@ -183,19 +214,27 @@ class ServerProcess:
         self.process.wait(timeout=60)
 
 
-def run_load(url: str, clients: int, seconds: float, soak: bool = False, mixed: bool = False) -> dict:
-    mode = ["soak"] if soak else ["mixed"] if mixed else []
+def run_load(url: str, clients: int, seconds: float, soak: bool = False, mixed: bool = False,
+             mode_name: str = "") -> dict:  # fmt: skip
+    mode = ["soak"] if soak else ["mixed"] if mixed else [mode_name] if mode_name else []
     args = [sys.executable, __file__, "--load", url, str(clients), str(seconds), *mode]
     done = subprocess.run(args, capture_output=True, text=True, check=True)
     return json.loads(done.stdout)
 
 
 def serve_under_load(
-    cell: str, clients: int, seconds: float, max_batch: int, *extra: str, layer: str = "vrnn-serve", mixed: bool = False
+    cell: str,
+    clients: int,
+    seconds: float,
+    max_batch: int,
+    *extra: str,
+    layer: str = "vrnn-serve",
+    mixed: bool = False,
+    mode: str = "",
 ) -> dict:
     server = ServerProcess(cell, "--max-batch", str(max_batch), "--max-queue", "4096", *extra, layer=layer)
     try:
-        result = run_load(server.url, clients, seconds, mixed=mixed)
+        result = run_load(server.url, clients, seconds, mixed=mixed, mode_name=mode)
         result["server_peak_rss_mib"] = server.memory("VmHWM") / 2**20
     finally:
         server.stop()
@@ -248,6 +287,36 @@ def summarise(clients: int, rounds: list[tuple[dict, dict, float]]) -> dict:
         "server_peak_rss_mib": max(b["server_peak_rss_mib"] for b, _, _ in rounds),
         "rounds": [{"batched": b, "max_batch_1": n, "cell_chars_per_s": c} for b, n, c in rounds],
     }
+
+
+def compare_apis(cell: str, args: argparse.Namespace) -> None:
+    """At each client count, rounds in turn, a fresh server each: /v1/generate, the same load through
+    /v1/completions, and /v1/generate with stop ["\\n\\n"] (characters of useful text per second, and how
+    many of the texts completed, warm-up included, ended at the stop and left their rows early)."""
+    modes = {"generate": "", "completions": "openai", "stop": "stop"}
+    report: dict = {"date": datetime.date.today().isoformat(), "machine": platform.processor() or platform.machine(),
+                    "cores": os.cpu_count(), "length": LENGTH, "seconds": args.seconds, "rounds": args.rounds,
+                    "runs": []}  # fmt: skip
+    for clients in (int(n) for n in args.clients.split(",")):
+        rounds = [{name: serve_under_load(cell, clients, args.seconds, 256, mode=mode) for name, mode in modes.items()}
+                  for _ in range(args.rounds)]  # fmt: skip
+        row: dict = {"clients": clients, "rounds": rounds}
+        for name in modes:
+            row[name] = {
+                "chars_per_s": statistics.median(r[name]["chars_per_s"] for r in rounds),
+                "stopped": sum(r[name]["stopped"] for r in rounds),
+                "completed": sum(r[name]["completed"] for r in rounds),
+                "vs_generate": statistics.median(r[name]["chars_per_s"] / r["generate"]["chars_per_s"] for r in rounds),
+                "first_char_p99_ms": statistics.median(r[name]["first_char_p99_ms"] or 0 for r in rounds),
+                "errors": sum(r[name]["errors"] for r in rounds),
+            }
+            print(f"{clients:>3} clients {name:>11}: {row[name]['chars_per_s']:>8,.0f} chars/s "
+                  f"({row[name]['vs_generate']:.2f}x /v1/generate), "
+                  f"{row[name]['stopped']} of {row[name]['completed']} ended at a stop, first char p99 "
+                  f"{row[name]['first_char_p99_ms']:.0f} ms, errors {row[name]['errors']}", flush=True)  # fmt: skip
+        report["runs"].append(row)
+    args.json.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {args.json}")
 
 
 def compare_options(args: argparse.Namespace) -> None:
@@ -337,11 +406,16 @@ def main() -> None:
     parser.add_argument("--mixed-options", action="store_true",
                         help="instead: each client its own options (client_options) against every client the "
                         "same, per cell (--cells, float16 too) and --clients; written to --json")  # fmt: skip
+    parser.add_argument("--apis", action="store_true",
+                        help="instead: /v1/completions and /v1/generate with stop ['\\n\\n'] against /v1/generate, "
+                        "at --clients; written to --json")  # fmt: skip
     parser.add_argument("--json", type=Path, default=HERE / "results-serve.json")
     args = parser.parse_args()
     if args.load:
         url, clients, seconds, *mode = args.load
-        print(json.dumps(asyncio.run(load(url, int(clients), float(seconds), mode == ["soak"], mode == ["mixed"]))))
+        result = load(url, int(clients), float(seconds), mode == ["soak"], mode == ["mixed"], mode == ["openai"],
+                      mode == ["stop"])  # fmt: skip
+        print(json.dumps(asyncio.run(result)))
         return
     from vrnn.runtime.bundled import BUNDLED_CELL, bundled_file
 
@@ -350,6 +424,9 @@ def main() -> None:
         return
     if args.mixed_options:
         compare_options(args)
+        return
+    if args.apis:
+        compare_apis(str(bundled_file(BUNDLED_CELL, "the bundled cell")), args)
         return
 
     report = {"date": datetime.date.today().isoformat(), "machine": platform.processor() or platform.machine(),
