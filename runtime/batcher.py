@@ -242,6 +242,8 @@ class Batcher:
             "temperature": np.zeros(0, np.float64),  # each row's options as a schema-3 cell takes them
             "top_k": np.zeros(0, np.int64),
             "top_p": np.zeros(0, np.float64),
+            "stopping": np.zeros(0, bool),  # has stop strings: its characters go through its matcher each call
+            "scoring": np.zeros(0, bool),  # asked for log-probabilities
             "forced": np.zeros(0, np.int64),  # prime characters still to force
             "made": np.zeros(0, np.int64),  # characters generated
             "length": np.zeros(0, np.int64),
@@ -303,6 +305,8 @@ class Batcher:
             "temperature": options.temperature,
             "top_k": options.top_k,
             "top_p": options.top_p,
+            "stopping": np.array([bool(r.ticket.request.stop) for r in rows], bool),
+            "scoring": np.array([r.ticket.request.logprobs is not None for r in rows], bool),
             "prev": np.full(n, self._start, np.int64),
             "slot": np.array([r.slot for r in rows], np.int64),
             "scale": np.array([r.ticket.request.options.latent_temperature for r in rows], np.float32),
@@ -414,7 +418,8 @@ class Batcher:
 
         made, length = c["made"], c["length"]
         before = made.copy()
-        self._keep_logprobs(logits, picks, sampling & (made < length), length - made)
+        if c["scoring"].any():
+            self._keep_logprobs(logits, picks, c["scoring"] & sampling & (made < length), length - made)
         for step in range(steps):
             writing = sampling & (made < length)
             self._ring[slot[writing], made[writing] % OUTPUT_RING] = picks[step, writing]
@@ -425,7 +430,7 @@ class Batcher:
         done = made >= length
         # Rows with stop strings: this call's characters through their matchers now, so that a stopped row
         # leaves at once; what the matcher releases waits in the row's text for its next delivery.
-        matching = np.array([self._rows[i].stops is not None for i in range(len(slot))], bool) & (made > c["taken"])
+        matching = c["stopping"] & (made > c["taken"])
         if matching.any():
             rows = np.flatnonzero(matching)
             for i, piece in zip(rows.tolist(), self._take(rows), strict=True):
@@ -489,8 +494,7 @@ class Batcher:
         for i in np.flatnonzero(writing).tolist():
             row = self._rows[i]
             top = row.ticket.request.logprobs
-            if top is None:
-                continue
+            assert top is not None  # (`writing` holds only rows that asked)
             steps = min(len(picks), int(left[i]))
             lp = log_probabilities(logits[:steps, i], row.ticket.request.options)
             row.logprobs.extend(lp[np.arange(steps), picks[:steps, i]].tolist())

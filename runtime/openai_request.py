@@ -8,7 +8,6 @@ OpenAIError: a status, a message, and the parameter at fault.
 
 from __future__ import annotations
 
-import json
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +16,7 @@ from vrnn.runtime.batcher import GenerationRequest
 from vrnn.runtime.choice import MAX_LATENT_TEMPERATURE, SamplingOptions
 from vrnn.runtime.errors import UsageError, VrnnError
 from vrnn.runtime.limits import MAX_SEED
-from vrnn.runtime.serve_request import MAX_BODY_BYTES, MAX_DIGITS, Limits, LongNumber, shown
+from vrnn.runtime.serve_request import Limits, RequestError, read_json, shown
 from vrnn.runtime.stops import check_stops
 from vrnn.runtime.vocab import Vocabulary
 
@@ -50,14 +49,6 @@ class Completions:
     seed: int
 
 
-def _parse_int(text: str) -> int | LongNumber:
-    return int(text) if len(text) <= MAX_DIGITS else LongNumber(text)
-
-
-def _refuse_constant(name: str) -> float:
-    raise OpenAIError(400, f"the body is not valid JSON: {name} is not a JSON number")
-
-
 def _int(body: dict[str, Any], name: str, default: int | None, low: int, high: int) -> int | None:
     value = body.get(name, default)
     if value is None:
@@ -84,12 +75,10 @@ def _neutral(body: dict[str, Any], name: str, neutral: tuple[object, ...], why: 
 
 def parse_completions(body: bytes, vocab: Vocabulary, limits: Limits, model_id: str) -> Completions:
     """Check a `POST /v1/completions` body; raise OpenAIError naming the parameter at fault."""
-    if len(body) > MAX_BODY_BYTES:
-        raise OpenAIError(413, f"the body is larger than {MAX_BODY_BYTES // 1024} KiB")
     try:
-        decoded = json.loads(body.decode("utf-8"), parse_constant=_refuse_constant, parse_int=_parse_int)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        raise OpenAIError(400, "the body is not valid JSON") from None
+        decoded = read_json(body)
+    except RequestError as exc:
+        raise OpenAIError(exc.status, exc.message) from None
     if not isinstance(decoded, dict):
         raise OpenAIError(400, "the body must be a JSON object")
     unknown = sorted(set(decoded) - KNOWN)

@@ -148,18 +148,24 @@ def _boolean(body: dict[str, Any], name: str) -> bool:
     return value
 
 
-def parse_generate(body: bytes, vocab: Vocabulary, limits: Limits) -> Parsed:
-    """Check a JSON body of `POST /v1/generate` against `vocab` and `limits`; raise RequestError naming the
-    field at fault.  A request without a seed gets a random one, which the answer returns."""
+def read_json(body: bytes) -> object:
+    """A body's JSON, refused with RequestError (413, 400) when it is too large, not UTF-8 or not JSON; numbers
+    of more than MAX_DIGITS digits stay LongNumber, NaN and Infinity are refused."""
     if len(body) > MAX_BODY_BYTES:
         raise RequestError(413, f"the body is larger than {MAX_BODY_BYTES // 1024} KiB")
     try:
-        decoded = json.loads(body.decode("utf-8"), parse_constant=_refuse_constant, parse_int=_parse_int)
+        return json.loads(body.decode("utf-8"), parse_constant=_refuse_constant, parse_int=_parse_int)
     except UnicodeDecodeError:
         raise RequestError(400, "the body is not UTF-8") from None
     except (json.JSONDecodeError, RecursionError) as exc:
         detail = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
         raise RequestError(400, f"the body is not valid JSON: {detail}") from None
+
+
+def parse_generate(body: bytes, vocab: Vocabulary, limits: Limits) -> Parsed:
+    """Check a JSON body of `POST /v1/generate` against `vocab` and `limits`; raise RequestError naming the
+    field at fault.  A request without a seed gets a random one, which the answer returns."""
+    decoded = read_json(body)
     if not isinstance(decoded, dict):
         raise RequestError(400, 'the body must be a JSON object, such as {"length": 200}')
     unknown = sorted(set(decoded) - set(FIELDS))

@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -80,6 +80,16 @@ def openai_error(
 def sse(event: str, data: dict[str, Any]) -> str:
     """One Server-Sent Event: a name and one line of JSON (JSON escapes newlines, so the text fits one line)."""
     return f"event: {event}\ndata: {json.dumps(data)}\n\n"
+
+
+class Whole(NamedTuple):
+    """One request's whole text as its deliveries brought it: the characters, their log-probabilities if
+    asked, and the cell's error if it failed."""
+
+    text: str
+    logprobs: list[float]
+    top_logprobs: list[dict[str, float]]
+    error: str | None
 
 
 def check_body_framing(request: Request) -> None:
@@ -252,59 +262,67 @@ class ServeApp:
                 self.batcher.cancel(ticket)
                 self.metrics.requests.labels("disconnected").inc()
 
-    async def _whole(
-        self, request: Request, ticket: Ticket, queue: asyncio.Queue[Delivery], parsed: Parsed, headers: dict[str, str]
-    ) -> Response:
-        """One JSON answer when the text is done; the row is dropped if the client goes away first."""
+    async def _whole_texts(
+        self, request: Request, tickets: list[Ticket], queues: list[asyncio.Queue[Delivery]]
+    ) -> tuple[list[Whole] | None, bool]:
+        """Each ticket's whole text once all are done, or None if the client goes away first (its rows are
+        then dropped); and whether it half-closed, which vrnn-serve's protocol reports through HALF_CLOSED:
+        all that a client that closed shows until something is written, and a whole answer writes nothing
+        until its end."""
 
-        logprobs: list[float] = []
-        top_logprobs: list[dict[str, float]] = []
-
-        async def collect() -> tuple[str, str | None]:
-            pieces = []
+        async def collect(queue: asyncio.Queue[Delivery]) -> Whole:
+            pieces, values, tops = [], [], []
             while True:
                 delivery = await queue.get()
                 pieces.append(delivery.text)
-                logprobs.extend(delivery.logprobs or ())
-                top_logprobs.extend(delivery.top_logprobs or ())
+                values.extend(delivery.logprobs or ())
+                tops.extend(delivery.top_logprobs or ())
                 if delivery.done:
-                    return "".join(pieces), delivery.error
+                    return Whole("".join(pieces), values, tops, delivery.error)
 
         async def disconnected() -> None:
             while (await request.receive())["type"] != "http.disconnect":
                 pass
 
-        # vrnn-serve's protocol sets HALF_CLOSED when the client half-closes, which is all that a client that
-        # closed shows until something is written, and a whole answer writes nothing until its end.
         half_closed = request.scope.get("extensions", {}).get(HALF_CLOSED, asyncio.Event())
-        text_task = asyncio.ensure_future(collect())
+        work = asyncio.ensure_future(asyncio.gather(*(collect(q) for q in queues)))
         watchers = {asyncio.ensure_future(disconnected()), asyncio.ensure_future(half_closed.wait())}
         try:
-            await asyncio.wait({text_task, *watchers}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({work, *watchers}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for watcher in watchers:
                 watcher.cancel()
-            if not text_task.done():
-                text_task.cancel()
-                self.batcher.cancel(ticket)
-                self.metrics.requests.labels("disconnected").inc()
-        if not text_task.done() or text_task.cancelled():
-            if half_closed.is_set():  # perhaps still reading (`nc -N`): say why no text comes
+            if not work.done():
+                work.cancel()
+                for ticket in tickets:
+                    self.batcher.cancel(ticket)
+                    self.metrics.requests.labels("disconnected").inc()
+        if not work.done() or work.cancelled():
+            return None, half_closed.is_set()
+        return work.result(), half_closed.is_set()
+
+    async def _whole(
+        self, request: Request, ticket: Ticket, queue: asyncio.Queue[Delivery], parsed: Parsed, headers: dict[str, str]
+    ) -> Response:
+        """One JSON answer when the text is done; the row is dropped if the client goes away first."""
+        results, half_closed = await self._whole_texts(request, [ticket], [queue])
+        if results is None:
+            if half_closed:  # perhaps still reading (`nc -N`): say why no text comes
                 message = (
                     "the client half-closed the connection: a whole answer needs it open to the end (a stream does not)"
                 )
                 return error_response(400, message)
             return Response(status_code=499)  # nobody is listening; uvicorn drops it
-        text, error = text_task.result()
-        self._finished(ticket, error)
-        if error:
-            return error_response(500, error)
-        self.metrics.characters.inc(len(text))
-        answer: dict[str, Any] = {"text": parsed.prime + text, **self._summary(ticket, parsed)}
+        (whole,) = results
+        self._finished(ticket, whole.error)
+        if whole.error:
+            return error_response(500, whole.error)
+        self.metrics.characters.inc(len(whole.text))
+        answer: dict[str, Any] = {"text": parsed.prime + whole.text, **self._summary(ticket, parsed)}
         if parsed.request.logprobs is not None:
-            answer["logprobs"] = logprobs
+            answer["logprobs"] = whole.logprobs
             if parsed.request.logprobs:
-                answer["top_logprobs"] = top_logprobs
+                answer["top_logprobs"] = whole.top_logprobs
         return AsciiJSONResponse(answer, headers=headers)
 
     async def model(self, request: Request) -> Response:
@@ -393,39 +411,9 @@ class ServeApp:
     async def _completion(self, request: Request, head: dict[str, Any], parsed: Completions, tickets: list[Ticket],
                           queues: list[asyncio.Queue[Delivery]], headers: dict[str, str]) -> Response:  # fmt: skip
         """Every choice whole, in one JSON answer; the rows are dropped if the client goes away first."""
-
-        async def collect(
-            queue: asyncio.Queue[Delivery],
-        ) -> tuple[str, list[float], list[dict[str, float]], str | None]:
-            pieces, values, tops = [], [], []
-            while True:
-                delivery = await queue.get()
-                pieces.append(delivery.text)
-                values.extend(delivery.logprobs or ())
-                tops.extend(delivery.top_logprobs or ())
-                if delivery.done:
-                    return "".join(pieces), values, tops, delivery.error
-
-        async def disconnected() -> None:
-            while (await request.receive())["type"] != "http.disconnect":
-                pass
-
-        half_closed = request.scope.get("extensions", {}).get(HALF_CLOSED, asyncio.Event())
-        work = asyncio.ensure_future(asyncio.gather(*(collect(q) for q in queues)))
-        watchers = {asyncio.ensure_future(disconnected()), asyncio.ensure_future(half_closed.wait())}
-        try:
-            await asyncio.wait({work, *watchers}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for watcher in watchers:
-                watcher.cancel()
-            if not work.done():
-                work.cancel()
-                for ticket in tickets:
-                    self.batcher.cancel(ticket)
-                    self.metrics.requests.labels("disconnected").inc()
-        if not work.done() or work.cancelled():
+        results, _ = await self._whole_texts(request, tickets, queues)
+        if results is None:
             return Response(status_code=499)  # nobody is listening; uvicorn drops it
-        results = work.result()
         choices, made = [], 0
         for index, ((text, values, tops, error), ticket) in enumerate(zip(results, tickets, strict=True)):
             self._finished(ticket, error)
