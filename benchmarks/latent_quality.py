@@ -47,10 +47,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ngram import KneserNey
 
-from vrnn.runtime.batcher import Batcher, Delivery, GenerationRequest
 from vrnn.runtime.cell import OnnxCell
 from vrnn.runtime.choice import SamplingOptions
 from vrnn.runtime.scoring import log_softmax, teacher_forced_logits
+from vrnn.runtime.serving.batcher import Batcher, Delivery, GenerationRequest
 from vrnn.runtime.splits import split_bounds
 
 HERE = Path(__file__).resolve().parent

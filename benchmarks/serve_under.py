@@ -19,8 +19,8 @@ import socket
 import sys
 
 from vrnn.runtime.cell import OnnxCell
-from vrnn.runtime.serve_request import Limits
-from vrnn.runtime.server import ServeApp
+from vrnn.runtime.serving.request import Limits
+from vrnn.runtime.serving.server import ServeApp
 
 
 def free_port() -> int:

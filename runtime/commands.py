@@ -45,16 +45,28 @@ def listed(names: list[str]) -> str:
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
+def install_hint(extra: str) -> str:
+    """How to install `extra`, both from the package index and from a checkout of the repository."""
+    return f"pip install 'vrnn[{extra}]' (from a checkout: pip install '.[{extra}]')"
+
+
+def missing_extra(*modules: str) -> str | None:
+    """What to install for `modules` where this install lacks some of them (None when all are there): the
+    packages missing and the extra that brings them."""
+    missing = [m for m in modules if not _installed(m)]
+    if not missing:
+        return None
+    extra = EXTRAS.get(missing[0], "train")
+    hint = "; install a CPU build of PyTorch first, see the README" if "torch" in missing else ""
+    return f"{listed(missing)}, which this install lacks: {install_hint(extra)}{hint}"
+
+
 def require_extra(command: str, *modules: str) -> None:
     """Refuse in one line, naming the extra to install, when `command` needs a module this install lacks
     (the base install is the runtime: numpy, onnxruntime and click)."""
-    missing = [m for m in modules if not _installed(m)]
+    missing = missing_extra(*modules)
     if missing:
-        extra = EXTRAS.get(missing[0], "train")
-        hint = " (install a CPU build of PyTorch first: see the README)" if "torch" in missing else ""
-        raise VrnnError(
-            f"{command} needs {listed(missing)}, which this install lacks: pip install 'vrnn[{extra}]'{hint}"
-        )
+        raise VrnnError(f"{command} needs {missing}")
 
 
 def fail(message: str, exit_code: int) -> None:
@@ -101,7 +113,21 @@ class _ParsingInterrupted(BaseException):
 
 
 class OneLineCommand(click.Command):
-    """A click command whose usage errors are one line (no usage banner) and exit 2."""
+    """A click command whose usage errors are one line (no usage banner) and exit 2.  `needs`: the optional
+    modules the command cannot run without; where this install lacks them, --help ends by saying what to
+    install (the command itself refuses in one line, see `require_extra`)."""
+
+    def __init__(self, *args: object, needs: tuple[str, ...] = (), **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.needs = needs
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """click's epilog, then what to install where this install lacks a module the command needs."""
+        super().format_epilog(ctx, formatter)
+        missing = missing_extra(*self.needs)
+        if missing:
+            formatter.write_paragraph()
+            formatter.write_text(f"Needs {missing}.")
 
     def make_context(self, info_name, args, parent=None, **extra):  # type: ignore[override]
         """click's, with a Ctrl-C during the parsing left for `main` to report in one line."""

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from vrnn.runtime import Sampler
-from vrnn.runtime.batcher import Batcher, Busy, Closed, Delivery, GenerationRequest
 from vrnn.runtime.cell import OnnxCell
 from vrnn.runtime.choice import SamplingOptions
+from vrnn.runtime.serving.batcher import Batcher, Busy, Closed, Delivery, GenerationRequest
 
 CELL = Path(__file__).parent / "conformance" / "cell.onnx"
 

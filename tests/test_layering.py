@@ -23,8 +23,9 @@ ALLOWED = {
 def modules() -> dict[str, Path]:
     found = {}
     for folder, package in PACKAGES.items():
-        for path in sorted((REPO / folder).glob("*.py")):
-            found[package if path.stem == "__init__" else f"{package}.{path.stem}"] = path
+        for path in sorted((REPO / folder).rglob("*.py")):
+            parts = [package, *path.relative_to(REPO / folder).with_suffix("").parts]
+            found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
     return found
 
 
@@ -55,6 +56,33 @@ def test_imports_point_one_way() -> None:
         if package_of(target) != package_of(module) and package_of(target) not in ALLOWED[package_of(module)]
     ]
     assert not wrong
+
+
+SERVING = "vrnn.runtime.serving"
+
+
+def test_the_sampling_runtime_never_imports_the_http_service() -> None:
+    """vrnn.runtime.serving (vrnn-serve, the `serve` extra) sits on the sampling runtime, never under it."""
+    known = modules()
+    wrong = [
+        f"{module} imports {target}"
+        for module, path in known.items()
+        if module.startswith("vrnn.runtime") and not module.startswith(SERVING)
+        for target in imports(path, known)
+        if target.startswith(SERVING)
+    ]
+    assert not wrong
+    assert any(module.startswith(f"{SERVING}.") for module in known)  # the walk does reach the subpackage
+
+
+def test_sampling_loads_no_http_module() -> None:
+    """What `vrnn-run` and an embedding program import leaves the service and its web packages unloaded."""
+    probe = (
+        "import sys, vrnn.runtime, vrnn.runtime.cli, vrnn.runtime.score_cli; "
+        "print(sorted(m for m in sys.modules if m.startswith(('vrnn.runtime.serving', 'starlette', 'uvicorn'))))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", (result.stdout, result.stderr)
 
 
 def test_no_import_cycle_even_through_lazy_imports() -> None:

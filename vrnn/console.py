@@ -110,4 +110,4 @@ def score() -> object:
 
 def serve() -> object:
     """`vrnn-serve`."""
-    return launch("vrnn.runtime.serve_cli")
+    return launch("vrnn.runtime.serving.cli")

@@ -22,17 +22,17 @@ from typing import TYPE_CHECKING
 import click
 
 from vrnn import __version__
-from vrnn.runtime.batcher import MAX_CALL_STEPS
 from vrnn.runtime.bundled import BUNDLED_CELL, bundled_file
 from vrnn.runtime.commands import OneLineCommand, cli_errors, require_extra
 from vrnn.runtime.errors import UsageError, VrnnError
 from vrnn.runtime.limits import MAX_THREADS, check_threads
 from vrnn.runtime.loop import MAX_LENGTH
-from vrnn.runtime.serve_request import BODY_TIMEOUT, HEADER_TIMEOUT, MAX_HEAD_BYTES, MAX_HEADERS, ConnectionLimits
+from vrnn.runtime.serving.batcher import MAX_CALL_STEPS
+from vrnn.runtime.serving.request import BODY_TIMEOUT, HEADER_TIMEOUT, MAX_HEAD_BYTES, MAX_HEADERS, ConnectionLimits
 from vrnn.runtime.stop_signals import STOP_SIGNALS, Terminated, handling_signals
 
 if TYPE_CHECKING:
-    from vrnn.runtime.server import ServeApp
+    from vrnn.runtime.serving.server import ServeApp
 
 SERVE_MODULES = ("starlette", "uvicorn", "prometheus_client")
 MAX_ROWS = 4096  # rows of one batch, and requests waiting: the cell's state for 4096 rows is tens of MB
@@ -93,7 +93,7 @@ def serve(app: ServeApp, sock: socket.socket, drain_timeout: float, limits: Conn
     is printed once the signals are ours: a signal right after it drains like any other."""
     import uvicorn
 
-    from vrnn.runtime.http_guard import guarded_protocol
+    from vrnn.runtime.serving.http_guard import guarded_protocol
 
     loop_kind = "uvloop" if _importable("uvloop") else "asyncio"
     config = uvicorn.Config(app.app, lifespan="off", log_level="warning", access_log=False, loop=loop_kind,
@@ -159,7 +159,7 @@ def say(message: str) -> None:
     print(f"vrnn-serve: {message}", file=sys.stderr, flush=True)
 
 
-@click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=OneLineCommand, needs=SERVE_MODULES, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", message="%(prog)s %(version)s")
 @click.argument("cell", type=click.Path(readable=False), required=False)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every one).")
@@ -237,8 +237,8 @@ def main(
             raise UsageError(f"{name} must be more than 0 seconds")
     require_extra("vrnn-serve", *SERVE_MODULES)
     from vrnn.runtime.cell import OnnxCell
-    from vrnn.runtime.serve_request import Limits
-    from vrnn.runtime.server import ServeApp
+    from vrnn.runtime.serving.request import Limits
+    from vrnn.runtime.serving.server import ServeApp
 
     path = cell if cell is not None else str(bundled_file(BUNDLED_CELL, "a CELL argument"))
     # No spinning: between calls the event loop needs the cores (measured: the same throughput, shorter gaps).

@@ -16,7 +16,7 @@ uvicorn's parser and request cycle and adds, per connection:
   them as fast as it likes);
 - a client that sends its request and half-closes (`nc -N`) still gets its answer.
 
-The body timeout is the app's (vrnn.runtime.server): only the routes that read a body know when they
+The body timeout is the app's (vrnn.runtime.serving.server): only the routes that read a body know when they
 wait for one.  Limits and their defaults are documented in docs/serving.md.
 """
 
@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from vrnn.runtime.serve_request import HALF_CLOSED, ConnectionLimits
+from vrnn.runtime.serving.request import HALF_CLOSED, ConnectionLimits
 
 log = logging.getLogger("vrnn.serve")
 

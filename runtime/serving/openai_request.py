@@ -1,6 +1,6 @@
 """vrnn-serve's OpenAI-compatible completions: parse and check one `POST /v1/completions` body.
 
-Standard library and numpy only, like serve_request.  A body becomes one GenerationRequest per choice:
+Standard library and numpy only, like vrnn.runtime.serving.request.  A body becomes one GenerationRequest per choice:
 prompt p (of a list: choices p*n to p*n + n - 1) and sample i of n get the noise of sample i of
 `vrnn-run --prime P --num-samples n --seed S` (docs/serving.md, "OpenAI-compatible").  Refusals are
 OpenAIError: a status, a message, and the parameter at fault.
@@ -12,11 +12,11 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from vrnn.runtime.batcher import GenerationRequest
 from vrnn.runtime.choice import MAX_LATENT_TEMPERATURE, SamplingOptions
 from vrnn.runtime.errors import UsageError, VrnnError
 from vrnn.runtime.limits import MAX_SEED
-from vrnn.runtime.serve_request import Limits, RequestError, read_json, shown
+from vrnn.runtime.serving.batcher import GenerationRequest
+from vrnn.runtime.serving.request import Limits, RequestError, read_json, shown
 from vrnn.runtime.stops import check_stops
 from vrnn.runtime.vocab import Vocabulary
 

@@ -1,6 +1,6 @@
 """vrnn-serve's HTTP API (an ASGI app on Starlette): generation, model metadata, health, readiness, metrics.
 
-Every request for text becomes a row of one Batcher (vrnn.runtime.batcher): the event loop parses and
+Every request for text becomes a row of one Batcher (vrnn.runtime.serving.batcher): the event loop parses and
 answers, the batcher's worker thread runs the cell.  The worker hands each call's characters to the loop
 in one `call_soon_threadsafe`, which puts them on each request's own queue.  The routes, fields and errors
 are documented in docs/serving.md.
@@ -27,11 +27,11 @@ from starlette.routing import Route
 
 from vrnn import __version__
 from vrnn.runtime import schema
-from vrnn.runtime.batcher import Batcher, Busy, Closed, Delivery, Ticket
 from vrnn.runtime.cell import OnnxCell
-from vrnn.runtime.openai_request import Completions, OpenAIError, parse_completions
-from vrnn.runtime.serve_metrics import ServeMetrics
-from vrnn.runtime.serve_request import (
+from vrnn.runtime.serving.batcher import Batcher, Busy, Closed, Delivery, Ticket
+from vrnn.runtime.serving.metrics import ServeMetrics
+from vrnn.runtime.serving.openai_request import Completions, OpenAIError, parse_completions
+from vrnn.runtime.serving.request import (
     BODY_TIMEOUT,
     HALF_CLOSED,
     MAX_BODY_BYTES,

@@ -13,10 +13,10 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from vrnn.runtime.batcher import GenerationRequest
 from vrnn.runtime.choice import MAX_LATENT_TEMPERATURE, SamplingOptions
 from vrnn.runtime.errors import UsageError, VrnnError
 from vrnn.runtime.limits import MAX_SEED
+from vrnn.runtime.serving.batcher import GenerationRequest
 from vrnn.runtime.stops import check_stops
 from vrnn.runtime.vocab import Vocabulary
 
