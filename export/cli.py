@@ -115,7 +115,12 @@ differs.  A float16 or int8 cell is then compared with the float32 one along
 next-character distributions) and refused above --max-kl."""
 
 
-@click.command(cls=OneLineCommand, help=EXPORT_HELP, context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(
+    cls=OneLineCommand,
+    needs=("torch", "onnx"),
+    help=EXPORT_HELP,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.version_option(__version__, "--version", message="%(prog)s %(version)s")
 @click.argument("checkpoint", type=click.Path(readable=False))
 @click.argument("cell", type=click.Path(readable=False))

@@ -28,7 +28,7 @@ def _torch_sampler(checkpoint: str, threads: int) -> Sampler:
     return torch_sampler(checkpoint, threads)
 
 
-@click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=OneLineCommand, needs=("torch",), context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", message="%(prog)s %(version)s")
 @click.argument("checkpoint", type=click.Path(readable=False))
 @sampling_options("Torch CPU threads.  [default: 1 below 32 samples, every core from 32 on]")

@@ -28,7 +28,7 @@ COMMANDS = {
     "vrnn-sample": "vrnn.export.sample_cli",
     "vrnn-run": "vrnn.runtime.cli",
     "vrnn-score": "vrnn.runtime.score_cli",
-    "vrnn-serve": "vrnn.runtime.serve_cli",
+    "vrnn-serve": "vrnn.runtime.serving.cli",
 }
 
 
@@ -42,6 +42,10 @@ def test_help_and_version_work_without_torch(command: str) -> None:
     result = run_without_torch(COMMANDS[command], "--help")
     assert result.returncode == 0, result.stderr
     assert "Usage:" in result.stdout and "Traceback" not in result.stderr
+    # Where the command cannot run here, its help says what to install, by name and from a checkout.
+    extra = {"vrnn-run": None, "vrnn-score": None, "vrnn-serve": "serve"}.get(command, "train")
+    install = f"pip install 'vrnn[{extra}]' (from a checkout: pip install '.[{extra}]')"
+    assert (install in " ".join(result.stdout.split())) == (extra is not None), result.stdout
     version = run_without_torch(COMMANDS[command], "--version")
     assert version.returncode == 0 and version.stdout.strip().endswith(vrnn.__version__), version.stderr
 
@@ -59,7 +63,8 @@ def test_torch_side_commands_name_the_extra_in_one_line(tmp_path: Path, trained:
     for command, args in cases.items():
         result = run_without_torch(COMMANDS[command], *args)
         assert result.returncode == 1, (command, result.stderr)
-        assert result.stderr.count("\n") == 1 and "pip install 'vrnn[train]'" in result.stderr, result.stderr
+        assert result.stderr.count("\n") == 1, result.stderr
+        assert "pip install 'vrnn[train]' (from a checkout: pip install '.[train]')" in result.stderr
         assert command in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.txt"]  # nothing written
     ran = run_without_torch(COMMANDS["vrnn-run"], str(trained["cell"]), "-n", "5", "--seed", "1")
@@ -73,5 +78,5 @@ def test_vrnn_serve_names_its_extra_in_one_line() -> None:
     assert result.returncode == 1
     assert result.stderr.strip() == (
         "error: vrnn-serve needs starlette, uvicorn and prometheus_client, which this install lacks: "
-        "pip install 'vrnn[serve]'"
+        "pip install 'vrnn[serve]' (from a checkout: pip install '.[serve]')"
     )

@@ -74,7 +74,11 @@ def config_options(func: Callable) -> Callable:
     return func
 
 
-@click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.command(
+    cls=OneLineCommand,
+    needs=("torch",),
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, "--version", message="%(prog)s %(version)s")
 @click.argument("corpus", nargs=-1, required=True)
 @click.option(

@@ -63,7 +63,11 @@ def windowed_pieces(ids: np.ndarray, split: str, start: int, window: int) -> lis
     return [first, rest] if len(rest) >= 2 else [first]
 
 
-@click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.command(
+    cls=OneLineCommand,
+    needs=("torch",),
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, "--version", message="%(prog)s %(version)s")
 @click.argument("text")
 @click.option(

@@ -10,4 +10,4 @@ vrnn-sample).  Imports point one way: runtime <- models <- training, export.
 # `import vrnn.runtime` works from the repository's root after a plain `pip install .` as well.
 __path__ = __import__("pkgutil").extend_path(__path__, __name__)
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
