@@ -35,7 +35,8 @@ from vrnn.training.smc import smc_text
 from vrnn.training.tokens import prepare_tokens
 from vrnn.training.torch_settings import flushed_denormals, set_torch_threads
 
-RESULTS = Path(__file__).resolve().parent / "results-bound-vs-k.json"
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "results-bound-vs-k.json"
 WINDOW = 256
 
 
@@ -91,7 +92,9 @@ def main() -> None:
                   f"{row['wall_s']:.0f} s", flush=True)  # fmt: skip
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     name = args.name or Path(args.checkpoint).name
-    entry = {"checkpoint": str(args.checkpoint), "chars": len(ids) - 1, "seeds": args.seeds}
+    checkpoint = Path(args.checkpoint).resolve()  # recorded relative to the repository: no path of this machine
+    shown = checkpoint.relative_to(REPO) if checkpoint.is_relative_to(REPO) else Path(checkpoint.name)
+    entry = {"checkpoint": str(shown), "chars": len(ids) - 1, "seeds": args.seeds}
     earlier = results.get(name, {})
     if all(earlier.get(key) == value for key, value in entry.items()):  # the same measurement: add to its rows
         rows = [row for row in earlier["rows"] if row["k"] not in {r["k"] for r in rows}] + rows

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import statistics
@@ -35,6 +36,7 @@ from pathlib import Path
 from vrnn.runtime.splits import split_bounds
 
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
 RESULTS = HERE / "results-latent-study.json"
 METRICS = HERE / "latent-study"
 STEP_TIME = HERE / "results-latent-step-time.json"  # written by latent_step_time.py
@@ -137,7 +139,7 @@ def main() -> None:
         name = run_name(arm, dropout, seed)
         print(f"{name}: training ({len(todo) - 1} more planned; chosen so far: {chosen})", flush=True)
         results[name] = train_and_score(args, env, arm, dropout, seed, name)
-        save(results)
+        save(results, args.corpus)
         complete_scores(args, env, results, name, unseen)
         r = results[name]
         print(f"{name}: select {r['select_iwae_nats']:.4f}, report -ELBO {r['elbo_nats']:.4f} -IWAE-64 "
@@ -145,9 +147,27 @@ def main() -> None:
               f"{r['train_wall_s'] / 60:.1f} min", flush=True)  # fmt: skip
 
 
-def save(results: dict[str, dict]) -> None:
-    """Write every run's record to the committed results file (after each run and each score added)."""
+def save(results: dict[str, dict], corpus: str) -> None:
+    """Write every run's record to the committed results file (after each run and each score added), with no
+    path of this machine in it (see `portable`; `results` is made portable in place, so what is kept in
+    memory is what the file holds)."""
+    digest = hashlib.sha256(Path(corpus).read_bytes()).hexdigest() if Path(corpus).is_file() else None
+    for record in results.values():  # (each record updated, not replaced: callers hold them)
+        record.update({**portable(record, corpus), "corpus": {"name": Path(corpus).name, "sha256": digest}})
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def portable(value: object, corpus: str) -> object:
+    """`value` with its absolute paths made portable: the corpus by its file name (its sha256 is recorded
+    beside), a path inside the repository relative to it, any other by its file name."""
+    if isinstance(value, dict):
+        return {key: portable(item, corpus) for key, item in value.items()}
+    if isinstance(value, list):
+        return [portable(item, corpus) for item in value]
+    if isinstance(value, str) and os.path.isabs(value):
+        path = Path(value)
+        return str(path.relative_to(REPO)) if value != corpus and path.is_relative_to(REPO) else path.name
+    return value
 
 
 def unseen_play(corpus: str, out: Path) -> Path | None:
@@ -196,7 +216,7 @@ def complete_scores(
             r.update(score_smc(args, env, best, args.corpus, "--split", "val-second-half"))
         else:
             r.update({f"unseen_{k}": value for k, value in score_smc(args, env, best, str(unseen)).items()})
-        save(results)
+        save(results, args.corpus)
         print(f"{name}: {key} {r[key]:.4f}", flush=True)
 
 
