@@ -102,6 +102,12 @@ def cli_errors(func: F) -> F:
             fail(f"{exc.strerror or exc}{where}", EXIT_FAILURE)
         except MemoryError:
             fail("out of memory", EXIT_FAILURE)
+        except RuntimeError as exc:
+            # torch.OutOfMemoryError (a RuntimeError; named, not imported: this module never imports torch)
+            # is a GPU's memory running out: one line, as for the host's.  Other RuntimeErrors are bugs.
+            if type(exc).__name__ != "OutOfMemoryError":
+                raise
+            fail(f"out of GPU memory ({str(exc).split('.')[0]}): try a smaller --batch-size", EXIT_FAILURE)
         return None
 
     return wrapper  # type: ignore[return-value]

@@ -353,3 +353,23 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path: Path) -> None:
         handle.write("half")
         raise RuntimeError
     assert path.read_text() == "old" and temp_files(tmp_path) == []
+
+
+def test_a_gpu_out_of_memory_is_one_line_and_other_runtime_errors_stay_bugs(capsys: pytest.CaptureFixture) -> None:
+    """torch.OutOfMemoryError (a RuntimeError, recognised by name: the runtime never imports torch) gets one line
+    and exit 1, like the host's MemoryError; any other RuntimeError is a bug and keeps its traceback."""
+    from vrnn.runtime.commands import cli_errors
+
+    class OutOfMemoryError(RuntimeError):  # torch's name and base
+        pass
+
+    @cli_errors
+    def command(error: BaseException) -> None:
+        raise error
+
+    with pytest.raises(SystemExit) as exited:
+        command(OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.1 GiB total)"))
+    assert exited.value.code == 1
+    assert capsys.readouterr().err == ("error: out of GPU memory (CUDA out of memory): try a smaller --batch-size\n")
+    with pytest.raises(RuntimeError, match="a bug"):
+        command(RuntimeError("a bug"))
