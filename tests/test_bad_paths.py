@@ -116,6 +116,7 @@ def cases(a: Path) -> list[tuple[str, list[str], str]]:
     ]
 
 
+@pytest.mark.slow
 def test_every_cli_refuses_every_bad_path_cleanly(arena: Path) -> None:
     failures = []
     for command, args, message in cases(arena):
@@ -171,6 +172,7 @@ def refused_in_one_line(argv: list[str], words: str, cwd: Path, timeout: float =
     return None
 
 
+@pytest.mark.slow
 def test_inputs_that_are_not_regular_files_are_refused_unopened(tmp_path: Path, bundled: dict[str, Path]) -> None:
     """A FIFO given as a cell, checkpoint or text made each command wait forever for a writer; now every kind of
     non-regular input is refused in one line that names it and the path, and nothing is written."""

@@ -14,6 +14,7 @@ def run(name: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([bin_path(name), *args], capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_a_model_without_latent_trains_exports_samples_and_scores(tiny_corpus: Path, tmp_path: Path) -> None:
     ckpt, cell = tmp_path / "gru.pt", tmp_path / "gru.onnx"
     train = run("vrnn-train", str(tiny_corpus), "-o", str(ckpt), "--preset", "tiny", "--latent-size", "0",

@@ -34,6 +34,7 @@ def test_the_bundled_files_ship_and_belong_together() -> None:
     assert source["checkpoint_sha256"] == file_sha256(BUNDLED_CHECKPOINT)
 
 
+@pytest.mark.slow
 def test_vrnn_run_without_a_cell_samples_the_bundled_model() -> None:
     onnx_text = run("vrnn-run", "--length", "300", "--seed", "1")
     assert onnx_text.returncode == 0, onnx_text.stderr
@@ -42,6 +43,7 @@ def test_vrnn_run_without_a_cell_samples_the_bundled_model() -> None:
     assert torch_text.stdout == onnx_text.stdout
 
 
+@pytest.mark.slow
 def test_vrnn_eval_without_a_checkpoint_uses_the_bundled_model(tmp_path: Path) -> None:
     text = tmp_path / "verse.txt"
     text.write_text("ROMEO:\nBut soft, what light through yonder window breaks?\n", encoding="utf-8")

@@ -13,6 +13,8 @@ from conftest import bin_path
 
 from vrnn.models.checkpoint import load_checkpoint
 
+pytestmark = pytest.mark.slow  # every test starts torchrun processes that train
+
 # Tiny model, 20 steps, dropout on so that sharding of the masks is exercised too.
 COMMON = ["--preset", "tiny", "--seq-len", "16", "--steps", "20", "--eval-every", "10", "--seed", "3",
           "--dropout", "0.2", "-q"]  # fmt: skip

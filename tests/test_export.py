@@ -87,6 +87,7 @@ def test_parity_of_every_output_at_batch_1_and_7(trained: dict[str, Path]) -> No
             assert value <= TOLERANCE, (batch, name, value)
 
 
+@pytest.mark.slow
 def test_export_cli_reports_parity_and_writes_atomically(trained: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "cell.onnx"
     result = subprocess.run([bin_path("vrnn-export"), str(trained["checkpoint"]), str(out)],

@@ -55,6 +55,7 @@ def test_every_check_runs_with_the_cpu_standing_in(tmp_path: Path) -> None:
     assert not machine_path.findall(out.read_text(encoding="utf-8"))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
 def test_without_cuda_it_says_so_in_one_line(tmp_path: Path) -> None:
     out = tmp_path / "results.json"

@@ -262,6 +262,7 @@ def snapshot(root: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in root.iterdir() if p.is_file()}
 
 
+@pytest.mark.slow
 def test_hostile_cases_end_in_one_line_and_leave_everything_as_it_was(arena: Path) -> None:
     table = cases(arena)
     assert len(table) >= 60, len(table)
@@ -292,6 +293,7 @@ def test_the_training_options_keep_the_promises_of_their_help() -> None:
     assert config.backward_width == 8
 
 
+@pytest.mark.slow
 def test_a_plain_gru_exports_to_int8_and_samples(tmp_path: Path, tiny_corpus: Path) -> None:
     """`--latent-size 0` leaves the latent's weight matrices without rows: int8 keeps them (empty)."""
     ckpt, cell = tmp_path / "gru.pt", tmp_path / "gru.onnx"
@@ -324,6 +326,7 @@ def _importing_numpy(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc to see the child's imports")
 def test_ctrl_c_while_a_command_imports_its_modules_is_one_line(arena: Path) -> None:
     """Ctrl-C from the first import of numpy on (where the console script's own code runs: before it, only the

@@ -70,6 +70,7 @@ def test_a_source_replaced_with_the_same_size_and_mtime_is_read_again(tmp_path: 
     assert again.vocab.chars == tuple(sorted(set(other)))
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_corpus_whose_content_changed_behind_the_same_times(tmp_path: Path) -> None:
     corpus, ckpt = tmp_path / "t.txt", tmp_path / "run.pt"
     corpus.write_text(TINY_TEXT, encoding="utf-8")
@@ -139,6 +140,7 @@ def test_a_damaged_or_foreign_token_file_is_rebuilt_not_trusted(tmp_path: Path, 
     assert decode(prepare_tokens(str(other_corpus), cache=cache)) == OTHER_TEXT
 
 
+@pytest.mark.slow
 def test_a_token_file_overwritten_with_0xff_trains_and_scores_again(tmp_path: Path) -> None:
     """From the command line: no IndexError traceback on any later run, the file is rebuilt."""
     corpus = tmp_path / "t.txt"
@@ -281,6 +283,7 @@ def train(tmp_path: Path, corpus: Path, out: str, env: dict[str, str]) -> subpro
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["index", "json", "tokens"])
 def test_a_fifo_in_place_of_a_cache_file_is_replaced_not_waited_on(tmp_path: Path, name: str) -> None:
     """Opening a FIFO to read it waits for a writer forever: vrnn-train hung with no message."""
@@ -363,6 +366,7 @@ def hung_preparer(tmp_path: Path) -> Iterator[tuple[subprocess.Popen, Path, Path
         holder.stdout.close()
 
 
+@pytest.mark.slow
 def test_a_paused_preparation_does_not_hold_up_another_corpus(tmp_path: Path, hung_preparer) -> None:
     """The lock was the whole cache's: every run on that cache waited, silently, for ever."""
     _, _, cache = hung_preparer
@@ -374,6 +378,7 @@ def test_a_paused_preparation_does_not_hold_up_another_corpus(tmp_path: Path, hu
     assert decode(prepare_tokens(str(other), cache=cache)) == OTHER_TEXT
 
 
+@pytest.mark.slow
 def test_a_run_waiting_for_a_corpus_says_whose_lock_it_is_then_goes_on(tmp_path: Path, hung_preparer) -> None:
     holder, corpus, _ = hung_preparer
     env, _ = cache_env(tmp_path)
@@ -422,6 +427,7 @@ def test_the_waiting_line_comes_within_two_seconds(hung_preparer) -> None:
 # 9. A directory in place of a cache file ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_an_empty_directory_in_place_of_the_token_file_is_replaced(tmp_path: Path) -> None:
     """It gave `error: Is a directory: 7`: no path, and the file descriptor's number."""
     corpus = tmp_path / "t.txt"
@@ -534,6 +540,7 @@ def read_only_mount(cache: Path) -> list[str]:
     return prefix
 
 
+@pytest.mark.slow
 def test_vrnn_train_uses_a_read_only_mounted_cache(tmp_path: Path) -> None:
     """The real thing: a cache on a read-only mount, where even root cannot write."""
     corpus, other = tmp_path / "t.txt", tmp_path / "other.txt"

@@ -149,6 +149,7 @@ def test_heads_past_a_bound_get_431_naming_it(server: Server, head: bytes, says:
     ],
     ids=["silent", "half-request-line", "half-headers", "half-body", "expect-100-no-body"],
 )
+@pytest.mark.slow
 def test_a_stalled_request_is_ended_by_a_timeout(server: Server, sent: bytes, status: int | None) -> None:
     sock = connect(server, timeout=TIMEOUT + 5)
     started = time.monotonic()
@@ -176,6 +177,7 @@ def test_a_keep_alive_connection_gets_the_header_timeout_again_after_each_respon
     assert got == 408 and time.monotonic() - started < TIMEOUT + 2
 
 
+@pytest.mark.slow
 def test_a_long_stream_is_not_cut_by_the_header_timeout(server: Server) -> None:
     """The header timeout is for heads: a response that takes longer than it (here, a slow-read stream) runs on."""
     with httpx.stream("POST", f"{server.url}/v1/generate", json={"length": 3000, "seed": 1, "stream": True},
@@ -191,6 +193,7 @@ def test_a_long_stream_is_not_cut_by_the_header_timeout(server: Server) -> None:
 # ---- connections: capped, and the cap refuses cleanly ----
 
 
+@pytest.mark.slow
 def test_past_max_connections_new_ones_get_503_and_admitted_ones_keep_working() -> None:
     with serving("--max-connections", "8", "--header-timeout", "3") as server:
         active = httpx.Client(timeout=10, limits=httpx.Limits(max_connections=1))
@@ -276,6 +279,7 @@ def test_huge_numbers_get_a_422_naming_the_field_with_the_value_cut_short(server
     ],
     ids=["trailing-slash", "gzip-body", "gzip-transfer-coding", "garbage", "malformed-header"],
 )
+@pytest.mark.slow
 def test_requests_it_cannot_read_get_json_refusals(server: Server, request_bytes: bytes, status: int,
                                                     says: str) -> None:  # fmt: skip
     sock = connect(server)

@@ -136,6 +136,7 @@ def expected(requests: list[dict]) -> list[str]:
             for r in requests]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_two_replicas_behind_nginx_survive_a_kill_and_a_drain(tmp_path: Path) -> None:
     ports = [free_port(), free_port()]
     replicas = [start_replica(port) for port in ports]

@@ -68,6 +68,7 @@ def nodes(tmp_path: Path) -> dict[str, Path]:
     return made
 
 
+@pytest.mark.slow
 def test_device_nodes_fifos_and_links_are_never_replaced(nodes: dict[str, Path], trained: dict[str, Path]) -> None:
     cell, ckpt, corpus = trained["cell"], trained["checkpoint"], trained["dir"].parent
     null, full = nodes["null"], nodes["full"]
@@ -94,6 +95,7 @@ def test_device_nodes_fifos_and_links_are_never_replaced(nodes: dict[str, Path],
     assert temp_files(nodes["null"].parent) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["same path", "symlink", "hard link"])
 def test_an_output_that_is_an_input_is_refused(
     tmp_path: Path, trained: dict[str, Path], tiny_corpus: Path, how: str
@@ -127,6 +129,7 @@ def test_an_output_that_is_an_input_is_refused(
     assert temp_files(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_long_output_names_work_up_to_the_filesystems_limit(tmp_path: Path, trained: dict[str, Path]) -> None:
     longest = tmp_path / ("x" * 245 + ".onnx")  # 250 bytes: legal, and temporary names no longer grow with it
     assert run("vrnn-export", trained["checkpoint"], longest).returncode == 0
@@ -137,6 +140,7 @@ def test_long_output_names_work_up_to_the_filesystems_limit(tmp_path: Path, trai
     assert temp_files(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_sigterm_and_sighup_save_the_training_and_exit_143_and_129(tmp_path: Path, tiny_corpus: Path) -> None:
     for sig, code in ((signal.SIGTERM, 143), (signal.SIGHUP, 129)):
         ckpt = tmp_path / f"{sig.name}.pt"
@@ -159,6 +163,7 @@ def ignoring_sighup() -> None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # what `nohup` does before it starts the command
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["vrnn-train", "vrnn-run"])
 def test_a_command_started_under_nohup_keeps_running_when_the_terminal_closes(
     tmp_path: Path, tiny_corpus: Path, trained: dict[str, Path], command: str
@@ -183,6 +188,7 @@ def test_a_command_started_under_nohup_keeps_running_when_the_terminal_closes(
         proc.wait()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 @pytest.mark.parametrize("command", ["vrnn-run", "vrnn-sample"])
 def test_a_stop_signal_mid_write_leaves_neither_output_nor_temp_file(
@@ -291,6 +297,7 @@ main(sys.argv[3:4])
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 @pytest.mark.parametrize("case", ["sample", "commit", "import", "train"])
 def test_a_stop_signal_whose_exception_was_discarded_still_stops_the_command(
@@ -304,6 +311,7 @@ def test_a_stop_signal_whose_exception_was_discarded_still_stops_the_command(
     assert out.read_text() == "a file the user made\n" and temp_files(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_stale_temp_files_of_dead_writers_are_removed_on_start(tmp_path: Path, tiny_corpus: Path) -> None:
     dead = subprocess.Popen(["true"])
     dead.wait()
@@ -325,6 +333,7 @@ def test_stale_temp_files_of_dead_writers_are_removed_on_start(tmp_path: Path, t
         alive.wait()
 
 
+@pytest.mark.slow
 def test_two_runs_on_one_checkpoint_the_second_is_refused(tmp_path: Path, tiny_corpus: Path) -> None:
     ckpt = tmp_path / "ckpt.pt"
     first = subprocess.Popen([bin_path("vrnn-train"), str(tiny_corpus), "-o", str(ckpt), *LONG_TRAIN],

@@ -72,6 +72,7 @@ def cells(trained: dict[str, Path]) -> tuple[OnnxCell, TorchCell]:
     return OnnxCell(trained["cell"]), TorchCell(load_checkpoint(trained["checkpoint"]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("settings", SETTINGS, ids=[str(s) for s in SETTINGS])
 def test_500_characters_match_through_the_api(
     cells: tuple[OnnxCell, TorchCell], trained: dict[str, Path], settings: dict
@@ -92,6 +93,7 @@ def test_500_characters_match_through_the_api(
     "flags",
     [[], ["--prime", "ROMEO:"], ["--temperature", "0.8", "--top-k", "8"], ["--top-p", "0.9", "--prime", "JULIET:"]],
 )
+@pytest.mark.slow
 def test_cli_paths_print_identical_text(trained: dict[str, Path], flags: list[str]) -> None:
     common = ["--length", "500", "--seed", "11", *flags]
     run = subprocess.run([bin_path("vrnn-run"), str(trained["cell"]), *common], capture_output=True, text=True)
@@ -199,6 +201,7 @@ def test_the_cells_choice_with_each_rows_options_is_choose(cells: tuple[OnnxCell
             assert chars[t, b] == expected[0], (t, b, options)
 
 
+@pytest.mark.slow
 def test_greedy_at_latent_temperature_zero_is_the_same_text_for_every_seed(
     cells: tuple[OnnxCell, TorchCell], trained: dict[str, Path]
 ) -> None:

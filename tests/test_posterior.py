@@ -90,6 +90,7 @@ def smoothing_run(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: Path) -
     return ckpt
 
 
+@pytest.mark.slow
 def test_smoothing_run_is_recorded_exported_and_scored(smoothing_run: Path, tiny_corpus: Path) -> None:
     payload = load_checkpoint(smoothing_run)
     assert payload["model_config"]["posterior"] == "smoothing" and payload["model_config"]["backward_size"] == 12
@@ -119,6 +120,7 @@ def test_smoothing_run_is_recorded_exported_and_scored(smoothing_run: Path, tiny
     assert "aux cost" in text and "by KL" in text
 
 
+@pytest.mark.slow
 def test_posterior_options_are_checked(smoothing_run: Path, tiny_corpus: Path, tmp_path: Path) -> None:
     def train(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([bin_path("vrnn-train"), str(tiny_corpus), *args], capture_output=True, text=True)

@@ -39,6 +39,7 @@ def wait_for(proc: subprocess.Popen, path: Path, timeout: float = 60.0, newer_th
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_and_exits_130(tmp_path: Path, tiny_corpus: Path) -> None:
     ckpt = tmp_path / "ckpt.pt"
     proc = start_training(tiny_corpus, ckpt)
@@ -51,6 +52,7 @@ def test_ctrl_c_saves_and_exits_130(tmp_path: Path, tiny_corpus: Path) -> None:
     assert load_checkpoint(ckpt)["step"] >= 3
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_always_leaves_a_loadable_checkpoint(tmp_path: Path, tiny_corpus: Path) -> None:
     ckpt = tmp_path / "ckpt.pt"
     rng = random.Random(0)
@@ -71,6 +73,7 @@ class _Exploit:
         return (os.system, ("echo pwned",))
 
 
+@pytest.mark.slow
 def test_hostile_and_foreign_checkpoints_are_refused(tmp_path: Path) -> None:
     good = {"format": "vrnn-checkpoint", "version": 1}
     cases = {}
@@ -97,6 +100,7 @@ def test_hostile_and_foreign_checkpoints_are_refused(tmp_path: Path) -> None:
         assert len(result.stderr.strip().splitlines()) == 1 and "pwned" not in result.stdout
 
 
+@pytest.mark.slow
 def test_resume_with_a_different_corpus_is_refused(tmp_path: Path, trained: dict[str, Path]) -> None:
     other = tmp_path / "other.txt"
     other.write_text("completely different text with new letters: xyzq 12345\n" * 20)

@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import pytest
 import torch
 
 from vrnn.models.checkpoint import load_checkpoint, save_checkpoint
@@ -51,6 +52,7 @@ def test_checkpoint_written_by_the_old_order_still_resumes(tmp_path: Path, tiny_
     assert history["best_val_elbo_nats"] == min(r["val_elbo_nats"] for r in history["history"])
 
 
+@pytest.mark.slow
 def test_best_after_resume_is_the_best_of_a_straight_run(tmp_path: Path, tiny_corpus: Path) -> None:
     """best.pt and the recorded best of a resumed run equal those of an uninterrupted run at every split point."""
     straight = tmp_path / "straight.pt"
@@ -86,6 +88,7 @@ def test_metrics_file_matches_the_checkpoint_history_after_a_resume(tmp_path: Pa
     assert all(math.isfinite(r["val_elbo_nats"]) for r in history)
 
 
+@pytest.mark.slow
 def test_resume_holds_the_corpus_and_preset_fixed(tmp_path: Path, tiny_corpus: Path) -> None:
     """A different text with the same characters is refused unless --allow-corpus-change; a different --preset,
     --lr-schedule or --warmup-steps is refused (each used to be silently ignored)."""

@@ -115,6 +115,7 @@ def bad_cells(trained: dict[str, Path], tmp: Path) -> dict[str, tuple[Path, str]
     }
 
 
+@pytest.mark.slow
 def test_bad_cells_are_refused_by_api_and_cli(trained: dict[str, Path], tmp_path: Path) -> None:
     for label, (path, message) in bad_cells(trained, tmp_path).items():
         with pytest.raises(VrnnError, match=message):
@@ -145,6 +146,7 @@ def test_bad_cells_are_refused_by_api_and_cli(trained: dict[str, Path], tmp_path
         (["--length", "ten"], "--length"),
     ],
 )
+@pytest.mark.slow
 def test_bad_options_exit_2_with_one_line(trained: dict[str, Path], tmp_path: Path, flags: list[str], message: str):
     out = tmp_path / "out.txt"
     result = subprocess.run([bin_path("vrnn-run"), str(trained["cell"]), *flags, "-o", str(out)],

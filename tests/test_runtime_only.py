@@ -37,6 +37,7 @@ def run_without_torch(module: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_help_and_version_work_without_torch(command: str) -> None:
     result = run_without_torch(COMMANDS[command], "--help")
@@ -50,6 +51,7 @@ def test_help_and_version_work_without_torch(command: str) -> None:
     assert version.returncode == 0 and version.stdout.strip().endswith(vrnn.__version__), version.stderr
 
 
+@pytest.mark.slow
 def test_torch_side_commands_name_the_extra_in_one_line(tmp_path: Path, trained: dict[str, Path]) -> None:
     text = tmp_path / "t.txt"
     text.write_text("hello world\n" * 50)

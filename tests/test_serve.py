@@ -136,6 +136,7 @@ async def fetch_all(url: str, requests: list[dict]) -> list[str]:
     ],
     ids=["float32-bundled", "float16", "int8", "schema-2"],
 )
+@pytest.mark.slow
 def test_concurrent_clients_each_get_vrnn_runs_text(cell: str, clients: int) -> None:
     """Many clients at once, every option mixed in one batch: each gets exactly the text vrnn-run makes
     alone with its seed and options (streamed or not), whatever else is in flight."""
@@ -159,6 +160,7 @@ def test_concurrent_clients_each_get_vrnn_runs_text(cell: str, clients: int) -> 
         assert printed == text + "\n"
 
 
+@pytest.mark.slow
 def test_stop_ends_a_text_before_its_first_stop_string_and_frees_the_row() -> None:
     """`stop` in /v1/generate: streamed and whole, the text is vrnn-run --stop's (a prefix of the unstopped
     one), `finish_reason` says "stop", and the row leaves the batch at once (a length of 10,000 that stops
@@ -348,6 +350,7 @@ def test_bad_requests_get_a_4xx_naming_the_problem_and_the_server_keeps_serving(
         assert served["vrnn_requests_total{outcome=completed}"] == len(BAD_REQUESTS)
 
 
+@pytest.mark.slow
 def test_sigterm_drains_in_flight_streams_refuses_new_ones_and_exits_0() -> None:
     with serving("--max-length", "100000") as server, httpx.Client(timeout=60) as client:
         request = {"length": 30_000, "stream": True, "seed": 4}
@@ -370,6 +373,7 @@ def test_sigterm_drains_in_flight_streams_refuses_new_ones_and_exits_0() -> None
         assert "drained, exiting" in server.process.stderr.read()
 
 
+@pytest.mark.slow
 def test_a_drain_timeout_ends_what_is_still_running_and_a_second_signal_exits_at_once() -> None:
     with serving("--max-length", "10000000", "--drain-timeout", "0.5") as server, httpx.Client(timeout=60) as client:
         with client.stream("POST", f"{server.url}/v1/generate", json={"length": 10_000_000, "stream": True}) as r:
@@ -393,6 +397,7 @@ def test_a_drain_timeout_ends_what_is_still_running_and_a_second_signal_exits_at
         assert "Traceback" not in stderr and "CancelledError" not in stderr, stderr  # the cancelled stream, quietly
 
 
+@pytest.mark.slow
 def test_a_signal_right_after_the_listening_line_drains_and_exits_0() -> None:
     """The signal handlers are in place before the line is printed: nothing in flight, so a clean drain."""
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -442,6 +447,7 @@ def run_serve(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([bin_path("vrnn-serve"), *args], capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.slow
 def test_command_line_errors_are_one_line() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -67,6 +67,7 @@ def exact_nll(model: VRNN, ids: torch.Tensor, grid: int = 120, bound: float = 12
     return -torch.logsumexp(log_paths, 0).item() / (len(ids) - 1)
 
 
+@pytest.mark.slow
 def test_it_converges_to_the_exact_likelihood_and_is_tighter_than_iwae() -> None:
     """A latent that matters (the ELBO is far above the exact NLL): SMC with 4,096 particles, averaged over
     seeds, lands on the exact value summed over every latent path, and is closer to it than IWAE-4096."""

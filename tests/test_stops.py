@@ -72,6 +72,7 @@ def sampler() -> Sampler:
     return Sampler.from_onnx(BUNDLED)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("options", [{}, {"temperature": 0.7}, {"top_p": 0.9}, {"top_k": 5}, {"greedy": True}], ids=str)
 def test_a_stopped_text_is_a_prefix_of_the_unstopped_one(sampler: Sampler, options: dict) -> None:
     for seed in range(4):

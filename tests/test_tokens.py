@@ -183,6 +183,7 @@ def test_validation_subset_is_fixed_and_bounded(tmp_path: Path) -> None:
     assert all(torch.equal(a, b) for a, b in zip(pieces, again, strict=True))
 
 
+@pytest.mark.slow
 def test_training_from_a_directory_and_bit_identical_resume(tmp_path: Path) -> None:
     """vrnn-train on a directory corpus (memory-mapped); a run stopped and resumed ends with the same
     weights as one that was not."""

@@ -78,6 +78,7 @@ def test_lossy_cells_follow_the_float32_cell_closely(cells: dict[str, Path]) -> 
     assert same.mean_kl == 0.0 and same.max_logit_diff == 0.0 and same.argmax_agreement == 1.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("weights", ["float16", "int8"])
 def test_same_seed_same_text_in_every_format(cells: dict[str, Path], weights: str) -> None:
     run = [bin_path("vrnn-run"), str(cells[weights]), "--length", "200", "--seed", "3", "--prime", "ROMEO:"]
@@ -105,6 +106,7 @@ def test_int8_rows_do_not_depend_on_the_rest_of_the_batch(cells: dict[str, Path]
         np.testing.assert_allclose(logits[:, 0], together[:, row], rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_export_refuses_a_cell_beyond_the_tolerance_and_writes_nothing(trained: dict, tmp_path: Path) -> None:
     out = tmp_path / "int8.onnx"
     run = subprocess.run(
