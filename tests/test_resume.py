@@ -39,6 +39,30 @@ def test_resume_from_the_first_validations_checkpoint(tmp_path: Path, tiny_corpu
     assert load_checkpoint(ckpt)["step"] == 6
 
 
+@pytest.mark.slow
+def test_a_checkpoint_from_another_kind_of_device_is_refused_in_one_line(
+    tmp_path: Path, tiny_corpus: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A CUDA run's noise generator state (16 bytes) cannot continue on the CPU (5,056), nor the reverse: the
+    resume names the device that can, instead of torch's RuntimeError (found by benchmarks/gpu_smoke.py's
+    review; the CUDA state is written here by hand, no GPU needed)."""
+    ckpt = tmp_path / "ckpt.pt"
+    train(tiny_corpus, ckpt, "--steps", "2", "--eval-every", "2")
+    payload = load_checkpoint(ckpt)
+    payload["rng"]["noise"] = torch.zeros(16, dtype=torch.uint8)  # the size of a CUDA generator's state
+    save_checkpoint(ckpt, payload)
+    before = ckpt.read_bytes()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        train(tiny_corpus, ckpt, "--steps", "4", "--eval-every", "2", "--resume", "--device", "cpu")
+    assert exited.value.code == 1
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "error: this checkpoint was trained with --device cuda, whose noise generator cannot continue on cpu: "
+        "resume it with --device cuda"
+    )
+    assert ckpt.read_bytes() == before
+
+
 def test_checkpoint_written_by_the_old_order_still_resumes(tmp_path: Path, tiny_corpus: Path) -> None:
     """Checkpoints saved before the fix hold best = None (first validation) or one validation late:
     the resume takes the best of the recorded history."""

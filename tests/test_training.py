@@ -28,6 +28,7 @@ def train_inprocess(*args: str) -> None:
     train_main([*args, "--quiet", "--threads", "1"], standalone_mode=False)
 
 
+@pytest.mark.slow
 def test_tiny_corpus_is_overfit(tmp_path: Path, tiny_corpus: Path) -> None:
     """A 300-character text repeated 3 times: the ELBO must fall far below the uniform 3.2 nats/char.
 
@@ -67,6 +68,7 @@ def test_checkpoint_round_trip_restores_the_model(trained: dict[str, Path]) -> N
         assert torch.equal(tensor, payload["model"][name])
 
 
+@pytest.mark.slow
 def test_resume_is_bit_identical_to_an_uninterrupted_run(
     tmp_path: Path, tiny_corpus: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -115,6 +117,7 @@ def test_validation_windows_cover_every_character_once() -> None:
     assert all(torch.equal(w[:1], ids[w[0] : w[0] + 1]) for w in windows)
 
 
+@pytest.mark.slow
 def test_cli_end_to_end(tmp_path: Path, tiny_corpus: Path) -> None:
     out = tmp_path / "run" / "model.pt"
     out.parent.mkdir()
@@ -139,6 +142,7 @@ def test_cli_end_to_end(tmp_path: Path, tiny_corpus: Path) -> None:
         (b"too short", "too short"),
     ],
 )
+@pytest.mark.slow
 def test_bad_corpora_are_refused_in_one_line(tmp_path: Path, content: bytes, message: str) -> None:
     corpus = tmp_path / "corpus.txt"
     corpus.write_bytes(content)
@@ -149,6 +153,7 @@ def test_bad_corpora_are_refused_in_one_line(tmp_path: Path, content: bytes, mes
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_missing_corpus_and_bad_options_are_refused(tmp_path: Path, tiny_corpus: Path) -> None:
     missing = run_train(str(tmp_path / "nope.txt"), "-o", str(tmp_path / "c.pt"))
     assert missing.returncode == 1 and "not found" in missing.stderr
@@ -189,6 +194,7 @@ def test_weight_decay_shrinks_matrices_only() -> None:
     assert len(make_optimizer(model, TrainConfig()).param_groups) == 1  # no decay: plain Adam, as before
 
 
+@pytest.mark.slow
 def test_bad_weight_decay_is_refused(tmp_path: Path, tiny_corpus: Path) -> None:
     bad = run_train(str(tiny_corpus), "-o", str(tmp_path / "c.pt"), "--weight-decay", "-1")
     assert bad.returncode == 2 and "--weight-decay" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

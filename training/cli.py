@@ -14,6 +14,7 @@ import click
 from vrnn import __version__
 from vrnn.runtime.commands import OneLineCommand, cli_errors, require_extra
 from vrnn.runtime.schema import POSTERIORS, ModelConfig
+from vrnn.training import budget
 from vrnn.training.config import CHOICES, MAX_SELECT_SAMPLES, MIN_VAL_CHARS, PRESETS, TrainConfig
 from vrnn.training.options import DEFAULT_PRESET, MODEL_OPTIONS, TRAIN_OPTIONS, option_name, preset_value
 
@@ -27,6 +28,9 @@ OPTION_HELP = {
     "('smoothing').",
     "backward_size": "Width of the smoothing posterior's backward GRU (0: --hidden-size); narrower is cheaper.",
     "steps": "Optimizer steps in total.",
+    "minutes": "Wall-clock budget from the command's start (fractions allowed): the step time is measured early and "
+    "the steps, the schedule and (unless given) --eval-every and --val-chars are fitted to end on time; excludes "
+    "--steps (0: off).",
     "batch_size": "Windows per step in each process; under torchrun the global batch is this times the number of "
     "processes.",
     "seq_len": "Predicted characters per window (each window also has one context character).",
@@ -61,6 +65,7 @@ def _config_option(config: type, field: dataclasses.Field) -> Callable[[Callable
     kind = click.Choice(choices[field.name]) if field.name in choices else get_type_hints(config)[field.name]
     default = preset_value(DEFAULT_PRESET, field.name)
     shown = f"{default:,}" if isinstance(default, int) and not isinstance(default, bool) else f"{default}"
+    shown = "off" if field.name == "minutes" and not default else shown
     return click.option(option_name(field.name), field.name, type=kind,
                         help=f"{OPTION_HELP[field.name]}  [default: {shown}, or the preset's]")  # fmt: skip
 
@@ -126,13 +131,19 @@ def main(
     validation split (at most --val-chars of it) cut into consecutive --seq-len windows with the state
     reset per window, in nats/char and bits/char.
 
+    With --minutes N the run fits itself to N minutes of wall-clock time: after a few steps it measures the
+    step time and one validation, then sets --steps (the cosine schedule follows it) and, unless given,
+    --eval-every and --val-chars, and says so in one line.  --resume finishes the fitted schedule.
+
     Writes OUT (the resumable checkpoint), OUT.best.pt (weights with the best
     validation score), OUT.metrics.jsonl and OUT.png (loss curves) beside it.
     """
+    started = budget.clock()  # --minutes counts from here: PyTorch's import and the corpus's preparation included
     require_extra("vrnn-train", "torch")
     from vrnn.training.launch import train_from_cli  # PyTorch from here on
 
-    train_from_cli(corpus, out, preset, device, threads, (resume, force, allow_corpus_change), quiet, options)
+    flags = (resume, force, allow_corpus_change)
+    train_from_cli(corpus, out, preset, device, threads, flags, quiet, options, started=started)
 
 
 if __name__ == "__main__":

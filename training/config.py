@@ -28,6 +28,9 @@ class TrainConfig:
     """Everything about a run except the model's sizes (which are a ModelConfig)."""
 
     steps: int = 5000  # optimizer steps in total (a resumed run continues up to this)
+    # A wall-clock budget (vrnn.training.budget): > 0 fits `steps` (and eval_every unless given) to this many
+    # minutes from the command's start, early in the run; the checkpoint then records the fitted steps.
+    minutes: float = 0.0
     batch_size: int = 32
     seq_len: int = 128  # predicted characters per window (plus one context character)
     lr: float = 2e-3
@@ -72,6 +75,7 @@ class TrainConfig:
             if value < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
         check_float(self.lr, "--lr", 0.0, 10.0, low_open=True)
+        check_float(self.minutes, "--minutes", 0.0, 1e6)
         check_float(self.clip, "--clip", 0.0, 1e6)
         check_float(self.free_bits, "--free-bits", 0.0, 100.0)
         check_float(self.aux_weight, "--aux-weight", 0.0, 1000.0)

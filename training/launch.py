@@ -7,6 +7,7 @@ PyTorch is one line, on the runtime-only install.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from vrnn.runtime.errors import UsageError, VrnnError
 from vrnn.runtime.limits import check_memory
 from vrnn.runtime.schema import ModelConfig
 from vrnn.runtime.vocab import Vocabulary, describe_chars
+from vrnn.training.budget import Budget, clock
 from vrnn.training.config import TrainConfig
 from vrnn.training.corpus import corpus_name, resolve_corpus
 from vrnn.training.data import Corpus
@@ -47,8 +49,11 @@ def train_from_cli(
     flags: tuple[bool, bool, bool],
     quiet: bool,
     options: dict[str, Any],
+    started: float | None = None,
 ) -> None:
-    """Run `vrnn-train` with its parsed options; `flags` are (--resume, --force, --allow-corpus-change)."""
+    """Run `vrnn-train` with its parsed options; `flags` are (--resume, --force, --allow-corpus-change);
+    `started` is budget.clock() at the command's start, where --minutes counts from (None: now)."""
+    started = clock() if started is None else started
     set_torch_threads(threads)
     # -o before the names derived from it: '', '.' and '/' have no file name to derive them from
     check_writable_destination(out, files_only=True)
@@ -67,7 +72,7 @@ def train_from_cli(
         with exclusive_run(paths.checkpoint) if distribution.is_main else contextlib.nullcontext():
             if distribution.is_main:
                 paths.remove_stale_temp_files()
-            _train(name, tokens, paths, preset, flags, quiet, distribution, torch_device, options)
+            _train(name, tokens, paths, preset, flags, quiet, distribution, torch_device, options, started)
     except BaseException:
         shutdown_distribution(wait_for_peers=False)
         raise
@@ -101,6 +106,7 @@ def _train(
     distribution: Distribution,
     torch_device: torch.device,
     options: dict[str, Any],
+    started: float,
 ) -> None:
     log = _log if distribution.is_main else _silent
     resume, force, allow_corpus_change = flags
@@ -122,6 +128,14 @@ def _train(
             # --force starts over: the metrics of the run it replaces would otherwise be appended to
             paths.metrics.unlink(missing_ok=True)
     model_config, train_config = resolve_configs(preset, options, len(vocab), distribution.world_size, resumed)
+    budget = None
+    if train_config.minutes > 0 and not (payload or {}).get("metrics", {}).get("budget"):
+        if options.get("steps") is not None:  # a resume, stopped before its budget was fitted
+            train_config = dataclasses.replace(train_config, minutes=0.0)
+            log(f"--steps {train_config.steps} replaces the budget of {paths.checkpoint}, stopped before it was fitted")
+        else:
+            budget = Budget(train_config.minutes, started, options.get("eval_every") is None,
+                            options.get("val_chars") is None, options.get("warmup_steps") is None)  # fmt: skip
 
     check_memory(
         estimate_training_bytes(model_config, train_config),
@@ -134,7 +148,7 @@ def _train(
     if tokens.built_s is not None and not quiet:
         log(f"prepared the token file {tokens.path} ({len(tokens.ids):,} characters) in {tokens.built_s:.1f} s; "
             "later runs map it")  # fmt: skip
-    trainer = Trainer(data, model_config, train_config, paths, torch_device, log, payload, distribution)
+    trainer = Trainer(data, model_config, train_config, paths, torch_device, log, payload, distribution, budget)
     if not quiet:
         processes = f", {distribution.world_size} processes" if distribution.enabled else ""
         log(

@@ -63,6 +63,10 @@ def resolve_configs(
     if unknown:
         raise ValueError(f"not config options: {sorted(unknown)}")
     given = {k: v for k, v in options.items() if v is not None}
+    if given.get("minutes", 0) > 0 and "steps" in given:
+        raise UsageError(
+            "--minutes and --steps exclude each other: --minutes chooses the steps (and the schedule) to fit it"
+        )
     if "batch_size" in given:
         if given["batch_size"] < 1:
             raise UsageError(f"--batch-size must be at least 1, got {given['batch_size']}")

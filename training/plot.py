@@ -18,6 +18,15 @@ def matplotlib_available() -> bool:
     return True
 
 
+def load_pyplot() -> None:
+    """Import pyplot for Agg now (a second or more): a budget run does it before it times a validation, whose
+    plot would otherwise carry the import's cost into the cost of every later one."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot
+
+
 def draw_curves(history: list[dict[str, Any]], path: str | os.PathLike[str], title: str) -> None:
     """Plot training and validation NLL and KL (nats/char) against step into a PNG, atomically."""
     import matplotlib

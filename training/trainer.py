@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import glob
 import json
 import math
@@ -25,13 +26,15 @@ from vrnn.runtime.atomic import atomic_write, remove_stale_temp_files
 from vrnn.runtime.errors import EXIT_INTERRUPTED, VrnnError
 from vrnn.runtime.schema import DEFAULT_START_CHAR, ModelConfig
 from vrnn.runtime.stop_signals import STOP_SIGNALS, handling_signals, raise_if_stopped, signal_exit_code
+from vrnn.training import budget as budgets
 from vrnn.training.allocator import keep_freed_memory
+from vrnn.training.budget import UNFITTED_STEPS, Budget, Measurement, fit_budget
 from vrnn.training.config import TrainConfig
 from vrnn.training.data import Corpus, sample_windows, validation_subset
 from vrnn.training.distributed import Distribution
 from vrnn.training.evaluation import Evaluation, evaluate
 from vrnn.training.objective import kl_weight, training_loss
-from vrnn.training.plot import draw_curves, matplotlib_available
+from vrnn.training.plot import draw_curves, load_pyplot, matplotlib_available
 from vrnn.training.torch_settings import flushed_denormals
 
 PROGRESS_SECONDS = 60.0  # without a terminal, a progress line this often
@@ -147,6 +150,7 @@ class Trainer:
         log: Callable[[str], None],
         resume: dict[str, Any] | None = None,
         distribution: Distribution | None = None,
+        budget: Budget | None = None,
     ) -> None:
         self.corpus, self.config, self.tc, self.paths, self.device, self.log = (
             corpus,
@@ -165,8 +169,14 @@ class Trainer:
         self.step = 0
         self.history: list[dict[str, Any]] = []
         self.best_score = math.inf  # of tc.select_metric, the score OUT.best.pt was chosen by
+        # A budget to fit (--minutes): the total is unknown until it is measured and fitted (vrnn.training.budget);
+        # budget_fit is the fit's record, saved in the checkpoint's metrics (None: none made).
+        self.budget = budget
+        self.budget_fit: dict[str, Any] | None = None
         if resume is not None:
             self._restore(resume)
+        if budget is not None:
+            self.tc = dataclasses.replace(self.tc, steps=UNFITTED_STEPS)
         self.distribution = distribution or Distribution()
         if self.tc.batch_size % self.distribution.world_size:
             raise VrnnError(
@@ -187,7 +197,16 @@ class Trainer:
             raise VrnnError("checkpoint holds weights only (no optimizer or RNG state): it cannot be resumed")
         self.optimizer.load_state_dict(payload["optimizer"])
         self.data_rng.set_state(payload["rng"]["data"])
-        self.noise_rng.set_state(payload["rng"]["noise"].to(self.noise_rng.get_state().device))
+        saved, here = payload["rng"]["noise"], self.noise_rng.get_state()
+        if saved.numel() != here.numel():
+            # A CPU generator's state (5,056 bytes) and a CUDA one's (16) cannot stand in for each other, and the
+            # run would not continue the same noise: refused, naming the device that can resume it.
+            trained_on = "cuda" if saved.numel() < here.numel() else "cpu"
+            raise VrnnError(
+                f"this checkpoint was trained with --device {trained_on}, whose noise generator cannot continue on "
+                f"{self.device.type}: resume it with --device {trained_on}"
+            )
+        self.noise_rng.set_state(saved.to(here.device))
         self.step = int(payload["step"])
         metrics = payload.get("metrics", {})
         self.history = list(metrics.get("history", []))
@@ -196,6 +215,7 @@ class Trainer:
         scores = [row[key] for row in self.history if row.get(key) is not None]
         recorded = metrics.get(f"best_{key}")
         self.best_score = min([*scores, *([float(recorded)] if recorded is not None else [])], default=math.inf)
+        self.budget_fit = metrics.get("budget") or None
 
     def payload(self, resumable: bool = True) -> dict[str, Any]:
         """The checkpoint dict of the current state (vrnn.models.checkpoint); `resumable` False leaves out
@@ -213,6 +233,7 @@ class Trainer:
                 "val_bpc": last.get("val_bpc"),
                 f"best_{self.tc.select_metric}": self.best_score if math.isfinite(self.best_score) else None,
                 "history": self.history,
+                **({"budget": self.budget_fit} if self.budget_fit else {}),
             },
             corpus={"name": self.corpus.name, "sha256": self.corpus.sha256},
             optimizer=self.optimizer if resumable else None,
@@ -311,40 +332,43 @@ class Trainer:
         return loss_all, nll_all, kl_all, aux_all
 
     def run(self, quiet: bool) -> dict[str, Any] | None:
-        """Train up to tc.steps, validating and checkpointing every eval_every steps."""
-        tc = self.tc
-        if self.step >= tc.steps:
-            self.log(f"checkpoint is already at step {self.step} of {tc.steps}: nothing to do (raise --steps)")
+        """Train up to tc.steps, validating and checkpointing every eval_every steps; with a budget to fit, first
+        measure the step time and one validation, and fit tc.steps to the budget (vrnn.training.budget)."""
+        if self.step >= self.tc.steps:
+            more = "continue it with --steps N, without --minutes" if self.tc.minutes > 0 else "raise --steps"
+            self.log(f"checkpoint is already at step {self.step} of {self.tc.steps}: nothing to do ({more})")
             return self.history[-1] if self.history else None
         main = self.distribution.is_main  # the only process that writes files and progress
         if main and self.history:
             self.write_metrics()  # a kill between checkpoint and metrics may have left the file a row short
         if main and not matplotlib_available():
             self.log("matplotlib is not installed: no loss plot will be drawn (pip install 'vrnn[plot]')")
-        chars_per_step = tc.batch_size * tc.seq_len
+        if self.budget_fit and not quiet:
+            fit = self.budget_fit
+            then = f"budget {fit['minutes']:g} min, fitted at step {fit['at_step']:,} to {fit['steps']:,} steps"
+            now = "to finish that schedule" if fit["steps"] == self.tc.steps else f"to --steps {self.tc.steps:,}"
+            self.log(f"{then}: resuming at step {self.step:,} {now}")
+        measuring = Measurement(self.budget, self.step) if self.budget is not None else None
+        if measuring and main and matplotlib_available():
+            load_pyplot()
+        chars_per_step = self.tc.batch_size * self.tc.seq_len
         sums = {"train_loss": 0.0, "train_nll": 0.0, "train_kl": 0.0, "train_aux": 0.0}
         count, window_start, run_start = 0, time.perf_counter(), time.perf_counter()
         status = {"text": ""}
-        bar = click.progressbar(
-            length=tc.steps,
-            label="training",
-            show_eta=True,
-            show_percent=False,
-            show_pos=True,
-            item_show_func=lambda _: status["text"],
-            file=sys.stderr,
-        )
-        # Without a terminal (a log file, a scheduler) a progress bar draws nothing: log a line per validation
-        # and one every PROGRESS_SECONDS instead.
-        logged = quiet or not sys.stderr.isatty()
+        total = None if measuring else self.tc.steps
+        # In a terminal, a progress bar with each validation's line printed above it; without one (a log file,
+        # a scheduler) a progress bar draws nothing: a line per validation and one every PROGRESS_SECONDS.
+        bar: _TerminalBar | _PeriodicLog | _NullBar
         if quiet or not main:
-            bar = _NullBar()
-        elif logged:
-            bar = _PeriodicLog(self.log, tc.steps, lambda: status["text"])
+            bar = _NullBar(self.log)
+        elif sys.stderr.isatty():
+            bar = _TerminalBar(total, lambda: status["text"])
+        else:
+            bar = _PeriodicLog(self.log, total, lambda: status["text"])
         row = None
         with deferred_stop_signals() as stop, bar, flushed_denormals():
             bar.update(self.step)
-            while self.step < tc.steps:
+            while self.step < self.tc.steps:
                 loss, nll, kl, aux = self.train_step()
                 for key, value in zip(sums, (loss, nll, kl, aux), strict=True):
                     sums[key] += value
@@ -353,17 +377,21 @@ class Trainer:
                 speed = count * chars_per_step / max(elapsed, 1e-9)
                 status["text"] = f"loss {loss:.3f} kl {kl:.3f} {speed:,.0f} chars/s"
                 bar.update(1)
-                if (self.step % tc.eval_every == 0 or self.step == tc.steps) and main:
+                validate = main and (self.step % self.tc.eval_every == 0 or self.step == self.tc.steps)
+                if measuring is not None:
+                    validate = self._measured(measuring)
+                if validate:
                     stats = {k: v / count for k, v in sums.items()}
-                    row = self._record(stats, time.perf_counter() - run_start, speed)
-                    message = (
-                        f"step {self.step}/{tc.steps}: train loss {stats['train_loss']:.4f} "
-                        f"(nll {stats['train_nll']:.4f}, kl {stats['train_kl']:.4f}) | val -ELBO "
-                        f"{row['val_elbo_nats']:.4f} nats/char = {row['val_bpc']:.4f} bits/char "
-                        f"(kl {row['val_kl']:.4f}) | {speed:,.0f} chars/s"
-                    )
-                    if logged:
-                        self.log(message)
+                    if measuring is not None:
+                        step_s = self._agreed([measuring.seconds_per_step])[0]
+                        val_chars = self._fit_val_chars(step_s)
+                    started = budgets.clock()
+                    row = self._record(stats, time.perf_counter() - run_start, speed) if main else None
+                    if measuring is not None:
+                        self._fit(step_s, budgets.clock() - started, val_chars, bar)
+                        measuring = None
+                    if main:
+                        bar.write(self._validation_line(stats, row, speed))
                     sums = dict.fromkeys(sums, 0.0)
                     count, window_start = 0, time.perf_counter()
                 if self.distribution.any(stop["signal"] is not None, self.device):
@@ -376,15 +404,109 @@ class Trainer:
                         f"continue with: vrnn-train ... -o {self.paths.checkpoint} --resume",
                         signal_exit_code(signum),
                     )
-        if main and not logged:
-            self.log(message)
         return row
+
+    def _validation_line(self, stats: dict[str, float], row: dict[str, Any], speed: float) -> str:
+        return (
+            f"step {self.step}/{self.tc.steps}: train loss {stats['train_loss']:.4f} "
+            f"(nll {stats['train_nll']:.4f}, kl {stats['train_kl']:.4f}) | val -ELBO "
+            f"{row['val_elbo_nats']:.4f} nats/char = {row['val_bpc']:.4f} bits/char "
+            f"(kl {row['val_kl']:.4f}) | {speed:,.0f} chars/s"
+        )
+
+    # --- the budget (--minutes) ---------------------------------------------------
+    def _measured(self, measuring: Measurement) -> bool:
+        """Whether the step time is measured, as the main process says (every process then fits the same way)."""
+        done = measuring.after_step(self.step, budgets.clock())
+        return self.distribution.any(done and self.distribution.is_main, self.device)
+
+    def _agreed(self, values: list[float]) -> list[float]:
+        """The main process's `values` on every process (the others contribute zeros to the mean)."""
+        share = float(self.distribution.world_size) if self.distribution.is_main else 0.0
+        mine = torch.tensor(values, dtype=torch.float64, device=self.device) * share
+        return self.distribution.mean(mine).tolist()
+
+    def _fit_val_chars(self, step_s: float) -> int | None:
+        """Unless --val-chars was given, cut the validation to what one validation of a budget run should cost
+        (budget.fitted_val_chars); the characters a validation scores now, or None when unchanged."""
+        assert self.budget is not None
+        if not self.budget.fit_val_chars:
+            return None
+        chars = budgets.fitted_val_chars(
+            self.budget.seconds, step_s, self.tc.batch_size * self.tc.seq_len, self.tc.val_chars
+        )
+        self.tc = dataclasses.replace(self.tc, val_chars=chars)
+        return min(chars, len(self.corpus.validation_part(self.tc.select_on)) - 1)
+
+    def _fit(
+        self, step_s: float, validation_s: float, val_chars: int | None, bar: _TerminalBar | _PeriodicLog | _NullBar
+    ) -> None:
+        """Fit tc.steps (and eval_every, and a short run's warm-up) to the budget from what the main process
+        measured, record the fit in the checkpoint and say what it is."""
+        assert self.budget is not None
+        validation_s, elapsed = self._agreed([validation_s, budgets.clock() - self.budget.started])
+        before = self.tc
+        fit = fit_budget(
+            self.budget.seconds,
+            elapsed,
+            step_s,
+            validation_s,
+            self.step,
+            None if self.budget.scale_eval else before.eval_every,
+            before.warmup_steps,
+            self.budget.fit_warmup and before.lr_schedule == "cosine",
+        )
+        self.tc = dataclasses.replace(before, steps=fit.steps, eval_every=fit.eval_every, warmup_steps=fit.warmup_steps)
+        self.budget_fit = fit.record(self.budget.minutes)
+        self.budget = None
+        bar.set_total(fit.steps)
+        if self.distribution.is_main:
+            self.save()  # the validation's checkpoint had no total yet: this one records the fit
+            bar.write(fit.describe(self.budget_fit["minutes"], before.warmup_steps, val_chars))
+
+
+class _TerminalBar:
+    """The progress bar in a terminal (click's), with lines printed above it."""
+
+    def __init__(self, total: int | None, status: Callable[[], str]) -> None:
+        self.bar = click.progressbar(
+            length=total or 1,
+            label="training",
+            show_eta=True,
+            show_percent=False,
+            show_pos=True,
+            item_show_func=lambda _: status(),
+            file=sys.stderr,
+        )
+        self.set_total(total)
+
+    def __enter__(self) -> _TerminalBar:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.bar.__exit__(*exc)
+
+    def update(self, n: int) -> None:
+        self.bar.update(n)
+
+    def set_total(self, total: int | None) -> None:
+        """The steps in all (None: not known yet, while a budget run measures)."""
+        self.bar.length = total
+
+    def write(self, message: str) -> None:
+        """Print `message` on a line of its own above the bar, and draw the bar again below it."""
+        handle = self.bar.file
+        handle.write("\r" + " " * (self.bar.max_width or 0) + "\r")
+        click.echo(message, file=handle)
+        self.bar._last_line = None  # what it last drew is gone: draw it again
+        self.bar.render_progress()
 
 
 class _PeriodicLog:
-    """Stands in for the progress bar without a terminal: a line every PROGRESS_SECONDS."""
+    """Stands in for the progress bar without a terminal: a line after every PROGRESS_SECONDS without one."""
 
-    def __init__(self, log: Callable[[str], None], total: int, status: Callable[[], str]) -> None:
+    def __init__(self, log: Callable[[str], None], total: int | None, status: Callable[[], str]) -> None:
         self.log, self.total, self.status = log, total, status
         self.position, self.last = 0, time.monotonic()
 
@@ -398,11 +520,22 @@ class _PeriodicLog:
         self.position += n
         if time.monotonic() - self.last >= PROGRESS_SECONDS:
             self.last = time.monotonic()
-            self.log(f"step {self.position}/{self.total}: {self.status()}")
+            total = f"/{self.total}" if self.total is not None else ""
+            self.log(f"step {self.position}{total}: {self.status()}")
+
+    def set_total(self, total: int | None) -> None:
+        self.total = total
+
+    def write(self, message: str) -> None:
+        self.log(message)
+        self.last = time.monotonic()  # a progress line a minute after any line, not right after this one
 
 
 class _NullBar:
-    """Stands in for the progress bar under --quiet."""
+    """Stands in for the progress bar under --quiet (and in processes other than the main one)."""
+
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self.log = log
 
     def __enter__(self) -> _NullBar:
         return self
@@ -412,3 +545,9 @@ class _NullBar:
 
     def update(self, n: int) -> None:
         return None
+
+    def set_total(self, total: int | None) -> None:
+        return None
+
+    def write(self, message: str) -> None:
+        self.log(message)
