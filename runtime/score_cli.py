@@ -18,6 +18,7 @@ from vrnn.runtime.inputs import check_input_file
 from vrnn.runtime.limits import check_seed, check_threads
 from vrnn.runtime.scoring import score_cell
 from vrnn.runtime.splits import SPLITS, split_bounds
+from vrnn.runtime.vocab import describe_chars
 
 MAX_SAMPLES = 4096
 
@@ -61,6 +62,18 @@ def text_to_score(content: str, split: str, start_char: str) -> tuple[str, str]:
     return start_char, content[:end]
 
 
+def unknown_message(text: str, content: str, unknown: set[str], cell: str) -> str:
+    """The one-line refusal of a text with characters the cell lacks: how many, which, their share of the text,
+    and what to do (vrnn-score has no way to skip them: a cell of a model trained on the text is the answer)."""
+    fraction = sum(content.count(c) for c in unknown) / max(1, len(content))
+    share = f"{fraction:.1%} of the text" if fraction >= 0.001 else "under 0.1% of the text"
+    kinds = f"{len(unknown)} character{'s' if len(unknown) > 1 else ''}"
+    return (
+        f"{text} has {kinds} outside the model's vocabulary ({describe_chars(unknown)}; {share}): {cell} was not "
+        "trained on this text; score a cell exported from a model trained on it (vrnn-train, then vrnn-export)"
+    )
+
+
 @click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, "--version", message="%(prog)s %(version)s")
 @click.argument("cell", type=click.Path(readable=False))
@@ -93,6 +106,9 @@ def main(
     context, scored = text_to_score(read_text(text), split, scorer.start_char)
     if not scored or not context:
         raise VrnnError(f"{text} leaves nothing to score in --split {split}")
+    unknown = scorer.vocab.unknown(context + scored)
+    if unknown:
+        raise VrnnError(unknown_message(text, scored, unknown, cell))
     ids = scorer.vocab.encode(context + scored, text)
     started = time.perf_counter()
     score = score_cell(scorer, ids, window, samples, seed)

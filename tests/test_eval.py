@@ -15,7 +15,7 @@ from conftest import TINY_TEXT, bin_path
 from vrnn.models.vrnn import VRNN
 from vrnn.runtime.schema import ModelConfig
 from vrnn.runtime.vocab import Vocabulary
-from vrnn.training.evaluation import score_text
+from vrnn.training.evaluation import TextScore, latent_verdict, score_text
 
 VOCAB = Vocabulary.from_text(TINY_TEXT)
 IDS = torch.from_numpy(VOCAB.encode("\n" + TINY_TEXT))
@@ -92,6 +92,7 @@ def run_eval(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([bin_path("vrnn-eval"), *args], capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_cli_reports_json_and_plot(trained: dict[str, Path], tiny_corpus: Path, tmp_path: Path) -> None:
     plot = tmp_path / "passage.png"
     proc = run_eval(str(tiny_corpus), "-c", str(trained["checkpoint"]), "-k", "4", "--json", "--plot", str(plot))
@@ -107,10 +108,14 @@ def test_cli_reports_json_and_plot(trained: dict[str, Path], tiny_corpus: Path, 
     val = run_eval(str(tiny_corpus), "-c", str(trained["checkpoint"]), "--split", "val", "--json")
     assert json.loads(val.stdout)["chars"] == len(TINY_TEXT) - int(len(TINY_TEXT) * 0.9)
 
+    assert result["latent_verdict"].split(":")[0] in ("unused", "carries little", "used")
+
     text = run_eval(str(tiny_corpus), "-c", str(trained["checkpoint"]))
     assert text.returncode == 0 and "-ELBO" in text.stdout and "bits/char" in text.stdout
+    assert f"\n  latent       {result['latent_verdict'].split(':')[0]}: KL " in text.stdout  # same model, other K
 
 
+@pytest.mark.slow
 def test_cli_reports_the_smc_bound(trained: dict[str, Path], tiny_corpus: Path) -> None:
     """--estimator smc: the K-particle bound beside one trajectory's ELBO, in JSON and in the text report."""
     ckpt = str(trained["checkpoint"])
@@ -127,13 +132,21 @@ def test_cli_reports_the_smc_bound(trained: dict[str, Path], tiny_corpus: Path) 
     assert bad.returncode == 2 and "fivo" in bad.stderr
 
 
+@pytest.mark.slow
 def test_cli_refuses_unknown_characters_unless_told(trained: dict[str, Path], tmp_path: Path) -> None:
+    """A text with characters the model lacks: one line that says how many, which and how much of the text,
+    and points first to a model trained on the text (--skip-unknown drops the text's own characters)."""
     odd = tmp_path / "odd.txt"
     odd.write_text("ROMEO: but soft, what § light @ yonder", encoding="utf-8")
     proc = run_eval(str(odd), "-c", str(trained["checkpoint"]))
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
-    assert "'§'" in proc.stderr and "'@'" in proc.stderr and "--skip-unknown" in proc.stderr
+    assert f"{odd} has 2 characters ckpt.pt does not know ('@', '§'; 5.3% of the text): " in proc.stderr
+    assert proc.stderr.index("a model trained on this text") < proc.stderr.index("--skip-unknown")
+    bundled = run_eval(str(odd))  # the default model: Shakespeare, which knows neither
+    assert bundled.returncode == 1 and bundled.stderr.count("\n") == 1
+    assert "has 2 characters the bundled Shakespeare model does not know" in bundled.stderr
+    assert "score a model trained on this text with -c CKPT, or drop them with --skip-unknown" in bundled.stderr
     skipped = run_eval(str(odd), "-c", str(trained["checkpoint"]), "--skip-unknown", "--json")
     assert skipped.returncode == 0, skipped.stderr
     assert json.loads(skipped.stdout)["skipped_chars"] == 2
@@ -149,6 +162,7 @@ def test_cli_refuses_unknown_characters_unless_told(trained: dict[str, Path], tm
         (["--split", "test"], 2, "--split"),
     ],
 )
+@pytest.mark.slow
 def test_cli_refuses_bad_options(
     trained: dict[str, Path], tiny_corpus: Path, args: list[str], code: int, message: str
 ) -> None:
@@ -157,6 +171,7 @@ def test_cli_refuses_bad_options(
     assert message in proc.stderr and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_cli_refuses_bad_files(trained: dict[str, Path], tiny_corpus: Path, tmp_path: Path) -> None:
     empty, latin1, binary = tmp_path / "empty.txt", tmp_path / "latin1.txt", tmp_path / "binary.bin"
     empty.write_bytes(b"")
@@ -175,6 +190,34 @@ def test_cli_refuses_bad_files(trained: dict[str, Path], tiny_corpus: Path, tmp_
         proc = run_eval(*args)
         assert proc.returncode == 1, (args, proc.stderr)
         assert message in proc.stderr and proc.stderr.count("\n") == 1, (args, proc.stderr)
+
+
+def verdict(kl: float, unit_kl: list[float], elbo: float = 1.5) -> str:
+    units = len(unit_kl)
+    score = TextScore(100, 10, 1, elbo, elbo, elbo - kl, kl, units, sum(v > 0.01 for v in unit_kl), units,
+                      [1.0] * units, unit_kl, None, np.zeros(0), np.zeros(0))  # fmt: skip
+    return latent_verdict(score)
+
+
+def test_the_latent_verdict_says_in_words_what_the_kl_measures() -> None:
+    """By the active units' own threshold, 0.01 nats/char per dimension: less than that in all is no use of z
+    (however many units the variance counts), more of it spread thin is little, and units above it carry it."""
+    collapsed = verdict(0.0005, [0.0005 / 32] * 32)
+    assert collapsed.startswith("unused: KL 0.0005 nats/char") and "posterior collapse" in collapsed
+    thin = verdict(0.018, [0.018 / 32] * 32, elbo=1.49)
+    assert thin == "carries little: KL 0.0180 nats/char (1.2% of the -ELBO) spread over 32 units, none above 0.01"
+    used = verdict(0.12, [0.05, 0.06, 0.005, 0.005], elbo=1.2)
+    assert used == "used: carries KL 0.1200 nats/char (10.0% of the -ELBO), 0.1100 of it in 2 units above 0.01"
+    assert verdict(0.0, []) == "none: a plain GRU language model"
+
+
+def test_vrnn_score_points_to_a_model_trained_on_the_text(trained: dict[str, Path], tmp_path: Path) -> None:
+    odd = tmp_path / "odd.txt"
+    odd.write_text("ROMEO: but soft, what § light @ yonder", encoding="utf-8")
+    proc = subprocess.run([bin_path("vrnn-score"), str(trained["cell"]), str(odd)], capture_output=True, text=True)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert "has 2 characters outside the model's vocabulary ('@', '§'; 5.3% of the text)" in proc.stderr
+    assert "score a cell exported from a model trained on it" in proc.stderr
 
 
 @pytest.mark.parametrize("split", ["all", "train", "val"])

@@ -63,6 +63,28 @@ def windowed_pieces(ids: np.ndarray, split: str, start: int, window: int) -> lis
     return [first, rest] if len(rest) >= 2 else [first]
 
 
+def unknown_message(
+    text: str, unknown: set[str], counts: list[int] | None, text_vocab: Vocabulary, checkpoint: str | None
+) -> str:
+    """The one-line refusal of a text with characters the model lacks: how many, which, what share of the text
+    they are (`counts`: the token file's count of each of `text_vocab`'s characters), and what to do: a model
+    trained on the text first, since --skip-unknown drops the text's own characters."""
+    share = ""
+    if counts and len(counts) == len(text_vocab) and sum(counts) > 0:
+        fraction = sum(n for c, n in zip(text_vocab.chars, counts, strict=True) if c in unknown) / sum(counts)
+        share = f"; {fraction:.1%} of the text" if fraction >= 0.001 else "; under 0.1% of the text"
+    kinds = f"{len(unknown)} character{'s' if len(unknown) > 1 else ''}"
+    if checkpoint is None:
+        return (
+            f"{text} has {kinds} the bundled Shakespeare model does not know ({describe_chars(unknown)}{share}): "
+            "score a model trained on this text with -c CKPT, or drop them with --skip-unknown"
+        )
+    return (
+        f"{text} has {kinds} {Path(checkpoint).name} does not know ({describe_chars(unknown)}{share}): score it "
+        "with a model trained on this text, or drop them with --skip-unknown"
+    )
+
+
 @click.command(
     cls=OneLineCommand,
     needs=("torch",),
@@ -136,7 +158,7 @@ def main(
     from vrnn.models.bundled import BUNDLED_CHECKPOINT
     from vrnn.models.checkpoint import load_checkpoint, model_from_checkpoint
     from vrnn.training.corpus import resolve_corpus
-    from vrnn.training.evaluation import score_text
+    from vrnn.training.evaluation import latent_verdict, score_text
     from vrnn.training.plot import draw_passage, matplotlib_available
     from vrnn.training.smc import smc_text
     from vrnn.training.tokens import prepare_tokens
@@ -161,10 +183,7 @@ def main(
     tokens = prepare_tokens(resolve_corpus(text))  # encoded once, then memory-mapped: texts of any size
     unknown = vocab.unknown("".join(tokens.vocab.chars))
     if unknown and not skip_unknown:
-        raise VrnnError(
-            f"{text} has characters outside the model's vocabulary: {describe_chars(unknown)} "
-            "(--skip-unknown drops them)"
-        )
+        raise VrnnError(unknown_message(text, unknown, tokens.meta.get("counts"), tokens.vocab, checkpoint))
     content, dropped = in_model_ids(tokens.ids, tokens.vocab, vocab)
     start = vocab.chars.index(payload.get("start_char", DEFAULT_START_CHAR))
     pieces = windowed_pieces(content, split, start, window)
@@ -185,7 +204,8 @@ def main(
         title = f"{model_name} on {Path(text).name} ({split})"
         draw_passage(scored, score.char_nll[:shown], score.char_kl[:shown], plot, title)
 
-    result = {"text": text, "split": split, "checkpoint": str(ckpt_path), "skipped_chars": dropped, **score.summary()}
+    result = {"text": text, "split": split, "checkpoint": str(ckpt_path), "skipped_chars": dropped, **score.summary(),
+              "latent_verdict": latent_verdict(score)}  # fmt: skip
     if smc is not None:
         result.update(smc_particles=smc.particles, smc_nats=smc.smc, smc_bits=smc.smc / math.log(2),
                       smc_resampling_rate=smc.resampling_rate)  # fmt: skip
@@ -202,6 +222,7 @@ def main(
         f"  KL term      {score.kl:.4f} nats/char  {score.kl / math.log(2):.4f} bits/char",
         f"  active units {score.active_units_kl} of {score.latent_size} by KL (> 0.01 nats/char each), "
         f"{score.active_units} by posterior-mean variance (> 0.01)",
+        f"  latent       {latent_verdict(score)}",
     ]
     if smc is not None:
         lines.insert(3, f"  -SMC-{smc.particles:<7d} {smc.smc:.4f} nats/char  {smc.smc / math.log(2):.4f} bits/char  "

@@ -223,6 +223,27 @@ def score_text(
     )
 
 
+def latent_verdict(score: TextScore) -> str:
+    """In words, whether the latent carries anything, by the measure the active units use: a dimension is active
+    when its KL averages more than ACTIVE_UNIT_THRESHOLD nats per character, so a whole latent below that much
+    KL carries less than one active dimension would (the posterior has collapsed onto the prior), and one above
+    it with no active dimension carries a little, spread thin."""
+    if score.latent_size == 0:
+        return "none: a plain GRU language model"
+    kl = f"KL {score.kl:.4f} nats/char"
+    if score.active_units_kl == 0 and score.kl <= ACTIVE_UNIT_THRESHOLD:
+        return (
+            f"unused: {kl}, less than the {ACTIVE_UNIT_THRESHOLD} of one active unit (posterior collapse: "
+            "the decoder ignores z)"
+        )
+    share = f" ({score.kl / score.elbo:.1%} of the -ELBO)" if score.elbo > 0 else ""
+    if score.active_units_kl == 0:
+        return f"carries little: {kl}{share} spread over {score.latent_size} units, none above {ACTIVE_UNIT_THRESHOLD}"
+    in_active = sum(v for v in score.unit_kl if v > ACTIVE_UNIT_THRESHOLD)
+    units = f"{score.active_units_kl} unit{'s' if score.active_units_kl > 1 else ''}"
+    return f"used: carries {kl}{share}, {in_active:.4f} of it in {units} above {ACTIVE_UNIT_THRESHOLD}"
+
+
 @dataclass
 class Evaluation:
     """Negative ELBO on a text, per character."""
