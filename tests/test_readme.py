@@ -10,16 +10,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import REPO
 
 # command prefix -> why the test does not run it
 SKIPPED = {
     "pip install": "installs packages: CI's set-up does exactly this",
+    "make setup": "installs packages: CI's set-up does exactly this",
+    ". .venv/bin/activate": "a shell's own command; this test puts the environment's bin/ on PATH instead",
     "make demo": "long (set-up, 300 training steps); its parts are the by-hand commands below",
+    "make check": "a part of this suite",
     "make test": "this suite itself",
     "npm ci --prefix clients/js": "installs packages: `make js-test` does exactly this",
     "node clients/js/examples/sample.mjs": "the JavaScript suite runs it (clients/js/test/example.test.mjs)",
-    "vrnn-train tinyshakespeare -o runs/shakespeare.pt": "long (5,000 steps); made by a 30-step run instead",
+    "vrnn-train tinyshakespeare -o runs/mine.pt --minutes 10": "long (ten minutes); made by a 30-step run instead",
 }
 
 
@@ -34,6 +38,7 @@ def shell_commands(markdown: str) -> list[str]:
     return commands
 
 
+@pytest.mark.slow
 def test_every_readme_shell_command_runs(tmp_path: Path, tiny_corpus: Path) -> None:
     commands = shell_commands((REPO / "README.md").read_text(encoding="utf-8"))
     assert len(commands) >= 6
@@ -44,7 +49,7 @@ def test_every_readme_shell_command_runs(tmp_path: Path, tiny_corpus: Path) -> N
         if skip is not None:
             if command.startswith("vrnn-train"):
                 (tmp_path / "runs").mkdir(exist_ok=True)
-                short = [str(tiny_corpus), "-o", "runs/shakespeare.pt", "--preset", "tiny", "--steps", "30", "-q"]
+                short = [str(tiny_corpus), "-o", "runs/mine.pt", "--preset", "tiny", "--steps", "30", "-q"]
                 subprocess.run(["vrnn-train", *short], cwd=tmp_path, env=env, check=True, capture_output=True)
             continue
         result = subprocess.run(shlex.split(command), cwd=tmp_path, env=env, capture_output=True, text=True,
@@ -52,6 +57,27 @@ def test_every_readme_shell_command_runs(tmp_path: Path, tiny_corpus: Path) -> N
         assert result.returncode == 0, f"{command}: {result.stderr}"
         ran.append(command)
     assert any(c.startswith("vrnn-run") for c in ran) and any(c.startswith("vrnn-export") for c in ran)
+
+
+def test_the_readme_python_example_runs_as_written(tmp_path: Path) -> None:
+    """The Python API block runs on the bundled cell, from any folder, with nothing made beforehand."""
+    blocks = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(encoding="utf-8"), flags=re.S)
+    result = subprocess.run([sys.executable, "-c", blocks[0]], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ROMEO:") and len(result.stdout) > 1000
+
+
+def test_the_readme_sample_is_what_its_command_prints() -> None:
+    """The sample under the README's opening is the bundled model's text for the command it names, whole lines."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    command, shown = re.search(r"The bundled Tiny Shakespeare model \(`([^`]+)`\):\n\n```\n(.*?)```", readme,
+                               flags=re.S).groups()  # fmt: skip
+    args = shlex.split(command)
+    assert args[0] == "vrnn-run"
+    printed = subprocess.run([sys.executable, "-m", "vrnn.runtime.cli", *args[1:]], capture_output=True, text=True,
+                             timeout=120, check=True).stdout  # fmt: skip
+    assert printed == shown
 
 
 def test_the_readme_shows_the_javascript_example_as_it_is() -> None:
