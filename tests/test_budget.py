@@ -75,6 +75,27 @@ def train(*args: str) -> None:
     train_main([*args, "--quiet"], standalone_mode=False)
 
 
+def interrupted_at(step: int, monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
+    """Run vrnn-train with `args`, sending it Ctrl-C right after optimizer step `step`: its exit status."""
+    real = Trainer.train_step
+
+    def interrupting(self: Trainer) -> object:
+        result = real(self)
+        if self.step == step:
+            os.kill(os.getpid(), signal.SIGINT)
+        return result
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "train_step", interrupting)
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            with pytest.raises(SystemExit) as exit_info:
+                train(*args)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+    return int(exit_info.value.code)
+
+
 def run_train(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([bin_path("vrnn-train"), *args], capture_output=True, text=True, timeout=600)
 
@@ -216,23 +237,8 @@ def test_a_resumed_budget_run_finishes_the_same_schedule(
     bit: the checkpoint holds the fitted steps, and the resumed run does not fit again."""
     straight, split = tmp_path / "straight.pt", tmp_path / "split.pt"
     train(str(tiny_corpus), "-o", str(straight), *COMMON, "--minutes", "1")
-    fitted = Trainer.train_step
-
-    def interrupt_at_100(self: Trainer):
-        result = fitted(self)
-        if self.step == 100:
-            os.kill(os.getpid(), signal.SIGINT)
-        return result
-
-    monkeypatch.setattr(Trainer, "train_step", interrupt_at_100)
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        with pytest.raises(SystemExit) as exit_info:
-            train(str(tiny_corpus), "-o", str(split), *COMMON, "--minutes", "1")
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    assert exit_info.value.code == 130 and load_checkpoint(split)["step"] == 100
-    monkeypatch.setattr(Trainer, "train_step", fitted)
+    assert interrupted_at(100, monkeypatch, str(tiny_corpus), "-o", str(split), *COMMON, "--minutes", "1") == 130
+    assert load_checkpoint(split)["step"] == 100
     fake_machine.now += 1e6  # long after: a resumed run finishes its schedule, it does not fit a new one
     train(str(tiny_corpus), "-o", str(split), *COMMON, "--minutes", "1", "--resume")
     a, b = load_checkpoint(straight), load_checkpoint(split)
@@ -246,23 +252,8 @@ def test_a_run_stopped_before_its_fit_fits_when_resumed(
     tmp_path: Path, tiny_corpus: Path, fake_machine: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = tmp_path / "early.pt"
-    real = Trainer.train_step
-
-    def interrupt_at_10(self: Trainer):
-        result = real(self)
-        if self.step == 10:
-            os.kill(os.getpid(), signal.SIGINT)
-        return result
-
-    monkeypatch.setattr(Trainer, "train_step", interrupt_at_10)
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        with pytest.raises(SystemExit):
-            train(str(tiny_corpus), "-o", str(out), *COMMON, "--minutes", "1")
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    assert interrupted_at(10, monkeypatch, str(tiny_corpus), "-o", str(out), *COMMON, "--minutes", "1") == 130
     assert "budget" not in load_checkpoint(out)["metrics"]
-    monkeypatch.setattr(Trainer, "train_step", real)
     stepped = tmp_path / "stepped.pt"  # resumed with --steps instead: the budget is dropped, --steps decides
     shutil.copy(out, stepped)
     train(str(tiny_corpus), "-o", str(stepped), *COMMON, "--steps", "40", "--resume")
