@@ -18,7 +18,7 @@ from vrnn.runtime.inputs import check_input_file
 from vrnn.runtime.limits import check_seed, check_threads
 from vrnn.runtime.scoring import score_cell
 from vrnn.runtime.splits import SPLITS, split_bounds
-from vrnn.runtime.vocab import describe_chars
+from vrnn.runtime.vocab import describe_unknown
 
 MAX_SAMPLES = 4096
 
@@ -65,11 +65,9 @@ def text_to_score(content: str, split: str, start_char: str) -> tuple[str, str]:
 def unknown_message(text: str, content: str, unknown: set[str], cell: str) -> str:
     """The one-line refusal of a text with characters the cell lacks: how many, which, their share of the text,
     and what to do (vrnn-score has no way to skip them: a cell of a model trained on the text is the answer)."""
-    fraction = sum(content.count(c) for c in unknown) / max(1, len(content))
-    share = f"{fraction:.1%} of the text" if fraction >= 0.001 else "under 0.1% of the text"
-    kinds = f"{len(unknown)} character{'s' if len(unknown) > 1 else ''}"
+    kinds, which = describe_unknown(unknown, sum(content.count(c) for c in unknown) / max(1, len(content)))
     return (
-        f"{text} has {kinds} outside the model's vocabulary ({describe_chars(unknown)}; {share}): {cell} was not "
+        f"{text} has {kinds} outside the model's vocabulary ({which}): {cell} was not "
         "trained on this text; score a cell exported from a model trained on it (vrnn-train, then vrnn-export)"
     )
 

@@ -18,6 +18,17 @@ def describe_chars(chars: Iterable[str]) -> str:
     return text + (f" and {len(shown) - MAX_SHOWN} more" if len(shown) > MAX_SHOWN else "")
 
 
+def describe_unknown(unknown: Iterable[str], share: float | None) -> tuple[str, str]:
+    """How a refusal names the characters of a text that a model lacks: how many ('3 characters') and which,
+    with the share of the text they make up where it is known ("'\\t', '§' and '@'; 9.5% of the text")."""
+    shown = set(unknown)
+    kinds = f"{len(shown)} character{'s' if len(shown) > 1 else ''}"
+    which = describe_chars(shown)
+    if share is not None:
+        which += f"; {share:.1%} of the text" if share >= 0.001 else "; under 0.1% of the text"
+    return kinds, which
+
+
 def first_outside(ids: np.ndarray, size: int) -> int | None:
     """The first of `ids` outside [0, size), or None when all are inside: the check every decoder of picks
     makes before an id becomes a character."""

@@ -19,7 +19,7 @@ from vrnn.runtime.limits import check_seed
 from vrnn.runtime.schema import DEFAULT_START_CHAR
 from vrnn.runtime.score_cli import split_option
 from vrnn.runtime.splits import split_bounds
-from vrnn.runtime.vocab import Vocabulary, describe_chars
+from vrnn.runtime.vocab import Vocabulary, describe_unknown
 from vrnn.training.config import TrainConfig
 
 MAX_IWAE_SAMPLES = 4096
@@ -69,18 +69,17 @@ def unknown_message(
     """The one-line refusal of a text with characters the model lacks: how many, which, what share of the text
     they are (`counts`: the token file's count of each of `text_vocab`'s characters), and what to do: a model
     trained on the text first, since --skip-unknown drops the text's own characters."""
-    share = ""
+    share = None
     if counts and len(counts) == len(text_vocab) and sum(counts) > 0:
-        fraction = sum(n for c, n in zip(text_vocab.chars, counts, strict=True) if c in unknown) / sum(counts)
-        share = f"; {fraction:.1%} of the text" if fraction >= 0.001 else "; under 0.1% of the text"
-    kinds = f"{len(unknown)} character{'s' if len(unknown) > 1 else ''}"
+        share = sum(n for c, n in zip(text_vocab.chars, counts, strict=True) if c in unknown) / sum(counts)
+    kinds, which = describe_unknown(unknown, share)
     if checkpoint is None:
         return (
-            f"{text} has {kinds} the bundled Shakespeare model does not know ({describe_chars(unknown)}{share}): "
+            f"{text} has {kinds} the bundled Shakespeare model does not know ({which}): "
             "score a model trained on this text with -c CKPT, or drop them with --skip-unknown"
         )
     return (
-        f"{text} has {kinds} {Path(checkpoint).name} does not know ({describe_chars(unknown)}{share}): score it "
+        f"{text} has {kinds} {Path(checkpoint).name} does not know ({which}): score it "
         "with a model trained on this text, or drop them with --skip-unknown"
     )
 
