@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from latent_study import portable  # (this folder: a path relative to the repository, else a file name)
 
 from vrnn.models.checkpoint import load_checkpoint, model_from_checkpoint
 from vrnn.runtime.splits import split_bounds
@@ -35,8 +36,7 @@ from vrnn.training.smc import smc_text
 from vrnn.training.tokens import prepare_tokens
 from vrnn.training.torch_settings import flushed_denormals, set_torch_threads
 
-REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "benchmarks" / "results-bound-vs-k.json"
+RESULTS = Path(__file__).resolve().parent / "results-bound-vs-k.json"
 WINDOW = 256
 
 
@@ -92,9 +92,8 @@ def main() -> None:
                   f"{row['wall_s']:.0f} s", flush=True)  # fmt: skip
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     name = args.name or Path(args.checkpoint).name
-    checkpoint = Path(args.checkpoint).resolve()  # recorded relative to the repository: no path of this machine
-    shown = checkpoint.relative_to(REPO) if checkpoint.is_relative_to(REPO) else Path(checkpoint.name)
-    entry = {"checkpoint": str(shown), "chars": len(ids) - 1, "seeds": args.seeds}
+    checkpoint = portable(str(Path(args.checkpoint).resolve()), corpus="")  # no path of this machine recorded
+    entry = {"checkpoint": checkpoint, "chars": len(ids) - 1, "seeds": args.seeds}
     earlier = results.get(name, {})
     if all(earlier.get(key) == value for key, value in entry.items()):  # the same measurement: add to its rows
         rows = [row for row in earlier["rows"] if row["k"] not in {r["k"] for r in rows}] + rows
