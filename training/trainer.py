@@ -377,9 +377,10 @@ class Trainer:
                 speed = count * chars_per_step / max(elapsed, 1e-9)
                 status["text"] = f"loss {loss:.3f} kl {kl:.3f} {speed:,.0f} chars/s"
                 bar.update(1)
-                validate = main and (self.step % self.tc.eval_every == 0 or self.step == self.tc.steps)
-                if measuring is not None:
+                if measuring is not None:  # a budget run's first validation comes when its steps are timed
                     validate = self._measured(measuring)
+                else:
+                    validate = main and (self.step % self.tc.eval_every == 0 or self.step == self.tc.steps)
                 if validate:
                     stats = {k: v / count for k, v in sums.items()}
                     if measuring is not None:
